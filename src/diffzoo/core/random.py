@@ -1,0 +1,46 @@
+"""Randomness with explicit generators and per-sample seeds (EDM's convention).
+
+A sample never depends on the rest of its batch when each sample draws from its own generator:
+pass a list of ``torch.Generator`` (one per sample), e.g. from :func:`generators_from_seeds`.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+
+Generator = Union[torch.Generator, Sequence[torch.Generator], None]
+
+
+def generators_from_seeds(seeds: Sequence[int], device: str | torch.device = "cpu") -> list[torch.Generator]:
+    """One generator per sample, seeded with ``seeds[i]``."""
+    return [torch.Generator(device).manual_seed(int(s)) for s in seeds]
+
+
+def randn(shape: Sequence[int], generator: Generator = None, dtype: torch.dtype = torch.float32,
+          device: str | torch.device = "cpu") -> torch.Tensor:
+    """Standard normal noise. With a list of generators, row ``i`` comes from ``generator[i]``."""
+    shape = tuple(shape)
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    gens = list(generator)
+    if len(gens) != shape[0]:
+        raise ValueError(f"generator: got {len(gens)} generators for a batch of {shape[0]}")
+    return torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype, device=device) for g in gens])
+
+
+def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
+    return randn(x.shape, generator, x.dtype, x.device)
+
+
+def rand(shape: Sequence[int], generator: Generator = None, dtype: torch.dtype = torch.float32,
+         device: str | torch.device = "cpu") -> torch.Tensor:
+    """Uniform [0, 1) noise with the same per-sample generator convention as :func:`randn`."""
+    shape = tuple(shape)
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.rand(shape, generator=generator, dtype=dtype, device=device)
+    gens = list(generator)
+    if len(gens) != shape[0]:
+        raise ValueError(f"generator: got {len(gens)} generators for a batch of {shape[0]}")
+    return torch.stack([torch.rand(shape[1:], generator=g, dtype=dtype, device=device) for g in gens])

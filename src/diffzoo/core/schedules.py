@@ -1,0 +1,348 @@
+"""Noise processes: one schedule abstraction for every forward process diffzoo drives.
+
+Every Gaussian diffusion used here has the form (Lai et al., *The Principles of Diffusion Models*,
+2025, Sec. 2)::
+
+    x_t = alpha(t) * x_0 + sigma(t) * eps,        eps ~ N(0, I)
+
+with log-SNR ``lambda(t) = log(alpha(t)^2 / sigma(t)^2)``. A schedule answers ``alpha``, ``sigma`` and
+``log_snr`` for a *model time* ``t`` -- the number the network was trained to receive:
+
+* :class:`DiscreteSchedule` (DDPM-style, Ho et al. 2020): integer timesteps ``0..T-1`` with
+  ``alpha_t = sqrt(abar_t)``, ``sigma_t = sqrt(1 - abar_t)``. Fractional timesteps interpolate
+  ``log(sigma/alpha)`` linearly between neighbours, as k-diffusion does, so Karras grids work on
+  discrete models. The time ``-1`` denotes the end of sampling, with ``abar = final_alpha_cumprod``
+  (1.0 for "clean"; diffusers' ``set_alpha_to_one=False`` uses ``abar_0``).
+* :class:`ContinuousSchedule`: ``t`` in a real interval (VP-cosine and rectified flow on ``[0, 1]``,
+  VE/EDM where ``t = sigma``).
+
+All schedule tensors are precomputed in float64; values are returned in the dtype/device of ``t``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping
+
+import torch
+
+from diffzoo.core.errors import check_finite, check_choice
+
+Tensor = torch.Tensor
+
+
+def _as_time(t: Tensor | float, like: Tensor | None = None) -> Tensor:
+    if not torch.is_tensor(t):
+        t = torch.tensor(float(t), dtype=torch.float64 if like is None else like.dtype)
+    return t
+
+
+class NoiseSchedule:
+    """Base class. Subclasses implement :meth:`alpha_sigma` (and may override the rest).
+
+    Attributes
+    ----------
+    kind: ``"discrete"`` or ``"continuous"``.
+    t_min, t_max: the model-time range the network was trained on (``t_max`` is the noisiest end).
+    t_end: the model time at which sampling ends (``-1`` for discrete schedules, ``t_min`` or 0 else).
+    """
+
+    kind: str = "continuous"
+    name: str = "schedule"
+    t_min: float = 0.0
+    t_max: float = 1.0
+    t_end: float = 0.0
+
+    # --- the two functions that define the process --------------------------------------------
+    def alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+    def alpha(self, t: Tensor | float) -> Tensor:
+        return self.alpha_sigma(t)[0]
+
+    def sigma(self, t: Tensor | float) -> Tensor:
+        return self.alpha_sigma(t)[1]
+
+    def log_snr(self, t: Tensor | float) -> Tensor:
+        a, s = self.alpha_sigma(t)
+        return 2.0 * (torch.log(a) - torch.log(s))
+
+    def d_alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        """Time derivatives ``(alpha'(t), sigma'(t))`` by autograd on a float64 copy of ``t``."""
+        t = _as_time(t)
+        tt = t.detach().to(torch.float64).requires_grad_(True)
+        with torch.enable_grad():
+            a, s = self.alpha_sigma(tt)
+            da = torch.autograd.grad(a.sum(), tt, retain_graph=True)[0]
+            ds = torch.autograd.grad(s.sum(), tt)[0]
+        return da.to(t.dtype), ds.to(t.dtype)
+
+    # --- k-diffusion's view: the variance-exploding sigma = sigma_t / alpha_t --------------------
+    def ve_sigma(self, t: Tensor | float) -> Tensor:
+        """``sigma(t) / alpha(t)``: the noise level of the equivalent VE process ``x / alpha``."""
+        a, s = self.alpha_sigma(t)
+        return s / a
+
+    def t_from_ve_sigma(self, ve_sigma: Tensor) -> Tensor:
+        """Inverse of :meth:`ve_sigma` (model time for a VE noise level)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:  # pragma: no cover - cosmetic
+        return f"{type(self).__name__}(name={self.name!r}, t_min={self.t_min}, t_max={self.t_max})"
+
+
+class DiscreteSchedule(NoiseSchedule):
+    """A DDPM schedule given by its cumulative products ``abar_t`` (t = 0..T-1).
+
+    ``final_alpha_cumprod`` is the ``abar`` used at the end time ``t = -1`` (1.0 = clean data).
+    """
+
+    kind = "discrete"
+
+    def __init__(self, alphas_cumprod: Tensor, final_alpha_cumprod: float = 1.0, name: str = "discrete"):
+        acp = torch.as_tensor(alphas_cumprod, dtype=torch.float64).flatten()
+        if acp.numel() < 2:
+            raise ValueError(f"alphas_cumprod: need at least 2 entries, got {acp.numel()}")
+        check_finite(acp, "alphas_cumprod")
+        if bool(((acp <= 0) | (acp > 1)).any()):
+            raise ValueError("alphas_cumprod: every entry must lie in (0, 1]")
+        if bool((acp[1:] > acp[:-1]).any()):
+            raise ValueError("alphas_cumprod: must be non-increasing in t")
+        if not (0.0 < final_alpha_cumprod <= 1.0):
+            raise ValueError(f"final_alpha_cumprod: must lie in (0, 1], got {final_alpha_cumprod}")
+        self.alphas_cumprod = acp
+        self.final_alpha_cumprod = float(final_alpha_cumprod)
+        self.num_train_timesteps = acp.numel()
+        self.name = name
+        self.t_min, self.t_max, self.t_end = 0.0, float(acp.numel() - 1), -1.0
+        # log(sigma/alpha) per integer step, for fractional-time interpolation (k-diffusion style)
+        self._log_ve = 0.5 * (torch.log1p(-acp.clamp(max=1 - 1e-16)) - torch.log(acp))
+
+    @property
+    def betas(self) -> Tensor:
+        acp = self.alphas_cumprod
+        return 1 - acp / torch.cat([acp.new_ones(1), acp[:-1]])
+
+    def _abar(self, t: Tensor) -> Tensor:
+        """``abar`` at (possibly fractional) model time ``t``; ``t = -1`` gives the final value."""
+        acp = self.alphas_cumprod.to(t.device)
+        tf = t.to(torch.float64)
+        end = tf < 0
+        if bool(((tf < -1) | (tf > self.t_max)).any()) if not tf.requires_grad else False:
+            raise ValueError(f"t: discrete timesteps must lie in [-1, {self.t_max:g}] (got min "
+                             f"{tf.min().item():g}, max {tf.max().item():g})")
+        tc = tf.clamp(0, self.t_max)
+        lo = tc.floor().long()
+        hi = tc.ceil().long()
+        w = tc - lo.to(tf.dtype)
+        log_ve = self._log_ve.to(t.device)
+        lv = (1 - w) * log_ve[lo] + w * log_ve[hi]
+        abar = torch.where(w == 0, acp[lo], 1.0 / (1.0 + torch.exp(2 * lv)))
+        return torch.where(end, torch.full_like(abar, self.final_alpha_cumprod), abar)
+
+    def alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        t = _as_time(t)
+        abar = self._abar(t)
+        out_dtype = t.dtype if t.is_floating_point() else torch.float64
+        return abar.sqrt().to(out_dtype), (1 - abar).clamp(min=0).sqrt().to(out_dtype)
+
+    def ve_sigma(self, t: Tensor | float) -> Tensor:
+        t = _as_time(t)
+        abar = self._abar(t)
+        out_dtype = t.dtype if t.is_floating_point() else torch.float64
+        return ((1 - abar) / abar).clamp(min=0).sqrt().to(out_dtype)
+
+    def t_from_ve_sigma(self, ve_sigma: Tensor) -> Tensor:
+        """Fractional timestep whose VE sigma is ``ve_sigma`` (k-diffusion's ``sigma_to_t``)."""
+        ve_sigma = torch.as_tensor(ve_sigma)
+        log_s = ve_sigma.to(torch.float64).log()
+        log_ve = self._log_ve.to(ve_sigma.device)
+        dists = log_s[..., None] - log_ve
+        lo = (dists >= 0).cumsum(-1).argmax(-1).clamp(max=log_ve.numel() - 2)
+        hi = lo + 1
+        low, high = log_ve[lo], log_ve[hi]
+        w = ((low - log_s) / (low - high)).clamp(0, 1)
+        t = (1 - w) * lo + w * hi
+        return t.to(ve_sigma.dtype if ve_sigma.is_floating_point() else torch.float64)
+
+    def sigma_min_max(self) -> tuple[float, float]:
+        """The smallest and largest VE sigma of the training grid (for Karras spacing)."""
+        ve = self._log_ve.exp()
+        return float(ve[0]), float(ve[-1])
+
+
+# -------------------------------------------------------------------------------------------------
+# Discrete factories (beta schedules of DDPM, Stable Diffusion, improved DDPM)
+# -------------------------------------------------------------------------------------------------
+
+def _from_betas(betas: Tensor, name: str, final_alpha_cumprod: float = 1.0) -> DiscreteSchedule:
+    return DiscreteSchedule(torch.cumprod(1 - betas.to(torch.float64), 0), final_alpha_cumprod, name=name)
+
+
+def linear(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
+           final_alpha_cumprod: float = 1.0) -> DiscreteSchedule:
+    """DDPM's linear beta schedule (Ho et al. 2020, Sec. 4)."""
+    betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
+    return _from_betas(betas, "linear", final_alpha_cumprod)
+
+
+def scaled_linear(num_train_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012,
+                  final_alpha_cumprod: float = 1.0) -> DiscreteSchedule:
+    """Stable Diffusion's schedule: linear in sqrt(beta) (Rombach et al. 2022)."""
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
+    return _from_betas(betas, "scaled_linear", final_alpha_cumprod)
+
+
+def cosine(num_train_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999,
+           final_alpha_cumprod: float = 1.0) -> DiscreteSchedule:
+    """Improved DDPM's cosine schedule (Nichol & Dhariwal 2021, Eq. 17), betas clipped at ``max_beta``.
+
+    Same construction as diffusers' ``squaredcos_cap_v2``.
+    """
+    def f(u: float) -> float:
+        return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
+
+    n = num_train_timesteps
+    betas = torch.tensor([min(1 - f((i + 1) / n) / f(i / n), max_beta) for i in range(n)], dtype=torch.float64)
+    return _from_betas(betas, "cosine", final_alpha_cumprod)
+
+
+# -------------------------------------------------------------------------------------------------
+# Continuous schedules
+# -------------------------------------------------------------------------------------------------
+
+class ContinuousSchedule(NoiseSchedule):
+    """A continuous-time schedule defined by closed-form ``alpha(t)`` and ``sigma(t)``.
+
+    ``ve_sigma_fn_inv`` optionally inverts ``t -> sigma/alpha`` in closed form.
+    """
+
+    kind = "continuous"
+
+    def __init__(self, name: str, alpha_fn: Callable[[Tensor], Tensor], sigma_fn: Callable[[Tensor], Tensor],
+                 t_min: float = 0.0, t_max: float = 1.0, t_end: float = 0.0,
+                 ve_sigma_fn_inv: Callable[[Tensor], Tensor] | None = None):
+        self.name, self.alpha_fn, self.sigma_fn = name, alpha_fn, sigma_fn
+        self.t_min, self.t_max, self.t_end = float(t_min), float(t_max), float(t_end)
+        self.ve_sigma_fn_inv = ve_sigma_fn_inv
+
+    def alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        t = _as_time(t)
+        tf = t if t.is_floating_point() else t.to(torch.float64)
+        return self.alpha_fn(tf), self.sigma_fn(tf)
+
+    def t_from_ve_sigma(self, ve_sigma: Tensor) -> Tensor:
+        if self.ve_sigma_fn_inv is None:
+            raise NotImplementedError(f"schedule {self.name!r} has no closed-form inverse of sigma/alpha")
+        return self.ve_sigma_fn_inv(torch.as_tensor(ve_sigma))
+
+
+def ve(sigma_min: float = 0.002, sigma_max: float = 80.0) -> ContinuousSchedule:
+    """Variance exploding (Song et al. 2021): ``alpha = 1``, ``sigma = t``; model time is sigma."""
+    return ContinuousSchedule("ve", lambda t: torch.ones_like(t), lambda t: t, t_min=sigma_min,
+                              t_max=sigma_max, t_end=0.0, ve_sigma_fn_inv=lambda s: s)
+
+
+def edm(sigma_min: float = 0.002, sigma_max: float = 80.0, sigma_data: float = 0.5) -> ContinuousSchedule:
+    """EDM (Karras et al. 2022): a VE process with ``t = sigma``; pair it with the ``karras`` spacing."""
+    sch = ve(sigma_min, sigma_max)
+    sch.name = "edm"
+    sch.sigma_data = sigma_data  # type: ignore[attr-defined]
+    return sch
+
+
+def vp_cosine(s: float = 0.008, t_min: float = 1e-4, t_max: float = 1.0 - 1e-4) -> ContinuousSchedule:
+    """Continuous VP cosine: ``alpha = cos(pi/2 * (t+s)/(1+s)) / cos(pi/2 * s/(1+s))``, ``sigma^2 = 1-alpha^2``."""
+    c0 = math.cos(math.pi / 2 * s / (1 + s))
+
+    def a(t: Tensor) -> Tensor:
+        return torch.cos(math.pi / 2 * (t + s) / (1 + s)) / c0
+
+    def sg(t: Tensor) -> Tensor:
+        return (1 - a(t) ** 2).clamp(min=0).sqrt()
+
+    def inv(vs: Tensor) -> Tensor:  # sigma/alpha = tan(theta) relation up to c0
+        al = 1 / torch.sqrt(1 + vs.to(torch.float64) ** 2)
+        return ((torch.acos((al * c0).clamp(-1, 1)) * 2 / math.pi) * (1 + s) - s).to(vs.dtype)
+
+    return ContinuousSchedule("vp_cosine", a, sg, t_min=t_min, t_max=t_max, t_end=0.0, ve_sigma_fn_inv=inv)
+
+
+def vp_linear(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3) -> ContinuousSchedule:
+    """Continuous VP-SDE with linear beta(t) (Song et al. 2021): ``log alpha = -b_min t/2 - (b_max-b_min) t^2/4``."""
+    def a(t: Tensor) -> Tensor:
+        return torch.exp(-0.5 * beta_min * t - 0.25 * (beta_max - beta_min) * t**2)
+
+    def sg(t: Tensor) -> Tensor:
+        return (-torch.expm1(-beta_min * t - 0.5 * (beta_max - beta_min) * t**2)).clamp(min=0).sqrt()
+
+    def inv(vs: Tensor) -> Tensor:
+        c = torch.log1p(vs.to(torch.float64) ** 2)  # = beta_min t + (bmax-bmin) t^2 / 2
+        d = beta_max - beta_min
+        return ((-beta_min + torch.sqrt(beta_min**2 + 2 * d * c)) / d).to(vs.dtype)
+
+    return ContinuousSchedule("vp_linear", a, sg, t_min=t_min, t_max=1.0, t_end=0.0, ve_sigma_fn_inv=inv)
+
+
+def rectified_flow(t_min: float = 0.0, t_max: float = 1.0) -> ContinuousSchedule:
+    """Rectified flow / flow matching (Liu et al. 2023): ``alpha = 1 - t``, ``sigma = t``; t = 0 is data."""
+    return ContinuousSchedule("rectified_flow", lambda t: 1 - t, lambda t: t, t_min=t_min, t_max=t_max,
+                              t_end=0.0, ve_sigma_fn_inv=lambda s: s / (1 + s))
+
+
+# -------------------------------------------------------------------------------------------------
+# Registry and diffusers interop
+# -------------------------------------------------------------------------------------------------
+
+SCHEDULES: dict[str, Callable[..., NoiseSchedule]] = {
+    "linear": linear,
+    "scaled_linear": scaled_linear,
+    "cosine": cosine,
+    "ve": ve,
+    "edm": edm,
+    "vp_cosine": vp_cosine,
+    "vp_linear": vp_linear,
+    "rectified_flow": rectified_flow,
+}
+
+
+def get_schedule(name: str, **kwargs: Any) -> NoiseSchedule:
+    """Build a schedule by name (``linear``, ``scaled_linear``, ``cosine``, ``ve``, ``edm``,
+    ``vp_cosine``, ``vp_linear``, ``rectified_flow``)."""
+    check_choice(name, SCHEDULES, "schedule")
+    return SCHEDULES[name](**kwargs)
+
+
+def from_diffusers_config(config: Mapping[str, Any] | Any) -> DiscreteSchedule:
+    """The schedule a diffusers scheduler config describes, so a diffusers model runs on its own schedule.
+
+    Accepts a scheduler object, its ``.config`` or a plain dict. Supports ``beta_schedule`` in
+    ``linear``, ``scaled_linear``, ``squaredcos_cap_v2`` and explicit ``trained_betas``;
+    ``set_alpha_to_one`` sets the end-of-sampling ``abar`` (DDIM/PNDM convention). Given a scheduler
+    object, its own ``alphas_cumprod`` tensor is used bit for bit (diffusers builds it in float32).
+    """
+    own_acp = getattr(config, "alphas_cumprod", None)  # a scheduler object: use its exact tensor
+    if hasattr(config, "config"):
+        config = config.config
+    cfg = dict(config)
+    n = int(cfg.get("num_train_timesteps", 1000))
+    final = 1.0 if cfg.get("set_alpha_to_one", True) else None
+    trained = cfg.get("trained_betas")
+    kind = cfg.get("beta_schedule", "linear")
+    if own_acp is not None:
+        sch = DiscreteSchedule(torch.as_tensor(own_acp).to(torch.float64), name=str(kind))
+    elif trained is not None:
+        betas = torch.as_tensor(trained, dtype=torch.float64)
+        sch = _from_betas(betas, "trained")
+    elif kind == "linear":
+        sch = linear(n, cfg.get("beta_start", 1e-4), cfg.get("beta_end", 0.02))
+    elif kind == "scaled_linear":
+        sch = scaled_linear(n, cfg.get("beta_start", 0.00085), cfg.get("beta_end", 0.012))
+    elif kind == "squaredcos_cap_v2":
+        sch = cosine(n)
+    else:
+        raise ValueError(f"beta_schedule: unsupported value {kind!r} (expected linear, scaled_linear, "
+                         "squaredcos_cap_v2 or trained_betas)")
+    if final is None:
+        sch.final_alpha_cumprod = float(sch.alphas_cumprod[0])
+    return sch
