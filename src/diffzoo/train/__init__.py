@@ -1,0 +1,11 @@
+"""Training: the Accelerate-based trainer, EMA, atomic safetensors checkpoints, the recipe registry.
+
+``train(model, loss_fn, sample_batch, TrainConfig(...)) -> TrainResult`` (see :mod:`diffzoo.train.trainer`);
+``diffzoo train RECIPE [options]`` runs a registered recipe (:mod:`diffzoo.train.recipes`).
+"""
+
+from diffzoo.train.checkpoint import atomic_save_safetensors, load_checkpoint, read_safetensors, save_checkpoint
+from diffzoo.train.trainer import TrainConfig, TrainResult, ema_update, lr_at, step_generator, train
+
+__all__ = ["TrainConfig", "TrainResult", "train", "ema_update", "lr_at", "step_generator",
+           "atomic_save_safetensors", "read_safetensors", "save_checkpoint", "load_checkpoint"]

@@ -1,0 +1,144 @@
+"""Atomic safetensors checkpoints: model, EMA model, optimizer state and a JSON header.
+
+A checkpoint is one ``.safetensors`` file whose tensors are prefixed ``model.``, ``ema.`` and
+``optim.`` (the optimizer's per-parameter state flattened to tensors, e.g. ``optim.3.exp_avg``), plus
+``losses``; everything that is not a tensor (step, config, optimizer hyper-parameters) is JSON stored
+in the file's metadata under the key ``diffzoo``. Files are written to a temporary name in the same
+folder and renamed into place (``os.replace`` is atomic on POSIX), so a kill during a save leaves
+either the old checkpoint or the new one, never a torn file. Nothing is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+Tensor = torch.Tensor
+META_KEY = "diffzoo"
+CKPT_NAME = "checkpoint.safetensors"
+
+
+def atomic_save_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, meta: dict[str, Any] | None = None
+                            ) -> Path:
+    """Write ``tensors`` (+ JSON ``meta`` in the header) to ``path`` atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    metadata = {META_KEY: json.dumps(meta or {}, sort_keys=True)}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        save_file(flat, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as indented JSON to ``path`` atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Read every tensor and the JSON header of a safetensors file (raises ``ValueError`` naming the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for torn / foreign files
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+    try:
+        meta = json.loads(raw[META_KEY]) if META_KEY in raw else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupt JSON header ({e})") from e
+    return tensors, meta
+
+
+def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    sd = opt.state_dict()
+    tensors: dict[str, Tensor] = {}
+    scalars: dict[str, dict[str, Any]] = {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"optim.{idx}.{k}"] = v
+            else:
+                scalars.setdefault(str(idx), {})[k] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for key, v in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = v
+    for idx, d in meta.get("scalars", {}).items():
+        state.setdefault(int(idx), {}).update(d)
+    groups = []
+    for g in meta["param_groups"]:
+        g = dict(g)
+        if isinstance(g.get("betas"), list):
+            g["betas"] = tuple(g["betas"])
+        groups.append(g)
+    return {"state": state, "param_groups": groups}
+
+
+def save_checkpoint(out_dir: str | os.PathLike, model: torch.nn.Module, ema_model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer, step: int, config: dict[str, Any], losses: list[float]
+                    ) -> Path:
+    """Save a resumable training checkpoint to ``out_dir/checkpoint.safetensors`` (+ a readable JSON)."""
+    tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+    tensors.update({f"ema.{k}": v for k, v in ema_model.state_dict().items()})
+    opt_tensors, opt_meta = _flatten_optimizer(optimizer)
+    tensors.update(opt_tensors)
+    tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
+    meta = {"step": int(step), "config": config, "optimizer": opt_meta}
+    path = atomic_save_safetensors(tensors, Path(out_dir) / CKPT_NAME, meta)
+    atomic_write_json({"step": int(step), "config": config}, Path(out_dir) / "checkpoint.json")
+    return path
+
+
+def load_checkpoint(out_dir: str | os.PathLike, model: torch.nn.Module, ema_model: torch.nn.Module,
+                    optimizer: torch.optim.Optimizer) -> tuple[int, list[float]] | None:
+    """Restore a checkpoint written by :func:`save_checkpoint`; returns ``(step, losses)`` or ``None``."""
+    path = Path(out_dir) / CKPT_NAME
+    if not path.is_file():
+        return None
+    tensors, meta = read_safetensors(path)
+    if "step" not in meta or "optimizer" not in meta:
+        raise ValueError(f"{path}: not a diffzoo training checkpoint (missing step/optimizer header)")
+
+    def part(prefix: str) -> dict[str, Tensor]:
+        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+    try:
+        model.load_state_dict(part("model."))
+        ema_model.load_state_dict(part("ema."))
+        optimizer.load_state_dict(_unflatten_optimizer(part("optim."), meta["optimizer"]))
+    except (RuntimeError, KeyError, ValueError) as e:
+        raise ValueError(f"{path}: checkpoint does not match this model/optimizer ({e})") from e
+    losses = tensors["losses"].tolist() if "losses" in tensors else []
+    return int(meta["step"]), losses

@@ -1,0 +1,38 @@
+"""``diffzoo train RECIPE [options]``: run a registered training recipe and print its final metrics.
+
+Multi-GPU: ``accelerate launch -m diffzoo.cli train RECIPE ...``. The exact command line is recorded in
+the shipped model's JSON (``train_command``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+
+from diffzoo.train.recipes import recipes
+
+
+def command_line() -> str:
+    """The ``diffzoo train ...`` command of this process, shell-quoted (recorded in zoo JSONs)."""
+    argv = sys.argv[1:]
+    if "train" in argv:
+        argv = argv[argv.index("train"):]
+    return "diffzoo " + " ".join(shlex.quote(a) for a in argv)
+
+
+def _run(args: argparse.Namespace) -> int:
+    metrics = args.recipe_fn(args)
+    print(json.dumps(metrics, indent=2, sort_keys=True, default=str))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("train", help="train a model with a registered recipe",
+                              description="Train a model with a registered recipe (see `diffzoo train RECIPE -h`).")
+    sub = p.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
+    for name, r in sorted(recipes().items()):
+        rp = sub.add_parser(name, help=r.help, description=r.help)
+        r.add_args(rp)
+        rp.set_defaults(func=_run, recipe_fn=r.run)

@@ -1,0 +1,181 @@
+"""diffzoo's trainer: AdamW + EMA + linear LR warm-up + gradient clipping, on Hugging Face Accelerate.
+
+Everything a diffusion paper trains in diffzoo goes through :func:`train`::
+
+    result = train(model, loss_fn, sample_batch, TrainConfig(steps=1000, out_dir="runs/x"))
+
+* ``sample_batch(step, generator, batch_size) -> batch`` draws the batch of optimisation step ``step``
+  from a generator seeded by ``(seed, step, process)`` only, so a run that is killed and resumed sees
+  exactly the batches of an uninterrupted run (per-step seeded batches; no data-loader state).
+* ``loss_fn(model, batch, generator) -> scalar`` gets the same per-step CPU generator for its own noise
+  (timesteps, epsilon, label dropout); draw on the CPU and move to the batch's device.
+* The EMA model follows ``ema <- d * ema + (1 - d) * theta`` after each step (Polyak averaging, as in
+  DDPM, Ho et al. 2020, App. B) with ``d = min(ema_decay, (1 + n) / (10 + n))`` (warm-up of the decay).
+* The learning rate is ``lr * min(1, (n + 1) / warmup_steps)`` at step ``n``, recomputed from the
+  step counter, so it resumes exactly.
+* Checkpoints (model, EMA, AdamW state, losses, step, config) are atomic safetensors files in
+  ``out_dir`` (:mod:`diffzoo.train.checkpoint`); a new call with the same ``out_dir`` resumes.
+
+Multi-GPU: ``accelerate launch -m diffzoo.cli train RECIPE ...``; each process draws its share of the
+batch (``batch_size // num_processes``) from its own per-step generator.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from diffzoo.core.errors import check_range
+from diffzoo.train.checkpoint import load_checkpoint, save_checkpoint
+
+log = logging.getLogger(__name__)
+
+LossFn = Callable[[torch.nn.Module, Any, torch.Generator], torch.Tensor]
+BatchFn = Callable[[int, torch.Generator, int], Any]
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of one training run (all of it is stored in every checkpoint)."""
+
+    steps: int = 1000
+    batch_size: int = 128
+    lr: float = 2e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 100
+    ema_decay: float = 0.999
+    grad_clip: float = 1.0
+    seed: int = 0
+    out_dir: str | None = None
+    ckpt_every: int = 500
+    log_every: int = 100
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # recipe options, recorded in checkpoints
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "ckpt_every", "log_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}: expected a positive integer, got {getattr(self, name)}")
+        check_range(self.lr, "lr", 0, None, lo_open=True)
+        check_range(self.ema_decay, "ema_decay", 0, 1)
+        check_range(self.weight_decay, "weight_decay", 0)
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps: expected >= 0, got {self.warmup_steps}")
+
+
+@dataclass
+class TrainResult:
+    model: torch.nn.Module
+    ema_model: torch.nn.Module
+    step: int
+    losses: list[float]
+
+
+def step_generator(seed: int, step: int, process: int = 0) -> torch.Generator:
+    """The CPU generator of optimisation step ``step``: a pure function of ``(seed, step, process)``."""
+    s = np.random.SeedSequence([int(seed), int(step), int(process)]).generate_state(2, dtype=np.uint32)
+    return torch.Generator("cpu").manual_seed(int(s[0]) << 32 | int(s[1]))
+
+
+def lr_at(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up to ``cfg.lr`` over ``cfg.warmup_steps`` steps, then constant."""
+    if cfg.warmup_steps <= 0:
+        return cfg.lr
+    return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """``ema <- decay * ema + (1 - decay) * model`` for parameters; buffers are copied."""
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm.detach(), 1.0 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    if torch.is_tensor(batch):
+        return batch.to(device)
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(_to_device(v, device) for v in batch)
+    return batch
+
+
+def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d.pop("progress", None)
+    return d
+
+
+def train(model: torch.nn.Module, loss_fn: LossFn, sample_batch: BatchFn, cfg: TrainConfig) -> TrainResult:
+    """Train ``model`` for ``cfg.steps`` optimisation steps (resuming from ``cfg.out_dir`` if possible).
+
+    Returns the trained model (unwrapped, in train mode), its EMA copy (eval mode), the final step
+    and the per-step losses (of the main process).
+    """
+    from accelerate import Accelerator
+
+    cfg.validate()
+    acc = Accelerator()
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    start, losses = 0, []
+    if cfg.out_dir is not None:
+        restored = load_checkpoint(cfg.out_dir, model, ema, opt)
+        if restored is not None:
+            start, losses = restored
+            log.info("resuming from %s at step %d", cfg.out_dir, start)
+    model, opt = acc.prepare(model, opt)
+    ema.to(acc.device)
+    per_proc = max(1, cfg.batch_size // acc.num_processes)
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train",
+               disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
+    for step in bar:
+        loss = _train_step(model, opt, acc, loss_fn, sample_batch, cfg, step, per_proc)
+        ema_update(ema, acc.unwrap_model(model), min(cfg.ema_decay, (1 + step) / (10 + step)))
+        losses.append(loss)
+        done = step + 1
+        if done % cfg.log_every == 0 or done == cfg.steps:
+            recent = losses[-cfg.log_every:]
+            bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
+            log.info("step %d loss %.5f lr %.2e", done, sum(recent) / len(recent), lr_at(cfg, step))
+        if cfg.out_dir is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps):
+            _save(acc, cfg, model, ema, opt, done, losses)
+    bar.close()
+    return TrainResult(acc.unwrap_model(model), ema, max(start, cfg.steps), losses)
+
+
+def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, acc: Any, loss_fn: LossFn,
+                sample_batch: BatchFn, cfg: TrainConfig, step: int, per_proc: int) -> float:
+    gen = step_generator(cfg.seed, step, acc.process_index)
+    batch = _to_device(sample_batch(step, gen, per_proc), acc.device)
+    for g in opt.param_groups:
+        g["lr"] = lr_at(cfg, step)
+    model.train()
+    loss = loss_fn(model, batch, gen)
+    if not torch.isfinite(loss):
+        raise FloatingPointError(f"loss: non-finite value {loss.item()} at step {step}")
+    opt.zero_grad(set_to_none=True)
+    acc.backward(loss)
+    if cfg.grad_clip and cfg.grad_clip > 0 and math.isfinite(cfg.grad_clip):
+        acc.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    opt.step()
+    return float(acc.reduce(loss.detach(), reduction="mean").item())
+
+
+def _save(acc: Any, cfg: TrainConfig, model: torch.nn.Module, ema: torch.nn.Module,
+          opt: torch.optim.Optimizer, step: int, losses: list[float]) -> None:
+    acc.wait_for_everyone()
+    if acc.is_main_process:
+        save_checkpoint(Path(cfg.out_dir), acc.unwrap_model(model), ema, opt, step, _config_dict(cfg), losses)
+    acc.wait_for_everyone()

@@ -1,0 +1,109 @@
+"""Trainer: exact resume after a kill, atomic checkpoints, warm-up, EMA, config validation."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+from diffzoo.train import TrainConfig, ema_update, lr_at, read_safetensors, step_generator, train
+
+
+def _net() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.SiLU(), torch.nn.Linear(16, 2))
+
+
+def _batch(step: int, gen: torch.Generator, bs: int) -> torch.Tensor:
+    return torch.randn(bs, 2, generator=gen) * 0.5 + 1.0
+
+
+def _loss(model: torch.nn.Module, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    noise = torch.randn(batch.shape, generator=gen)
+    return ((model(batch + noise) - noise) ** 2).mean()
+
+
+def _cfg(tmp, steps, **kw) -> TrainConfig:
+    base = dict(steps=steps, batch_size=16, lr=1e-2, warmup_steps=3, ema_decay=0.9, grad_clip=0.5, seed=3,
+                out_dir=str(tmp) if tmp is not None else None, ckpt_every=4, log_every=2, progress=False)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
+    return all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+def test_resume_after_clean_stop_is_identical(tmp_path):
+    straight = train(_net(), _loss, _batch, _cfg(tmp_path / "a", 10))
+    train(_net(), _loss, _batch, _cfg(tmp_path / "b", 6))
+    resumed = train(_net(), _loss, _batch, _cfg(tmp_path / "b", 10))
+    assert resumed.step == 10 and len(resumed.losses) == 10
+    assert _same(straight.model, resumed.model)
+    assert _same(straight.ema_model, resumed.ema_model)
+    assert straight.losses == resumed.losses
+
+
+class _Killed(RuntimeError):
+    pass
+
+
+def test_resume_after_kill_mid_run_is_identical(tmp_path):
+    straight = train(_net(), _loss, _batch, _cfg(None, 13))
+    calls = {"n": 0}
+
+    def dying_loss(model, batch, gen):
+        calls["n"] += 1
+        if calls["n"] == 11:  # killed during step 10, after the checkpoint at step 8
+            raise _Killed()
+        return _loss(model, batch, gen)
+
+    with pytest.raises(_Killed):
+        train(_net(), dying_loss, _batch, _cfg(tmp_path, 13))
+    _, meta = read_safetensors(tmp_path / "checkpoint.safetensors")
+    assert meta["step"] == 8
+    resumed = train(_net(), _loss, _batch, _cfg(tmp_path, 13))
+    assert _same(straight.model, resumed.model)
+    assert _same(straight.ema_model, resumed.ema_model)
+    assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+
+
+def test_training_reduces_loss_and_checkpoint_is_safetensors(tmp_path):
+    res = train(_net(), _loss, _batch, _cfg(tmp_path, 40, lr=5e-3))
+    assert sum(res.losses[-5:]) / 5 < sum(res.losses[:5]) / 5
+    tensors, meta = read_safetensors(tmp_path / "checkpoint.safetensors")
+    assert meta["step"] == 40 and meta["config"]["seed"] == 3
+    assert any(k.startswith("optim.") and k.endswith("exp_avg") for k in tensors)
+    assert (tmp_path / "checkpoint.json").is_file()
+
+
+def test_step_generator_is_pure_function_of_seed_step_process():
+    a = torch.randn(4, generator=step_generator(1, 5))
+    assert torch.equal(a, torch.randn(4, generator=step_generator(1, 5)))
+    assert not torch.equal(a, torch.randn(4, generator=step_generator(1, 6)))
+    assert not torch.equal(a, torch.randn(4, generator=step_generator(1, 5, 1)))
+
+
+def test_lr_warmup_and_ema_update():
+    cfg = TrainConfig(lr=1.0, warmup_steps=4)
+    assert [lr_at(cfg, s) for s in range(6)] == [0.25, 0.5, 0.75, 1.0, 1.0, 1.0]
+    ema, m = torch.nn.Linear(1, 1, bias=False), torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        ema.weight.fill_(0.0)
+        m.weight.fill_(1.0)
+    ema_update(ema, m, 0.9)
+    assert torch.allclose(ema.weight, torch.tensor([[0.1]]))
+
+
+def test_bad_config_names_argument():
+    with pytest.raises(ValueError, match="steps"):
+        train(_net(), _loss, _batch, _cfg(None, 0))
+    with pytest.raises(ValueError, match="lr"):
+        train(_net(), _loss, _batch, _cfg(None, 2, lr=0.0))
+
+
+def test_corrupt_checkpoint_is_reported_with_file_name(tmp_path):
+    (tmp_path / "checkpoint.safetensors").write_bytes(b"\x10\x00\x00\x00garbage")
+    with pytest.raises(ValueError, match="checkpoint.safetensors"):
+        train(_net(), _loss, _batch, _cfg(tmp_path, 2))
