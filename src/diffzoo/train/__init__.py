@@ -5,7 +5,7 @@
 """
 
 from diffzoo.train.checkpoint import atomic_save_safetensors, load_checkpoint, read_safetensors, save_checkpoint
-from diffzoo.train.trainer import TrainConfig, TrainResult, ema_update, lr_at, step_generator, train
+from diffzoo.train.trainer import TrainConfig, TrainResult, diffusion_loss, ema_update, lr_at, step_generator, train
 
-__all__ = ["TrainConfig", "TrainResult", "train", "ema_update", "lr_at", "step_generator",
+__all__ = ["TrainConfig", "TrainResult", "train", "diffusion_loss", "ema_update", "lr_at", "step_generator",
            "atomic_save_safetensors", "read_safetensors", "save_checkpoint", "load_checkpoint"]

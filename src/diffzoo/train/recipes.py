@@ -77,6 +77,7 @@ def add_train_args(parser: argparse.ArgumentParser, *, steps: int = 1000, batch_
     g.add_argument("--ckpt-every", type=int, default=ckpt_every)
     g.add_argument("--log-every", type=int, default=log_every)
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    g.add_argument("--keep-checkpoints", action="store_true", help="keep checkpoint-<step>.safetensors files")
     g.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU runs)")
     g.add_argument("--zoo-name", default=None, help="also ship the EMA model to the zoo under this name")
 
@@ -92,4 +93,5 @@ def train_config_from_args(args: argparse.Namespace, **extra: object):
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                        warmup_steps=args.warmup_steps, ema_decay=args.ema_decay, grad_clip=args.grad_clip,
                        seed=args.seed, out_dir=args.out_dir, ckpt_every=args.ckpt_every, log_every=args.log_every,
-                       progress=not args.no_progress, extra=dict(extra))
+                       progress=not args.no_progress,
+                       keep_checkpoints=bool(getattr(args, "keep_checkpoints", False)), extra=dict(extra))

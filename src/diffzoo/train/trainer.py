@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -58,6 +59,7 @@ class TrainConfig:
     ckpt_every: int = 500
     log_every: int = 100
     progress: bool = True
+    keep_checkpoints: bool = False  # also keep checkpoint-<step>.safetensors for every save
     extra: dict[str, Any] = field(default_factory=dict)  # recipe options, recorded in checkpoints
 
     def validate(self) -> None:
@@ -114,6 +116,7 @@ def _to_device(batch: Any, device: torch.device) -> Any:
 def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
     d = asdict(cfg)
     d.pop("progress", None)
+    d.pop("keep_checkpoints", None)
     return d
 
 
@@ -177,5 +180,43 @@ def _save(acc: Any, cfg: TrainConfig, model: torch.nn.Module, ema: torch.nn.Modu
           opt: torch.optim.Optimizer, step: int, losses: list[float]) -> None:
     acc.wait_for_everyone()
     if acc.is_main_process:
-        save_checkpoint(Path(cfg.out_dir), acc.unwrap_model(model), ema, opt, step, _config_dict(cfg), losses)
+        path = save_checkpoint(Path(cfg.out_dir), acc.unwrap_model(model), ema, opt, step, _config_dict(cfg), losses)
+        if cfg.keep_checkpoints:
+            keep = path.with_name(f"checkpoint-{step}.safetensors")
+            keep.unlink(missing_ok=True)
+            os.link(path, keep)
     acc.wait_for_everyone()
+
+
+def diffusion_loss(model: torch.nn.Module, x0: torch.Tensor, schedule: Any, generator: torch.Generator,
+                   cond: Any = None, prediction_type: str = "epsilon") -> torch.Tensor:
+    """The simple denoising loss ``E_{t, eps} |f(x_t, t, c) - target|^2`` (Ho et al. 2020, Eq. 14).
+
+    ``t`` is uniform over the discrete schedule's training steps (or ``U[t_min, t_max]`` for a
+    continuous one), ``x_t = alpha_t x0 + sigma_t eps``, and the target is ``eps`` converted to
+    ``prediction_type`` by :func:`diffzoo.core.parameterization.from_x0_eps`. Noise is drawn on the
+    CPU from ``generator`` (resume-exact) and moved to ``x0``'s device.
+    """
+    from diffzoo.core.parameterization import canonical_prediction_type, from_x0_eps
+
+    prediction_type = canonical_prediction_type(prediction_type)
+    b = x0.shape[0]
+    if schedule.kind == "discrete":
+        t = torch.randint(int(schedule.t_max) + 1, (b,), generator=generator).to(torch.float64)
+    else:
+        t = schedule.t_min + (schedule.t_max - schedule.t_min) * torch.rand(b, generator=generator, dtype=torch.float64)
+    eps = torch.randn(x0.shape, generator=generator).to(device=x0.device, dtype=x0.dtype)
+    alpha, sigma = schedule.alpha_sigma(t)
+    shape = (b,) + (1,) * (x0.ndim - 1)
+    a = alpha.to(x0.device, x0.dtype).reshape(shape)
+    s = sigma.to(x0.device, x0.dtype).reshape(shape)
+    x_t = a * x0 + s * eps
+    if prediction_type == "epsilon":
+        target = eps
+    else:
+        da = ds = None
+        if prediction_type == "velocity":
+            da, ds = (v.to(x0.device, x0.dtype).reshape(shape) for v in schedule.d_alpha_sigma(t))
+        target = from_x0_eps(x0, eps, prediction_type, a, s, da, ds)
+    pred = model(x_t, t.to(x0.device, torch.float32), cond)
+    return torch.nn.functional.mse_loss(pred, target)
