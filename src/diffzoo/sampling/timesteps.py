@@ -90,12 +90,16 @@ def get_timesteps(schedule: NoiseSchedule, num_steps: int, spacing: str = "unifo
         smin, smax = _ve_range(schedule)
         smin = smin if sigma_min is None else float(sigma_min)
         smax = smax if sigma_max is None else float(sigma_max)
-        if not 0 < smin < smax:
-            raise ValueError(f"sigma_min, sigma_max: need 0 < sigma_min < sigma_max, got {smin}, {smax}")
+        if not 0 < smin < smax < math.inf:
+            raise ValueError(f"sigma_min, sigma_max: need 0 < sigma_min < sigma_max < inf, got {smin}, {smax} "
+                             f"(schedule {schedule.name!r}'s VE range; pass sigma_min/sigma_max explicitly)")
         t = schedule.t_from_ve_sigma(_karras_sigmas(num_steps, smin, smax, rho)).to(torch.float64)
         t = t.clamp(schedule.t_min, schedule.t_max)
     elif schedule.kind == "discrete":
         t = _discrete_grid(schedule, num_steps, spacing, steps_offset)
+        if t.numel() != num_steps or bool((t[1:] >= t[:-1]).any()) or float(t[-1]) < 0:
+            raise ValueError(f"num_steps: {num_steps} steps do not fit a {spacing!r} grid on "
+                             f"{int(schedule.t_max) + 1} training timesteps (use 'leading' for every step)")
     else:
         t = _continuous_grid(schedule, num_steps, spacing)
     grid = torch.cat([t, torch.tensor([schedule.t_end], dtype=torch.float64)])
