@@ -1,0 +1,123 @@
+"""Inversion of real images into a latent diffusion model's noise, and editing from there: one API.
+
+``invert(method, model, image_or_latent, prompt, ...) -> InversionResult``, then
+``reconstruct(result)`` (back to ``z_0``, or the image with ``decode=True``) and
+``edit(result, target_prompt, guidance=..., controller=...)`` (an attention controller from
+:mod:`diffzoo.editing.attention`, installed on the UNet's attention processors for the edit pass,
+which denoises the batch ``[source; target]``).
+
+=============  ================================================================  ======================
+method         idea                                                              reconstruction
+=============  ================================================================  ======================
+``ddim``       DDIM inversion (Song et al. 2021): the DDIM step run backwards,   drifts, more with
+               ``eps`` taken at the known state                                  guidance
+``edict``      EDICT (Wallace et al. 2023): coupled ``x/y`` sequences, mixing    exact (round-off)
+               ``p = 0.93``
+``ddpm``       edit-friendly DDPM noise space (Huberman-Spiegelglas et al.       exact
+               2024): stored noise maps ``z_t``
+``null_text``  null-text inversion (Mokady et al. 2023): pivot at guidance 1 +   approximate (early
+               per-step optimised null embeddings                                stop), at guidance 7.5
+``direct``     Direct Inversion (Ju et al. 2024): source branch snapped onto     exact (round-off)
+               the pivot each step
+=============  ================================================================  ======================
+
+Every method works on any :class:`~diffzoo.editing.latent.LatentModel` (TinySD, or a diffusers
+``StableDiffusionPipeline``'s components) and every step uses the shared DDIM transfer
+(:func:`~diffzoo.inversion.common.ddim_transfer`: core ``to_x0_eps`` + ``ddim_step``) and the shared
+CFG combination (core ``cfg_combine``). Other modules may add methods with :func:`register_method`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+
+from diffzoo.core.errors import check_choice
+from diffzoo.inversion import ddim, ddpm, direct, edict, null_text
+from diffzoo.inversion.common import (EditResult, InversionResult, as_prompts, check_model, embed, grid,
+                                      to_latent)
+
+Tensor = torch.Tensor
+
+__all__ = ["invert", "reconstruct", "edit", "register_method", "METHODS", "InversionResult", "EditResult",
+           "InversionMethod"]
+
+
+@dataclass(frozen=True)
+class InversionMethod:
+    """The three functions of a method (see :mod:`diffzoo.inversion.ddim` for their signatures)."""
+
+    name: str
+    invert: Callable[..., InversionResult]
+    reconstruct: Callable[[InversionResult], Tensor]
+    edit: Callable[..., EditResult]
+
+
+METHODS: dict[str, InversionMethod] = {}
+
+
+def register_method(name: str, invert_fn: Callable[..., InversionResult],
+                    reconstruct_fn: Callable[[InversionResult], Tensor], edit_fn: Callable[..., EditResult]) -> None:
+    """Add a method to :func:`invert` (``invert_fn(model, z0, prompts, cond, ts, guidance, generator, **kw)``)."""
+    METHODS[name] = InversionMethod(name, invert_fn, reconstruct_fn, edit_fn)
+
+
+for _mod, _name in ((ddim, "ddim"), (edict, "edict"), (ddpm, "ddpm"), (null_text, "null_text"), (direct, "direct")):
+    register_method(_name, _mod.invert, _mod.reconstruct, _mod.edit)
+
+
+def invert(method: str, model: Any, image_or_latent: Tensor, prompt: str | Sequence[str], *, num_steps: int = 50,
+           guidance: float | None = None, dtype: torch.dtype = torch.float32, generator: Any = None,
+           is_latent: bool | None = None, spacing: str = "leading", steps_offset: int = 1,
+           **method_kw: Any) -> InversionResult:
+    """Invert a batch of images ``(B, 3, H, W)`` in ``[-1, 1]`` (or latents) under ``prompt``.
+
+    Parameters
+    ----------
+    method: ``ddim``, ``edict``, ``ddpm``, ``null_text``, ``direct`` (or a registered name).
+    model: a text-conditional :class:`~diffzoo.editing.latent.LatentModel`.
+    num_steps: DDIM steps on the grid (``spacing``/``steps_offset``: SD's ``leading`` grid by default).
+    guidance: the classifier-free guidance of inversion and reconstruction (method default if None:
+        ddim 1, edict 3, ddpm 3.5, null_text 7.5, direct 7.5).
+    dtype: the working dtype of the latent states (float64 for exactness; the network runs in its own
+        dtype -- cast the model with ``model.to(dtype=torch.float64)`` for a float64 network).
+    generator: randomness (edit-friendly DDPM's noisy versions).
+    method_kw: method options (edict: ``p``, ``leapfrog``, ``strength``; ddpm: ``eta``,
+        ``zero_last_noise``; null_text: ``inner_steps``, ``lr``, ``early_stop``; direct:
+        ``inversion_guidance``, ``offset_scale``).
+    """
+    check_choice(method, METHODS, "method")
+    check_model(model, method)
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype: expected a floating-point torch.dtype, got {dtype!r}")
+    z0 = to_latent(model, image_or_latent, dtype, is_latent)
+    prompts = as_prompts(prompt, z0.shape[0])
+    cond = embed(model, prompts)
+    ts = grid(model, num_steps, spacing, steps_offset)
+    return METHODS[method].invert(model, z0, prompts, cond, ts, guidance, generator, **method_kw)
+
+
+def _check_result(result: Any) -> InversionResult:
+    if not isinstance(result, InversionResult):
+        raise TypeError(f"result: expected an InversionResult from invert(), got {type(result).__name__}")
+    check_choice(result.method, METHODS, "result.method")
+    return result
+
+
+def reconstruct(result: InversionResult, *, decode: bool = False) -> Tensor:
+    """Regenerate the inverted input with the source prompt: the latent ``z_0`` (or the image)."""
+    z = METHODS[_check_result(result).method].reconstruct(result)
+    if decode:
+        with torch.no_grad():
+            return result.model.decode(z)
+    return z
+
+
+def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float | None = None,
+         controller: Any = None, **method_kw: Any) -> EditResult:
+    """Edit the inverted input towards ``target_prompt`` (see each method's ``edit`` for options:
+    ``source_guidance`` for ddim/edict/ddpm, ``skip`` (T_skip) for ddpm)."""
+    return METHODS[_check_result(result).method].edit(result, target_prompt, guidance=guidance,
+                                                        controller=controller, **method_kw)

@@ -1,0 +1,342 @@
+"""Pieces every inversion method shares: the result types, input checks, the grid, the deterministic
+DDIM transfer in both directions, and guided noise predictions.
+
+**One step, two directions.** With ``x_t = alpha_t x0 + sigma_t eps``, deterministic DDIM (Song et al.
+2021, Eq. 12, eta = 0) moves a state from time ``u`` to time ``v`` *for a given noise estimate eps*::
+
+    T_{u->v}(x; eps) = alpha_v * (x - sigma_u eps) / alpha_u + sigma_v eps
+
+which is :func:`diffzoo.core.parameterization.to_x0_eps` followed by
+:func:`~diffzoo.core.parameterization.ddim_step`. For fixed ``eps`` the map is affine in ``x`` and
+``T_{v->u}(.; eps)`` is its exact inverse, so *denoising* (``t -> s``, ``s < t``) and *inversion*
+(``s -> t``) are the same function with the endpoints swapped -- no separate inverse scheduler.
+Inversion methods differ only in where ``eps`` is evaluated:
+
+* DDIM inversion evaluates ``eps(x_s, t)`` instead of the unknown ``eps(x_t, t)`` (the drift),
+* EDICT keeps two coupled sequences so that every ``eps`` is evaluated at a *known* state (exact),
+* edit-friendly DDPM inversion stores the residual noise of each step (exact),
+* null-text / Direct Inversion correct a DDIM-inversion pivot afterwards.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import torch
+
+from diffzoo.core.denoiser import Denoiser
+from diffzoo.core.errors import check_range, check_tensor
+from diffzoo.core.guidance import cfg_combine
+from diffzoo.core.parameterization import ddim_step, to_x0_eps
+
+Tensor = torch.Tensor
+
+#: Guidance scales accepted by every method (0 = unconditional, 1 = conditional only).
+GUIDANCE_RANGE = (0.0, 50.0)
+
+
+# -------------------------------------------------------------------------------------------------
+# Results
+# -------------------------------------------------------------------------------------------------
+
+@dataclass
+class InversionResult:
+    """What an inversion stores; which fields are set depends on the method.
+
+    Attributes
+    ----------
+    method: the method name (``ddim``, ``edict``, ``ddpm``, ``null_text``, ``direct``).
+    model: the :class:`~diffzoo.editing.latent.LatentModel` that was inverted.
+    prompt: the source prompts (one per sample).
+    cond: source prompt embeddings ``(B, L, D)``.
+    timesteps: the decreasing grid ``t_0 > ... > t_N = t_end`` (float64, length ``N + 1``).
+    guidance: the guidance scale of the inversion (and of :func:`reconstruct`).
+    latent0: the latent ``z_0`` that was inverted, in the working ``dtype``.
+    latents: the noisy start of sampling ``z_{t_0}`` (EDICT: the pair ``(x, y)`` stacked on dim 0).
+    trajectory: the states at every grid time, ``trajectory[i]`` at ``timesteps[i]`` (DDIM pivot,
+        DDPM's noisy versions).
+    noise_maps: DDPM inversion's ``z_i`` (one per step, ``noise_maps[i]`` used for ``t_i -> t_{i+1}``).
+    null_embeddings: null-text inversion's optimised unconditional embeddings, one per step.
+    options: method options needed to reconstruct and edit (mixing ``p``, ``eta``, ...).
+    nfe: network evaluations (batched calls) the inversion took; seconds: its wall time.
+    """
+
+    method: str
+    model: Any
+    prompt: list[str]
+    cond: Tensor
+    timesteps: Tensor
+    guidance: float
+    latent0: Tensor
+    latents: Tensor | None = None
+    trajectory: list[Tensor] | None = None
+    noise_maps: list[Tensor] | None = None
+    null_embeddings: list[Tensor] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    nfe: int = 0
+    seconds: float = 0.0
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.timesteps.numel() - 1)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.latent0.dtype
+
+
+@dataclass
+class EditResult:
+    """An edit: the target branch (``latents``) and the source branch run beside it in the same batch."""
+
+    method: str
+    latents: Tensor
+    source_latents: Tensor | None
+    target_prompt: list[str]
+    nfe: int = 0
+    seconds: float = 0.0
+
+    def images(self, model: Any) -> Tensor:
+        """The edited images in ``[-1, 1]`` (decoded target latents)."""
+        with torch.no_grad():
+            return model.decode(self.latents)
+
+
+class Timer:
+    """Wall time and NFE of a block: ``with Timer(den) as tm: ...; tm.seconds, tm.nfe``."""
+
+    def __init__(self, *dens: Denoiser):
+        self.dens = dens
+        self.seconds = 0.0
+        self.nfe = 0
+
+    def __enter__(self) -> "Timer":
+        self._t0 = time.perf_counter()
+        self._n0 = [d.nfe for d in self.dens]
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.seconds = time.perf_counter() - self._t0
+        self.nfe = sum(d.nfe - n for d, n in zip(self.dens, self._n0))
+
+
+# -------------------------------------------------------------------------------------------------
+# Inputs
+# -------------------------------------------------------------------------------------------------
+
+def check_model(model: Any, method: str) -> None:
+    """Every method needs a text-conditional :class:`LatentModel`."""
+    from diffzoo.editing.latent import LatentModel
+
+    if not isinstance(model, LatentModel):
+        raise TypeError(f"model: {method} inversion expects a diffzoo.editing.latent.LatentModel, got "
+                        f"{type(model).__name__}")
+    model.require_conditional(f"{method} inversion")
+
+
+def check_guidance(guidance: float, arg: str = "guidance") -> float:
+    return check_range(guidance, arg, *GUIDANCE_RANGE)
+
+
+def as_prompts(prompt: str | Sequence[str], batch: int, arg: str = "prompt") -> list[str]:
+    """A prompt per sample: a single string is repeated ``batch`` times."""
+    if isinstance(prompt, str):
+        return [prompt] * batch
+    prompts = list(prompt)
+    if not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"{arg}: expected a string or a list of strings")
+    if len(prompts) != batch:
+        raise ValueError(f"{arg}: got {len(prompts)} prompts for a batch of {batch}")
+    return prompts
+
+
+def to_latent(model: Any, image_or_latent: Tensor, dtype: torch.dtype, is_latent: bool | None = None) -> Tensor:
+    """The latent ``z_0`` of an image ``(B, 3, H, W)`` in ``[-1, 1]``, or a latent given directly.
+
+    ``is_latent=None`` decides by the channel count (UNet input channels vs image channels).
+    """
+    check_tensor(image_or_latent, "image_or_latent", ndim=4, floating=True)
+    c_lat = getattr(getattr(model.unet, "config", None), "in_channels", None)
+    if is_latent is None:
+        is_latent = model.vae is not None and image_or_latent.shape[1] == c_lat
+    if is_latent:
+        if c_lat is not None and image_or_latent.shape[1] != c_lat:
+            raise ValueError(f"image_or_latent: a latent must have {c_lat} channels, got shape "
+                             f"{tuple(image_or_latent.shape)}")
+        m = max(1, model.size_multiple // model.latent_factor)
+        if image_or_latent.shape[-1] % m or image_or_latent.shape[-2] % m:
+            raise ValueError(f"image_or_latent: latent height and width must be multiples of {m}, got "
+                             f"{tuple(image_or_latent.shape[-2:])}")
+        return image_or_latent.detach().to(device=model.device, dtype=dtype)
+    with torch.no_grad():
+        z = model.encode_image(image_or_latent.to(model.device))
+    return z.detach().to(dtype)
+
+
+def grid(model: Any, num_steps: int, spacing: str = "leading", steps_offset: int = 1) -> Tensor:
+    """The decreasing sampling grid of ``num_steps`` steps (default: Stable Diffusion's DDIM grid,
+    ``leading`` spacing with ``steps_offset = 1``), from :func:`diffzoo.sampling.get_timesteps`."""
+    try:
+        from diffzoo.sampling import get_timesteps  # type: ignore[attr-defined]
+    except ImportError:  # the package may not re-export it
+        from diffzoo.sampling.timesteps import get_timesteps
+    if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
+        raise ValueError(f"num_steps: expected a positive integer, got {num_steps!r}")
+    if num_steps > model.schedule.num_train_timesteps:
+        raise ValueError(f"num_steps: at most {model.schedule.num_train_timesteps} (training steps), got {num_steps}")
+    return get_timesteps(model.schedule, num_steps, spacing, steps_offset=steps_offset)
+
+
+# -------------------------------------------------------------------------------------------------
+# The DDIM transfer, both directions
+# -------------------------------------------------------------------------------------------------
+
+def alpha_sigma(model_or_schedule: Any, t: Tensor | float, like: Tensor) -> tuple[Tensor, Tensor]:
+    """``(alpha_t, sigma_t)`` as scalars in ``like``'s dtype/device."""
+    sch = getattr(model_or_schedule, "schedule", model_or_schedule)
+    tt = torch.as_tensor(t, dtype=torch.float64)
+    a, s = sch.alpha_sigma(tt)
+    return a.to(device=like.device, dtype=like.dtype), s.to(device=like.device, dtype=like.dtype)
+
+
+def ddim_transfer(x: Tensor, eps: Tensor, sched: Any, t_from: Tensor | float, t_to: Tensor | float) -> Tensor:
+    """``T_{u->v}(x; eps)``: the deterministic DDIM move from ``t_from`` to ``t_to`` with noise ``eps``.
+
+    ``x0 = (x - sigma_u eps) / alpha_u`` (:func:`to_x0_eps`), then ``alpha_v x0 + sigma_v eps``
+    (:func:`ddim_step`). Denoising uses ``t_from > t_to``, inversion ``t_from < t_to``; for a fixed
+    ``eps`` each is the other's exact inverse.
+    """
+    a_u, s_u = alpha_sigma(sched, t_from, x)
+    a_v, s_v = alpha_sigma(sched, t_to, x)
+    x0, _ = to_x0_eps(eps, "epsilon", x, a_u, s_u)
+    return ddim_step(x0, eps, a_v, s_v)
+
+
+# -------------------------------------------------------------------------------------------------
+# Guided noise predictions
+# -------------------------------------------------------------------------------------------------
+
+def guided_eps(den: Denoiser, x: Tensor, t: Tensor | float, cond: Tensor, uncond: Tensor | None,
+               scale: float | Tensor) -> Tensor:
+    """Classifier-free guided noise ``eps_u + w (eps_c - eps_u)`` at ``(x, t)`` (Ho & Salimans 2022).
+
+    ``scale`` may be a float or one value per sample (source and target branches with different
+    scales). ``[cond; uncond]`` run as one batch of ``2B`` so that attention controllers see every
+    row; with ``scale == 1`` everywhere only the conditional batch runs. The combination is
+    :func:`diffzoo.core.guidance.cfg_combine`, applied to ``eps`` (linear in the native prediction).
+    """
+    b = x.shape[0]
+    w = torch.as_tensor(scale, dtype=x.dtype, device=x.device)
+    tt = torch.as_tensor(t, dtype=torch.float64, device=x.device).expand(b)
+    if uncond is None or bool((w == 1).all()):
+        return den.x0_eps(x, tt, cond)[1]
+    if uncond.shape[0] != b:
+        uncond = uncond.expand(b, *uncond.shape[1:])
+    _, eps = den.x0_eps(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, uncond.to(cond.dtype)]))
+    eps_c, eps_u = eps.chunk(2)
+    if w.ndim == 1:
+        w = w.reshape(-1, *([1] * (x.ndim - 1)))
+    return cfg_combine(eps_u, eps_c, w)
+
+
+def embed(model: Any, prompts: list[str], dtype: torch.dtype | None = None) -> Tensor:
+    """Prompt embeddings without gradient."""
+    with torch.no_grad():
+        e = model.encode_prompt(prompts)
+    return e.detach() if dtype is None else e.detach().to(dtype)
+
+
+def ddim_eta_std(sched: Any, t: Tensor | float, s: Tensor | float, eta: float, like: Tensor) -> Tensor:
+    """Noise std of the DDIM(eta) step ``t -> s`` (Song et al. 2021, Eq. 16):
+    ``eta * sqrt((1 - abar_s)/(1 - abar_t) * (1 - abar_t/abar_s))``; eta = 1 is DDPM's posterior std."""
+    a_t, s_t = alpha_sigma(sched, t, like)
+    a_s, s_s = alpha_sigma(sched, s, like)
+    ratio = (a_t / a_s) ** 2
+    return eta * (s_s / s_t) * (1 - ratio).clamp(min=0).sqrt()
+
+
+def ddim_eta_mean(x: Tensor, eps: Tensor, sched: Any, t: Tensor | float, s: Tensor | float, std: Tensor) -> Tensor:
+    """Mean of the DDIM(eta) step: ``alpha_s x0 + sqrt(sigma_s^2 - std^2) eps`` with
+    ``x0 = (x - sigma_t eps)/alpha_t`` (the shared :func:`ddim_step` with a reduced noise coefficient)."""
+    a_t, s_t = alpha_sigma(sched, t, x)
+    a_s, s_s = alpha_sigma(sched, s, x)
+    x0, _ = to_x0_eps(eps, "epsilon", x, a_t, s_t)
+    return ddim_step(x0, eps, a_s, (s_s**2 - std**2).clamp(min=0).sqrt())
+
+
+# -------------------------------------------------------------------------------------------------
+# Edit passes: the batch of branches [source; target] and attention control
+# -------------------------------------------------------------------------------------------------
+
+def branch_conditions(result: InversionResult, target_prompt: str | Sequence[str]) -> tuple[list[str], Tensor]:
+    """Target prompts per sample and the condition batch ``[source rows; target rows]``."""
+    b = result.latent0.shape[0]
+    tgt = as_prompts(target_prompt, b, "target_prompt")
+    cond_t = embed(result.model, tgt).to(result.cond.dtype)
+    return tgt, torch.cat([result.cond, cond_t])
+
+
+def controlled(model: Any, controller: Any, batch: int) -> Any:
+    """Context installing an attention controller (:mod:`diffzoo.editing.attention`) on the UNet.
+
+    Controllers act on one edit ``[source; target]``, so a controlled edit needs batch size 1.
+    """
+    import contextlib
+
+    if controller is None:
+        return contextlib.nullcontext()
+    if batch != 1:
+        raise ValueError(f"controller: attention control edits one image at a time, got a batch of {batch}")
+    from diffzoo.editing.attention import attention_control
+
+    return attention_control(model.unet, controller)
+
+
+def after_step(controller: Any, x: Tensor) -> Tensor:
+    """The controller's per-step latent hook (P2P local blend) on ``[source; target]``."""
+    return x if controller is None else controller.step_callback(x)
+
+
+def set_step(controller: Any, i: int) -> None:
+    if controller is not None:
+        controller.cur_step = i
+
+
+def ddim_denoise(den: Denoiser, x: Tensor, ts: Tensor, cond: Tensor, uncond: Tensor | Sequence[Tensor] | None,
+                 scale: float | Tensor, *, start: int = 0, controller: Any = None,
+                 correct: Any = None) -> Tensor:
+    """Deterministic DDIM sampling over ``ts[start:]`` with classifier-free guidance.
+
+    ``uncond`` is one null embedding or one per step (null-text inversion). ``correct(i, x)`` runs
+    after each step ``ts[i] -> ts[i+1]`` (Direct Inversion's offsets), then the controller's
+    ``step_callback`` (local blend).
+    """
+    sched = den.schedule
+    n = ts.numel() - 1
+    for i in range(start, n):
+        u = uncond[i] if isinstance(uncond, (list, tuple)) else uncond
+        set_step(controller, i - start)
+        eps = guided_eps(den, x, ts[i], cond, u, scale)
+        x = ddim_transfer(x, eps, sched, ts[i], ts[i + 1])
+        if correct is not None:
+            x = correct(i, x)
+        x = after_step(controller, x)
+    return x
+
+
+def ddim_invert_trajectory(den: Denoiser, z0: Tensor, ts: Tensor, cond: Tensor, uncond: Tensor | None,
+                           scale: float) -> list[Tensor]:
+    """DDIM inversion (Song et al. 2021, Sec. 4.3; Dhariwal & Nichol 2021): for ``i = N-1 .. 0``,
+    ``z_{t_i} = T_{t_{i+1} -> t_i}(z_{t_{i+1}}; eps(z_{t_{i+1}}, t_i))`` -- the denoising transfer run
+    backwards, with ``eps`` evaluated at the known state (the approximation that causes drift).
+    Returns the trajectory ``traj[i]`` at ``ts[i]`` (``traj[N] = z0``)."""
+    n = ts.numel() - 1
+    traj: list[Tensor] = [z0] * (n + 1)
+    x = z0
+    for i in range(n - 1, -1, -1):
+        eps = guided_eps(den, x, ts[i], cond, uncond, scale)
+        x = ddim_transfer(x, eps, den.schedule, ts[i + 1], ts[i])
+        traj[i] = x
+    return traj
