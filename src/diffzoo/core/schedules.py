@@ -73,8 +73,9 @@ class NoiseSchedule:
         tt = t.detach().to(torch.float64).requires_grad_(True)
         with torch.enable_grad():
             a, s = self.alpha_sigma(tt)
-            da = torch.autograd.grad(a.sum(), tt, retain_graph=True)[0]
-            ds = torch.autograd.grad(s.sum(), tt)[0]
+            # a constant coefficient (VE/EDM: alpha = 1) has no graph: its derivative is zero
+            da = torch.autograd.grad(a.sum(), tt, retain_graph=True)[0] if a.requires_grad else torch.zeros_like(tt)
+            ds = torch.autograd.grad(s.sum(), tt)[0] if s.requires_grad else torch.zeros_like(tt)
         return da.to(t.dtype), ds.to(t.dtype)
 
     # --- k-diffusion's view: the variance-exploding sigma = sigma_t / alpha_t --------------------
