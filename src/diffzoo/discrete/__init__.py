@@ -1,0 +1,20 @@
+"""Masked (absorbing-state) discrete diffusion: loss, samplers (ancestral, first-hitting, confidence),
+float64 categorical sampling, learnable sampler distillation (LSD/LSD+) and APS-like posterior sampling.
+
+Papers: Zheng et al. arXiv 2409.02908 (time-agnostic masked models, FHS, float precision); LSD arXiv
+2509.19962; APS arXiv 2510.02291 (equations not available: :mod:`diffzoo.discrete.aps` is "APS-like").
+"""
+
+from diffzoo.discrete.categorical import gumbel_softmax_st, sample_categorical
+from diffzoo.discrete.masked import (check_tokens, mask_tokens, masked_diffusion_loss, negative_elbo,
+                                     predictive_probs)
+from diffzoo.discrete.oracle import JointOracle
+from diffzoo.discrete.samplers import (SAMPLERS, CallCounter, ancestral_sample, confidence_sample,
+                                       first_hitting_sample, sample_digits)
+from diffzoo.discrete.schedule import MaskSchedule, get_mask_schedule
+
+__all__ = [
+    "gumbel_softmax_st", "sample_categorical", "check_tokens", "mask_tokens", "masked_diffusion_loss",
+    "negative_elbo", "predictive_probs", "JointOracle", "SAMPLERS", "CallCounter", "ancestral_sample",
+    "confidence_sample", "first_hitting_sample", "sample_digits", "MaskSchedule", "get_mask_schedule",
+]
