@@ -362,7 +362,7 @@ def tiny_random_components(directory: str, seed: int = 0, max_length: int = 16, 
         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=max_length,
         bos_token_id=0, eos_token_id=1, pad_token_id=1))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False)
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
     for m in (unet, vae, text_encoder):
         m.eval().requires_grad_(False)
     return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)

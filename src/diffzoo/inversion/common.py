@@ -250,11 +250,15 @@ def embed(model: Any, prompts: list[str], dtype: torch.dtype | None = None) -> T
 
 def ddim_eta_std(sched: Any, t: Tensor | float, s: Tensor | float, eta: float, like: Tensor) -> Tensor:
     """Noise std of the DDIM(eta) step ``t -> s`` (Song et al. 2021, Eq. 16):
-    ``eta * sqrt((1 - abar_s)/(1 - abar_t) * (1 - abar_t/abar_s))``; eta = 1 is DDPM's posterior std."""
-    a_t, s_t = alpha_sigma(sched, t, like)
-    a_s, s_s = alpha_sigma(sched, s, like)
-    ratio = (a_t / a_s) ** 2
-    return eta * (s_s / s_t) * (1 - ratio).clamp(min=0).sqrt()
+    ``eta sigma_s sqrt(1 - exp(lambda_t - lambda_s))`` -- for a VP schedule
+    ``eta sqrt((1 - abar_s)/(1 - abar_t) (1 - abar_t/abar_s))``; eta = 1 is DDPM's posterior std.
+    The formula is :func:`diffzoo.sampling.ddim.ddim_noise_scale` (one place)."""
+    from diffzoo.sampling.ddim import ddim_noise_scale
+
+    sch = getattr(sched, "schedule", sched)
+    tt, ss = (torch.as_tensor(v, dtype=torch.float64) for v in (t, s))
+    std = ddim_noise_scale(sch.log_snr(tt), sch.log_snr(ss), sch.sigma(ss), eta)
+    return std.to(device=like.device, dtype=like.dtype)
 
 
 def ddim_eta_mean(x: Tensor, eps: Tensor, sched: Any, t: Tensor | float, s: Tensor | float, std: Tensor) -> Tensor:
