@@ -161,18 +161,10 @@ def load_component(path: str | Path, module: torch.nn.Module) -> dict[str, Any]:
 
 def export_to_zoo(name: str, arch: str, arch_config: dict[str, Any], model: torch.nn.Module,
                   info: dict[str, Any]) -> Path:
-    """Ship ``model`` as zoo entry ``name`` (``zoo.save`` when the zoo provides it, else the same file
-    layout written here: ``zoo/weights/<name>.safetensors`` + ``<name>.json``)."""
+    """Ship ``model`` as zoo entry ``name`` (``zoo/weights/<name>.safetensors`` + ``<name>.json``)."""
     from diffzoo import zoo
 
-    if hasattr(zoo, "save"):
-        return zoo.save(name, model, arch=arch, arch_config=arch_config, **info)
-    from diffzoo.train.checkpoint import atomic_save_safetensors, atomic_write_json
-
-    wdir = Path(zoo.__file__).parent / "weights"
-    atomic_save_safetensors(dict(model.state_dict()), wdir / f"{name}.safetensors", {"name": name})
-    atomic_write_json(dict(name=name, arch=arch, arch_config=arch_config, **info), wdir / f"{name}.json")
-    return wdir / f"{name}.json"
+    return zoo.save(name, model, arch=arch, arch_config=arch_config, **info)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -243,6 +235,7 @@ def _unet_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-steps", type=int, default=50)
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--classifier", default="shapes-classifier", help="zoo name of the attribute classifier")
+    p.add_argument("--png", default=None, help="write held-out truth/sample pairs to this PNG")
 
 
 @torch.no_grad()
@@ -282,9 +275,12 @@ def train_tinysd_unet(args: argparse.Namespace) -> dict:
                                    train_wall_s=round(time.time() - t0, 1), vae=vmeta.get("metrics"))
     if args.eval_n > 0:
         metrics.update(evaluate_tinysd(ema, classifier_name=args.classifier, n=args.eval_n,
-                                       num_steps=args.eval_steps, guidance=args.guidance, seed=args.seed))
+                                       num_steps=args.eval_steps, guidance=args.guidance, seed=args.seed,
+                                       png=args.png))
     if args.zoo:
-        info = dict(schedule="scaled_linear", prediction_type="epsilon", seed=args.seed, steps=res.step,
+        sch = tinysd_schedule()
+        info = dict(schedule=dict(name="scaled_linear", kwargs=dict(final_alpha_cumprod=sch.final_alpha_cumprod)),
+                    prediction_type="epsilon", scaling_factor=float(ema.scaling_factor), seed=args.seed, steps=res.step,
                     train_command=("diffzoo train tinysd-vae " + _vae_command(vmeta) + " && " + _command()),
                     metrics=metrics)
         export_to_zoo(args.zoo, "tinysd", _arch_config(model), ema, info)
@@ -340,9 +336,11 @@ def sample_tinysd(model: TinySD, prompts: Sequence[str], num_steps: int = 50, gu
 @torch.no_grad()
 def evaluate_tinysd(model: TinySD, classifier_name: str = "shapes-classifier", n: int = 200,
                     num_steps: int = 50, guidance: float = 5.0, seed: int = 0,
-                    classifier: ShapesClassifier | None = None) -> dict[str, Any]:
+                    classifier: ShapesClassifier | None = None, png: str | None = None) -> dict[str, Any]:
     """Fraction of held-out-caption samples the attribute classifier finds fully correct (every grid
-    cell's shape+colour or emptiness, and the background), overall and per object count."""
+    cell's shape+colour or emptiness, and the background), overall and per object count; also the
+    same criterion on VAE reconstructions of the true scenes (the ceiling the decoder allows).
+    ``png``: write the first 16 ground-truth renders (top row) above their samples (bottom row)."""
     if classifier is None:
         from diffzoo import zoo
 
@@ -354,14 +352,37 @@ def evaluate_tinysd(model: TinySD, classifier_name: str = "shapes-classifier", n
     ok = scene_correct(classifier.predict(imgs), scenes)
     ok_obj = scene_correct(classifier.predict(imgs), scenes, background=False)
     counts = torch.tensor([len(s.objects) for s in scenes])
+    lm = model.latent_model()
+    recon = lm.decode(lm.encode_image(shapes.render_batch(scenes)))
+    recon_ok = scene_correct(classifier.predict(recon), scenes)
     res: dict[str, Any] = dict(heldout_correct=float(ok.float().mean()), heldout_objects_correct=float(ok_obj.float().mean()),
-                               eval_n=n, eval_sampler=f"ddim {num_steps} steps (leading, offset 1), cfg {guidance}",
-                               eval_wall_s=round(time.time() - t0, 1))
+                               eval_n=n, guidance=guidance, num_steps=num_steps,
+                               eval_sampler=f"ddim {num_steps} steps (leading, offset 1), cfg {guidance}",
+                               first16_correct=ok[:16].tolist(), eval_wall_s=round(time.time() - t0, 1),
+                               vae_recon_correct=float(recon_ok.float().mean()))
+    if png:
+        save_grid(png, torch.cat([shapes.render_batch(scenes[:16]), imgs[:16]]), nrow=16)
     for k in (1, 2, 3):
         sel = counts == k
         if bool(sel.any()):
             res[f"heldout_correct_{k}obj"] = float(ok[sel].float().mean())
     return res
+
+
+def save_grid(path: str | Path, images: Tensor, nrow: int = 16, scale: int = 4) -> Path:
+    """Write images (B, 3, H, W) in [-1, 1] as a PNG grid with ``nrow`` columns (nearest upscaling)."""
+    from PIL import Image
+
+    b, c, h, w = images.shape
+    rows = -(-b // nrow)
+    pad = torch.full((rows * nrow - b, c, h, w), 1.0)
+    x = torch.cat([images.detach().float().cpu(), pad]).clamp(-1, 1)
+    x = x.view(rows, nrow, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, nrow * w, c)
+    arr = ((x + 1) * 127.5).round().to(torch.uint8).numpy()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).resize((nrow * w * scale, rows * h * scale), Image.NEAREST).save(path)
+    return path
 
 
 # -------------------------------------------------------------------------------------------------
