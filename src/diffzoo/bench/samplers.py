@@ -1,0 +1,330 @@
+"""``diffzoo bench samplers``: sample quality, speed and per-step overhead of every sampler, next to
+diffusers' schedulers and k-diffusion's samplers driving the same model from the same noise.
+
+Tables (written to ``docs/results/bench_samplers[_quick].md``):
+
+1. **Convergence order** on an exact Gaussian-mixture denoiser (no learning error): log-log slope of
+   the error against a 1000-step Heun reference on EDM's schedule and Karras grid, beside each method's
+   nominal order (DDIM/Euler 1: Song et al. 2021, Karras et al. 2022; Heun 2: Karras et al. 2022, Alg. 1;
+   DPM-Solver++(2M) 2: Lu et al. 2022b; PLMS/F-PNDM 4 nominal: Liu et al. 2022, Eq. 12).
+2. **Rows = implementation x sampler x NFE** (5, 10, 20, 50, 100; 1000 for DDPM) on the zoo's
+   class-conditional digits UNet (classifier-free guidance 2, labels 0..9 cycling): FD-digits and
+   conditional accuracy (held-out classifier), SWD of the toy2d zoo model to fresh data, wall time, and
+   sampler overhead per step = (wall time - time inside the network) / steps. For diffusers and
+   k-diffusion rows: the overhead ratio to diffzoo's same sampler and NFE, and the max |difference| of
+   the digits samples from diffzoo's (same model, same starting noise).
+3. **Paper claims** (PNDM: 50 steps beat 1000-step DDIM; DPM-Solver++: ~20 NFE suffice) re-measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import platform
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+
+from diffzoo.bench.common import atomic_write_text, format_table, results_dir
+from diffzoo.core.analytic import GaussianMixture
+from diffzoo.core.denoiser import Denoiser
+from diffzoo.core.random import generators_from_seeds
+from diffzoo.core.schedules import DiscreteSchedule, get_schedule
+from diffzoo.sampling import SAMPLERS, STOCHASTIC, get_timesteps, heun, initial_noise, steps_for_nfe
+from diffzoo.sampling import reference as ref
+
+log = logging.getLogger(__name__)
+Tensor = torch.Tensor
+
+SAMPLER_ORDER = ("ddpm", "ddim", "plms", "pndm", "dpmpp_2m", "euler", "heun")
+GRID = {"ddpm": "leading", "ddim": "leading", "plms": "leading", "pndm": "leading", "dpmpp_2m": "uniform",
+        "euler": "karras", "heun": "karras"}
+NOMINAL_ORDER = {"ddim": 1, "euler": 1, "heun": 2, "dpmpp_2m": 2, "plms": 4, "pndm": 4}
+KDIFF = ("euler", "heun", "dpmpp_2m")
+NFES_FULL = (5, 10, 20, 50, 100)
+NFES_QUICK = (10, 20)
+GUIDANCE = 2.0
+
+
+# ------------------------------------------------------------------------------------------ timing
+class TimedNet:
+    """Wraps a network function and accumulates the seconds spent inside it."""
+
+    def __init__(self, fn: Callable[..., Tensor]):
+        self.fn, self.seconds, self.calls = fn, 0.0, 0
+
+    def __call__(self, x: Tensor, t: Tensor, cond: Any) -> Tensor:
+        t0 = time.perf_counter()
+        out = self.fn(x, t, cond)
+        self.seconds += time.perf_counter() - t0
+        self.calls += 1
+        return out
+
+
+def timed(den: Denoiser) -> tuple[Denoiser, TimedNet]:
+    """A copy of ``den`` whose network is timed (validation off: no extra host syncs)."""
+    net = TimedNet(den.net)
+    return Denoiser(net, den.schedule, den.prediction_type, den.dtype, validate=False, module=den.module), net
+
+
+# ------------------------------------------------------------------------------------------ models
+@dataclass
+class Subject:
+    """A model under test: its denoiser, per-sample shape, conditioning and a quality metric."""
+
+    name: str
+    den: Denoiser
+    shape: tuple[int, ...]
+    cond: Tensor | None
+    metric: Callable[[Tensor], dict[str, float]]
+
+
+def _digits_subject(name: str, n: int) -> Subject | None:
+    from diffzoo import zoo
+    from diffzoo.core.guidance import cfg_denoiser
+    from diffzoo.metrics.digits import digits_accuracy, digits_fd
+
+    if name not in zoo.names():
+        log.warning("digits model %r not in the zoo %s: skipping the digits columns", name, zoo.names())
+        return None
+    zm = zoo.load(name)
+    labels = torch.arange(n) % 10
+    den = cfg_denoiser(zm.denoiser(validate=False), GUIDANCE, torch.tensor([zm.config.get("null_class", 10)]))
+
+    def metric(x: Tensor) -> dict[str, float]:
+        return {"fd_digits": digits_fd(x), "accuracy": digits_accuracy(x, labels)}
+
+    return Subject(name, den, (1, 8, 8), labels, metric)
+
+
+def _toy_subject(name: str, n: int) -> Subject | None:
+    from diffzoo import zoo
+    from diffzoo.data import toy2d
+    from diffzoo.metrics import sliced_wasserstein
+
+    if name not in zoo.names():
+        log.warning("toy2d model %r not in the zoo %s: skipping the SWD column", name, zoo.names())
+        return None
+    zm = zoo.load(name)
+    data = toy2d.get(zm.config.get("dataset", "ring8"))
+    truth = data.sample(n, torch.Generator().manual_seed(12345))
+
+    def metric(x: Tensor) -> dict[str, float]:
+        return {"swd_toy2d": float(sliced_wasserstein(x.double(), truth, generator=torch.Generator().manual_seed(0)))}
+
+    return Subject(name, zm.denoiser(validate=False), (data.dim,), None, metric)
+
+
+def random_unet_subject(n: int) -> Subject:
+    """An untrained DigitsUNet (development stand-in when the zoo has no digits model): timings only."""
+    from diffzoo.models.registry import build
+
+    torch.manual_seed(0)
+    net = build("digits_unet", ch=32, mults=(1, 2), blocks=1, num_classes=10).eval().requires_grad_(False)
+    den = Denoiser(net, get_schedule("linear"), "epsilon", validate=False)
+    return Subject("random-unet", den, (1, 8, 8), torch.arange(n) % 10, lambda x: {})
+
+
+# ------------------------------------------------------------------------------------------ runners
+def _start(subj: Subject, n: int, steps: int, spacing: str, seed: int) -> tuple[Tensor, Tensor]:
+    ts = get_timesteps(subj.den.schedule, steps, spacing)
+    x = initial_noise(subj.den, (n, *subj.shape), ts, generators_from_seeds(range(seed, seed + n)))
+    return x, ts
+
+
+def _diffusers_config(sch: DiscreteSchedule) -> dict[str, Any]:
+    return {"num_train_timesteps": sch.num_train_timesteps, "trained_betas": sch.betas.numpy().tolist(),
+            "set_alpha_to_one": sch.final_alpha_cumprod == 1.0}
+
+
+def run_one(impl: str, sampler: str, subj: Subject, steps: int, n: int, seed: int = 0) -> dict[str, Any]:
+    """One sampling run; returns samples, wall time, model time and NFE."""
+    den, net = timed(subj.den)
+    x, ts = _start(subj, n, steps, GRID[sampler], seed)
+    gen = generators_from_seeds(range(seed + 10**6, seed + 10**6 + n)) if sampler in STOCHASTIC else None
+    t0 = time.perf_counter()
+    if impl == "diffzoo":
+        out = SAMPLERS[sampler](den, x, ts, subj.cond, generator=gen)
+    elif impl == "k-diffusion":
+        out = ref.run_k_diffusion(sampler, den, x, ts, subj.cond)
+    else:
+        over: dict[str, Any] = {"use_karras_sigmas": True} if GRID[sampler] == "karras" else {}
+        sch = ref.diffusers_scheduler(sampler, _diffusers_config(den.schedule), **over)
+        g = torch.Generator().manual_seed(seed + 10**6) if sampler in STOCHASTIC else None
+        out = ref.run_diffusers(sch, den, x, steps, subj.cond, generator=g)
+    wall = time.perf_counter() - t0
+    return {"x": out, "wall": wall, "model": net.seconds, "nfe": net.calls, "steps": steps}
+
+
+# ------------------------------------------------------------------------------------------ tables
+def convergence_table(ns: tuple[int, ...] = (8, 16, 32, 64)) -> list[dict[str, Any]]:
+    """Measured order of each ODE sampler on an exact GMM denoiser (EDM schedule, Karras grid)."""
+    gm = GaussianMixture([[-1.0, -1.0], [1.0, 1.0], [1.5, -1.0], [-1.5, 1.0]], [0.3, 0.2, 0.25, 0.4],
+                         [0.3, 0.2, 0.3, 0.2])
+    sch = get_schedule("edm")
+    den = gm.denoiser(sch)
+    x = torch.randn(256, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80.0
+    truth = heun(den, x, get_timesteps(sch, 1000, "karras"))
+    rows = []
+    for name, order in NOMINAL_ORDER.items():
+        errs = [float((SAMPLERS[name](den, x, get_timesteps(sch, k, "karras")) - truth).norm(dim=1).mean())
+                for k in ns]
+        slope = math.log(errs[0] / errs[-1]) / math.log(ns[-1] / ns[0])
+        rows.append({"sampler": name, "paper order": order, "measured order": slope,
+                     **{f"err@{k} steps": e for k, e in zip(ns, errs)}})
+    return rows
+
+
+def overhead_table(budget: int = 20, repeats: int = 7, batch: int = 16) -> list[dict[str, Any]]:
+    """Per-step overhead with a null network (``eps = 0.1 x``: ~free), median of ``repeats`` runs.
+
+    With a negligible network the wall time is the sampler's own cost: schedule arithmetic, the
+    prediction conversion, bookkeeping and (for diffusers) the scheduler object's per-step work.
+    """
+    subj = Subject("null", Denoiser(lambda x, t, c: 0.1 * x, get_schedule("linear"), "epsilon", validate=False),
+                   (1, 8, 8), None, lambda x: {})
+    rows = []
+    for sampler in SAMPLER_ORDER:
+        steps = steps_for_nfe(sampler, budget)
+        row: dict[str, Any] = {"sampler": sampler, "steps": steps}
+        for impl in ("diffzoo", "diffusers", "k-diffusion"):
+            if impl == "k-diffusion" and sampler not in KDIFF:
+                continue
+            run_one(impl, sampler, subj, steps, batch)  # warm-up
+            walls = sorted(run_one(impl, sampler, subj, steps, batch)["wall"] for _ in range(repeats))
+            row[f"{impl} us/step"] = 1e6 * walls[repeats // 2] / steps
+        for impl in ("diffusers", "k-diffusion"):
+            if f"{impl} us/step" in row:
+                row[f"{impl} / diffzoo"] = row[f"{impl} us/step"] / row["diffzoo us/step"]
+        rows.append(row)
+    return rows
+
+
+def sampler_rows(digits: Subject | None, toy: Subject | None, nfes: tuple[int, ...], n_digits: int,
+                 n_toy: int, with_1000: bool, impls: tuple[str, ...]) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    warm: set[tuple[str, str]] = set()
+    plan = [(s, b) for s in SAMPLER_ORDER for b in nfes] + ([("ddpm", 1000), ("ddim", 1000)] if with_1000 else [])
+    for sampler, budget in plan:
+        steps = steps_for_nfe(sampler, budget)
+        if steps is None:
+            continue
+        ours: dict[str, Any] | None = None
+        for impl in impls:
+            if impl == "k-diffusion" and sampler not in KDIFF:
+                continue
+            row: dict[str, Any] = {"impl": impl, "sampler": sampler, "grid": GRID[sampler], "steps": steps}
+            if digits is not None:
+                if (impl, sampler) not in warm:
+                    run_one(impl, sampler, digits, steps_for_nfe(sampler, 10) or 4, 2)
+                    warm.add((impl, sampler))
+                r = run_one(impl, sampler, digits, steps, n_digits)
+                row.update(nfe=r["nfe"], **digits.metric(r["x"]))
+                row["wall s"] = r["wall"]
+                row["overhead us/step"] = 1e6 * (r["wall"] - r["model"]) / steps
+                if impl == "diffzoo":
+                    ours = {"x": r["x"], "ovh": row["overhead us/step"]}
+                elif ours is not None:
+                    row["overhead vs diffzoo"] = row["overhead us/step"] / max(ours["ovh"], 1e-9)
+                    if sampler not in STOCHASTIC:
+                        row["max abs diff vs diffzoo"] = float((r["x"] - ours["x"]).abs().max())
+            if toy is not None:
+                row["swd_toy2d"] = toy.metric(run_one(impl, sampler, toy, steps, n_toy)["x"])["swd_toy2d"]
+            log.info("%s", row)
+            rows.append(row)
+    return rows
+
+
+def claims_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The papers' headline claims beside our measurements (from the diffzoo rows)."""
+    def fd(sampler: str, nfe_: int) -> float | None:
+        for r in rows:
+            if r["impl"] == "diffzoo" and r["sampler"] == sampler and r.get("nfe") == nfe_:
+                return r.get("fd_digits")
+        return None
+
+    out = []
+    pndm50, ddim1000 = fd("pndm", 50), fd("ddim", 1000)
+    out.append({"claim": "F-PNDM at 50 NFE (41 steps) beats DDIM with 1000 steps (Liu et al. 2022, Sec. 5.2)",
+                "paper": "CIFAR-10 FID: PNDM 3.26 (<DDIM-1000)", "ours (FD-digits)":
+                f"pndm@50 NFE {pndm50:.3g} vs ddim@1000 {ddim1000:.3g}" if pndm50 and ddim1000 else "n/a",
+                "holds": None if not (pndm50 and ddim1000) else pndm50 <= ddim1000})
+    dpm20, ddim20 = fd("dpmpp_2m", 20), fd("ddim", 20)
+    out.append({"claim": "DPM-Solver++(2M) at 20 NFE beats DDIM at 20 NFE (Lu et al. 2022b, Sec. 6)",
+                "paper": "ImageNet-256 guided: 2M < DDIM at 10-20 NFE", "ours (FD-digits)":
+                f"dpmpp_2m@20 {dpm20:.3g} vs ddim@20 {ddim20:.3g}" if dpm20 and ddim20 else "n/a",
+                "holds": None if not (dpm20 and ddim20) else dpm20 <= ddim20})
+    return out
+
+
+# ------------------------------------------------------------------------------------------ command
+def run(args: argparse.Namespace) -> str:
+    torch.set_num_threads(args.threads)
+    quick = args.quick
+    nfes = NFES_QUICK if quick else NFES_FULL
+    n_digits = args.n or (100 if quick else 500)
+    n_toy = 500 if quick else 2000
+    digits = _digits_subject(args.digits_model, n_digits)
+    toy = _toy_subject(args.toy_model, n_toy)
+    if digits is None and args.random_unet:
+        digits = random_unet_subject(n_digits)
+    t0 = time.perf_counter()
+    conv = convergence_table()
+    ovh = overhead_table()
+    rows = sampler_rows(digits, toy, nfes, n_digits, n_toy, with_1000=not quick,
+                        impls=("diffzoo", "diffusers", "k-diffusion"))
+    cols = ["impl", "sampler", "grid", "steps", "nfe", "fd_digits", "accuracy", "swd_toy2d", "wall s",
+            "overhead us/step", "overhead vs diffzoo", "max abs diff vs diffzoo"]
+    present = [c for c in cols if any(c in r for r in rows)]
+    cmd = "diffzoo bench samplers" + (" --quick" if quick else "")
+    text = "\n".join([
+        f"# `{cmd}`", "",
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} thread(s); "
+        f"digits model `{digits.name if digits else 'none'}` (CFG {GUIDANCE}, {n_digits} samples), toy2d model "
+        f"`{toy.name if toy else 'none'}` ({n_toy} samples); total {time.perf_counter() - t0:.0f} s.", "",
+        "## 1. Convergence order on an exact Gaussian-mixture denoiser (EDM schedule, Karras grid)", "",
+        format_table(conv), "",
+        "Error = mean |x - x_ref| over 256 paths vs 1000-step Heun; order = log-log slope from 8 to 64 steps. "
+        "PLMS/F-PNDM use fixed Adams-Bashforth coefficients on a non-uniform grid, which caps their order near 2.",
+        "", "## 2. Sampler overhead per step with a null network (NFE 20, batch 16 of 1x8x8, median of 7)", "",
+        format_table(ovh, ["sampler", "steps", "diffzoo us/step", "diffusers us/step", "k-diffusion us/step",
+                           "diffusers / diffzoo", "k-diffusion / diffzoo"]), "",
+        "The network is `eps = 0.1 x`, so wall time is the sampler's own per-step cost. diffzoo's cost is "
+        "dominated by `Denoiser.x0_eps` recomputing alpha/sigma from the schedule on every call "
+        "(core `DiscreteSchedule._abar`, ~20 small tensor ops); the sampler loops themselves only index "
+        "precomputed tables.",
+        "", "## 3. Samplers x NFE, diffzoo vs diffusers vs k-diffusion (same model, same starting noise)", "",
+        format_table(rows, present), "",
+        "Grids: leading = diffusers' default for DDPM/DDIM/PNDM; uniform = DPMSolverMultistep's linspace; "
+        "karras = rho 7 (diffusers `use_karras_sigmas=True`). Overhead = (wall - network time) / steps. "
+        "diffusers' Euler/Heun rows interpolate sigmas in their own way, so their samples differ slightly.",
+        "", "## 4. Paper claims", "", format_table(claims_table(rows)) if digits else "(no digits model)", ""])
+    return text
+
+
+def _main(args: argparse.Namespace) -> int:
+    text = run(args)
+    print(text)
+    out = args.out or results_dir() / ("bench_samplers_quick.md" if args.quick else "bench_samplers.md")
+    if not args.no_write:
+        atomic_write_text(out, text)
+        log.info("wrote %s", out)
+    return 0
+
+
+def register(bsub: argparse._SubParsersAction) -> None:
+    p = bsub.add_parser("samplers", help="sampler quality / speed / overhead vs diffusers and k-diffusion",
+                        description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="NFE 10 and 20 only, fewer samples (< 3 min)")
+    p.add_argument("--digits-model", default="digits-unet")
+    p.add_argument("--toy-model", default="toy2d-ring8")
+    p.add_argument("--random-unet", action="store_true",
+                   help="without a zoo digits model, time an untrained UNet instead (no quality columns)")
+    p.add_argument("--n", type=int, default=None, help="digits samples per row")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", default=None, help="markdown output (default docs/results/bench_samplers[_quick].md)")
+    p.add_argument("--no-write", action="store_true", help="print only")
+    p.set_defaults(func=_main)
