@@ -10,9 +10,9 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from diffzoo.editing.latent import LatentModel, tiny_random_latent_model  # noqa: E402
-from diffzoo.inversion import METHODS, edit, invert, reconstruct  # noqa: E402
-from diffzoo.inversion.common import ddim_transfer  # noqa: E402
+from diffzoo.editing.latent import LatentModel, tiny_random_latent_model
+from diffzoo.inversion import METHODS, edit, invert, reconstruct
+from diffzoo.inversion.common import ddim_transfer
 
 torch.set_num_threads(1)
 PROMPT, TARGET = "the red circle", "the blue square"

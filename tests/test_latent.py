@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from diffzoo.editing.latent import LatentModel, tiny_clip_tokenizer, tiny_random_components  # noqa: E402
+from diffzoo.editing.latent import LatentModel, tiny_clip_tokenizer, tiny_random_components
 
 torch.set_num_threads(1)
 

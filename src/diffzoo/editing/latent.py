@@ -14,8 +14,9 @@ pixel space (``encode_image``/``decode`` are the identity up to ``scaling_factor
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
@@ -222,7 +223,7 @@ class LatentModel:
         """The UNet as a core :class:`~diffzoo.core.denoiser.Denoiser`; ``cond`` = encoder_hidden_states."""
         return from_diffusers_unet(self.unet, schedule=self.schedule, prediction_type=self.prediction_type, **kw)
 
-    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> "LatentModel":
+    def to(self, device: Any = None, dtype: torch.dtype | None = None) -> LatentModel:
         """Move (and cast) every module in place; returns ``self``."""
         for m in (self.unet, self.vae, self.text_encoder):
             if isinstance(m, torch.nn.Module):
@@ -235,7 +236,7 @@ class LatentModel:
     # ---------------------------------------------------------------------------------------------
     @classmethod
     def from_components(cls, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any,
-                        max_length: int | None = None, image_size: int | None = None) -> "LatentModel":
+                        max_length: int | None = None, image_size: int | None = None) -> LatentModel:
         """Build from diffusers/transformers components (those of a ``StableDiffusionPipeline``).
 
         ``tokenizer`` is a Hugging Face tokenizer (``CLIPTokenizer``...) or a plain callable
@@ -261,7 +262,7 @@ class LatentModel:
                    image_size=image_size)
 
     @classmethod
-    def from_diffusers_pipeline(cls, pipe: Any, **kw: Any) -> "LatentModel":
+    def from_diffusers_pipeline(cls, pipe: Any, **kw: Any) -> LatentModel:
         """Build from a diffusers ``StableDiffusionPipeline`` (its unet, vae, text_encoder, tokenizer, scheduler)."""
         for name in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
             if not hasattr(pipe, name):

@@ -29,20 +29,36 @@ CFG combination (core ``cfg_combine``). Other modules may add methods with :func
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import torch
 
 from diffzoo.core.errors import check_choice
 from diffzoo.inversion import ddim, ddpm, direct, edict, null_text
-from diffzoo.inversion.common import (EditResult, InversionResult, as_prompts, check_model, embed, grid,
-                                      to_latent)
+from diffzoo.inversion.common import (
+    EditResult,
+    InversionResult,
+    as_prompts,
+    check_model,
+    embed,
+    grid,
+    to_latent,
+)
 
 Tensor = torch.Tensor
 
-__all__ = ["invert", "reconstruct", "edit", "register_method", "METHODS", "InversionResult", "EditResult",
-           "InversionMethod"]
+__all__ = [
+    "METHODS",
+    "EditResult",
+    "InversionMethod",
+    "InversionResult",
+    "edit",
+    "invert",
+    "reconstruct",
+    "register_method",
+]
 
 
 @dataclass(frozen=True)

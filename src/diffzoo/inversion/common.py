@@ -21,8 +21,9 @@ Inversion methods differ only in where ``eps`` is evaluated:
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -112,12 +113,12 @@ class Timer:
         self.seconds = 0.0
         self.nfe = 0
 
-    def __enter__(self) -> "Timer":
+    def __enter__(self) -> Timer:
         self._t0 = time.perf_counter()
         self._n0 = [d.nfe for d in self.dens]
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self._t0
         self.nfe = sum(d.nfe - n for d, n in zip(self.dens, self._n0))
 

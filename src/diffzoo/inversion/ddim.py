@@ -10,12 +10,21 @@ methods (EDICT, edit-friendly DDPM) and the corrected ones (null-text, Direct In
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
-from diffzoo.inversion.common import (EditResult, InversionResult, Timer, branch_conditions, check_guidance,
-                                      controlled, ddim_denoise, ddim_invert_trajectory)
+from diffzoo.inversion.common import (
+    EditResult,
+    InversionResult,
+    Timer,
+    branch_conditions,
+    check_guidance,
+    controlled,
+    ddim_denoise,
+    ddim_invert_trajectory,
+)
 
 Tensor = torch.Tensor
 

@@ -18,14 +18,27 @@ exact.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from diffzoo.core.errors import check_range
 from diffzoo.core.random import randn
-from diffzoo.inversion.common import (EditResult, InversionResult, Timer, after_step, alpha_sigma,
-                                      branch_conditions, check_guidance, controlled, ddim_eta_mean, ddim_eta_std, guided_eps, set_step)
+from diffzoo.inversion.common import (
+    EditResult,
+    InversionResult,
+    Timer,
+    after_step,
+    alpha_sigma,
+    branch_conditions,
+    check_guidance,
+    controlled,
+    ddim_eta_mean,
+    ddim_eta_std,
+    guided_eps,
+    set_step,
+)
 
 Tensor = torch.Tensor
 

@@ -15,13 +15,22 @@ costs no network evaluation beyond one guided pass per step.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from diffzoo.core.errors import check_range
-from diffzoo.inversion.common import (EditResult, InversionResult, Timer, branch_conditions, check_guidance,
-                                      controlled, ddim_denoise, ddim_invert_trajectory)
+from diffzoo.inversion.common import (
+    EditResult,
+    InversionResult,
+    Timer,
+    branch_conditions,
+    check_guidance,
+    controlled,
+    ddim_denoise,
+    ddim_invert_trajectory,
+)
 
 Tensor = torch.Tensor
 

@@ -24,13 +24,24 @@ default) the roles of ``x`` and ``y`` swap on odd steps. ``eps`` is the classifi
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from diffzoo.core.errors import check_range
-from diffzoo.inversion.common import (EditResult, InversionResult, Timer, after_step, branch_conditions,
-                                      check_guidance, controlled, ddim_transfer, guided_eps, set_step)
+from diffzoo.inversion.common import (
+    EditResult,
+    InversionResult,
+    Timer,
+    after_step,
+    branch_conditions,
+    check_guidance,
+    controlled,
+    ddim_transfer,
+    guided_eps,
+    set_step,
+)
 
 Tensor = torch.Tensor
 

@@ -18,15 +18,25 @@ Only the null embeddings change; the reconstruction error is bounded by the earl
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
 from diffzoo.core.errors import check_range
 from diffzoo.core.guidance import cfg_combine
-from diffzoo.inversion.common import (EditResult, InversionResult, Timer, branch_conditions, check_guidance,
-                                      controlled, ddim_denoise, ddim_invert_trajectory, ddim_transfer,
-                                      guided_eps)
+from diffzoo.inversion.common import (
+    EditResult,
+    InversionResult,
+    Timer,
+    branch_conditions,
+    check_guidance,
+    controlled,
+    ddim_denoise,
+    ddim_invert_trajectory,
+    ddim_transfer,
+    guided_eps,
+)
 
 Tensor = torch.Tensor
 
