@@ -1,0 +1,40 @@
+"""The sampler benchmark's machinery on a tiny untrained UNet: rows, parity column, overhead table."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+pytest.importorskip("diffusers")
+pytest.importorskip("torchdiffeq")
+
+from diffzoo.bench import samplers as bench  # noqa: E402
+
+
+def test_rows_parity_and_nfe():
+    subj = bench.random_unet_subject(2)
+    rows = bench.sampler_rows(subj, None, (10,), 2, 0, with_1000=False, impls=("diffzoo", "diffusers", "k-diffusion"))
+    by = {(r["impl"], r["sampler"]): r for r in rows}
+    assert {s for _, s in by} == set(bench.SAMPLER_ORDER) - {"pndm"}  # F-PNDM needs NFE >= 13
+    for s in ("ddim", "plms", "dpmpp_2m"):
+        assert by[("diffzoo", s)]["nfe"] == by[("diffusers", s)]["nfe"] == 10
+        assert by[("diffusers", s)]["max abs diff vs diffzoo"] < 1e-3
+    for s in bench.KDIFF:
+        assert by[("k-diffusion", s)]["max abs diff vs diffzoo"] < 1e-3
+    assert by[("diffzoo", "heun")]["nfe"] == 9
+    assert all(r["overhead us/step"] > 0 for r in rows)
+
+
+def test_overhead_table_has_every_sampler():
+    rows = bench.overhead_table(budget=10, repeats=1, batch=2)
+    assert [r["sampler"] for r in rows] == list(bench.SAMPLER_ORDER)
+    assert all(r["diffzoo us/step"] > 0 and r["diffusers / diffzoo"] > 0 for r in rows)
+    assert all("k-diffusion / diffzoo" in r for r in rows if r["sampler"] in bench.KDIFF)
+
+
+def test_timed_denoiser_counts_network_time():
+    subj = bench.random_unet_subject(2)
+    den, net = bench.timed(subj.den)
+    x = torch.randn(2, 1, 8, 8)
+    den.x0_eps(x, torch.tensor(10.0), subj.cond)
+    assert net.calls == 1 and net.seconds > 0 and den.validate is False
