@@ -30,7 +30,9 @@ def _inputs(model, prompts, seed=0):
 
 def _unet(model, x, t, emb):
     with torch.no_grad():
-        return model.unet(x, torch.full((x.shape[0],), float(t), dtype=x.dtype), encoder_hidden_states=emb).sample
+        return model.unet(
+            x, torch.full((x.shape[0],), float(t), dtype=x.dtype), encoder_hidden_states=emb
+        ).sample
 
 
 class Probe(A.PromptToPrompt):
@@ -68,8 +70,8 @@ def test_source_branch_unchanged_and_identity_edit(model):
     ctl = A.replace(model.tokenize, [SRC, TGT], num_steps=4, cross_replace_steps=1.0, self_replace_steps=1.0)
     with A.attention_control(model.unet, ctl):
         out = _unet(model, torch.cat([x, x]), 500, emb)
-    assert (out[:1] - ref).abs().max() < 1e-12          # the source row is untouched by the controller
-    assert (out[1:] - ref).abs().max() > 1e-6            # the edit row follows its own prompt
+    assert (out[:1] - ref).abs().max() < 1e-12  # the source row is untouched by the controller
+    assert (out[1:] - ref).abs().max() > 1e-6  # the edit row follows its own prompt
     # identical prompts: replace is a no-op, the edit row equals the source row exactly
     same = torch.cat([emb[:1], emb[:1]])
     ctl = A.replace(model.tokenize, [SRC, SRC], num_steps=4)
@@ -102,11 +104,11 @@ def test_replace_window_cfg_layout_and_step_count(model):
             n0 = len(ctl.seen)
             with torch.no_grad():
                 den(torch.cat([x, x]), torch.tensor([700.0, 700.0], dtype=torch.float64), emb)
-            assert ctl.cur_step == i + 1                     # counted from the UNet calls
+            assert ctl.cur_step == i + 1  # counted from the UNet calls
             maps = ctl.seen[n0:]
-            assert maps and all(m.shape[0] == 2 for m in maps)   # only the conditional group is controlled
+            assert maps and all(m.shape[0] == 2 for m in maps)  # only the conditional group is controlled
             injected = all(torch.equal(m[0], m[1]) for m in maps)
-            assert injected == (i < 2)                        # cross_replace_steps = 0.5 of 4 steps
+            assert injected == (i < 2)  # cross_replace_steps = 0.5 of 4 steps
     # outside every window the controlled pass equals the plain pass
     ctl = A.PromptToPrompt(num_steps=2, mode="replace", cross_replace_steps=0.0, self_replace_steps=0.0)
     with torch.no_grad():
@@ -138,7 +140,7 @@ def test_refine_keeps_new_token_map(model):
         _unet(model, torch.cat([x, x]), 400, emb)
     assert probe.seen
     for m in probe.seen:
-        assert torch.equal(m[1][..., 3], m[0][..., 2])      # "red" (target pos 3) takes source pos 2's map
+        assert torch.equal(m[1][..., 3], m[0][..., 2])  # "red" (target pos 3) takes source pos 2's map
 
 
 def test_local_blend_keeps_background(model):
@@ -153,7 +155,9 @@ def test_local_blend_keeps_background(model):
         mask = ctl.local_blend.mask(ctl, (8, 8))[0, 0]
     assert torch.equal(out[0], lat[0])
     assert 0 < int(mask.sum()) < 64
-    assert torch.equal(out[1][:, ~mask], lat[0][:, ~mask]) and torch.allclose(out[1][:, mask], lat[1][:, mask])
+    assert torch.equal(out[1][:, ~mask], lat[0][:, ~mask]) and torch.allclose(
+        out[1][:, mask], lat[1][:, mask]
+    )
     with pytest.raises(ValueError, match="blend_words"):
         A.replace(model.tokenize, [SRC, TGT], 2, blend_words=[["red"]])
 

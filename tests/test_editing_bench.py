@@ -14,9 +14,13 @@ torch.set_num_threads(1)  # 2 shared cores: extra threads only contend
 @pytest.fixture(scope="module")
 def small():
     torch.manual_seed(0)
-    sd = TinySD(vae=dict(block_out_channels=(8, 8, 16), norm_num_groups=4),
-                unet=dict(block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=16, attention_head_dim=4),
-                text=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2))
+    sd = TinySD(
+        vae=dict(block_out_channels=(8, 8, 16), norm_num_groups=4),
+        unet=dict(
+            block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=16, attention_head_dim=4
+        ),
+        text=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
+    )
     return sd.eval().requires_grad_(False).latent_model(), ShapesClassifier(width=8).eval()
 
 
@@ -33,7 +37,7 @@ def test_bench_runs_every_method_and_exact_ones_are_exact(small):
     assert summary["ddpm"]["rec_max64"] < 1e-9
     assert summary["direct+p2p"]["rec_max64"] < 1e-9
     assert summary["infedit"]["rec_max64"] == 0.0
-    assert summary["infedit"]["nfe"] == 2      # strength 0.7 of 3 steps: 2 steps, one batched call each
+    assert summary["infedit"]["nfe"] == 2  # strength 0.7 of 3 steps: 2 steps, one batched call each
     # 4 example rows (one per kind) of source, ground truth and the 7 methods, upsampled 4x
     assert grid.shape == (3, 4 * (128 + 2) + 2, 9 * (128 + 2) + 2)
 
@@ -53,10 +57,10 @@ def test_bench_helpers_and_errors(small):
     y = x.clone()
     mask = torch.zeros(32, 32, dtype=torch.bool)
     mask[:8] = True
-    y[..., :8, :] = 1.0                      # differs only inside the mask
+    y[..., :8, :] = 1.0  # differs only inside the mask
     p, s = B.masked_psnr_ssim(x, y, mask)
     assert p == float("inf") and abs(s - 1.0) < 1e-12
-    y[..., 20, 20] = 1.0                     # one background pixel differs
+    y[..., 20, 20] = 1.0  # one background pixel differs
     assert B.masked_psnr_ssim(x, y, mask)[0] < 60
     model, clf = small
     with pytest.raises(ValueError, match="methods"):

@@ -22,21 +22,70 @@ def test_edit_and_invert_commands(tmp_path, capsys):
     save_image(torch.rand(1, 3, 16, 16) * 2 - 1, src)
     for method in ("infedit", "sdedit", "direct"):
         out = tmp_path / f"{method}.png"
-        rc = main(["edit", "--model", "tiny-random", "--image", str(src), "--out", str(out), "--steps", "3",
-                   "--method", method, "--source-prompt", "a red circle", "--target-prompt", "a blue circle",
-                   "--blend", "red circle,blue circle", "--strength", "0.8"])
+        rc = main(
+            [
+                "edit",
+                "--model",
+                "tiny-random",
+                "--image",
+                str(src),
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--method",
+                method,
+                "--source-prompt",
+                "a red circle",
+                "--target-prompt",
+                "a blue circle",
+                "--blend",
+                "red circle,blue circle",
+                "--strength",
+                "0.8",
+            ]
+        )
         assert rc == 0 and load_image(out).shape == (1, 3, 16, 16)
     out = tmp_path / "rec.png"
-    assert main(["invert", "--model", "tiny-random", "--method", "ddpm", "--image", str(src), "--out", str(out),
-                 "--steps", "3", "--prompt", "a red circle"]) == 0
+    assert (
+        main(
+            [
+                "invert",
+                "--model",
+                "tiny-random",
+                "--method",
+                "ddpm",
+                "--image",
+                str(src),
+                "--out",
+                str(out),
+                "--steps",
+                "3",
+                "--prompt",
+                "a red circle",
+            ]
+        )
+        == 0
+    )
     assert "reconstruction" in capsys.readouterr().out and out.is_file()
 
 
 def test_cli_errors(tmp_path, capsys):
     src = tmp_path / "in.png"
     save_image(torch.zeros(1, 3, 16, 16), src)
-    base = ["edit", "--model", "tiny-random", "--out", str(tmp_path / "o.png"), "--source-prompt", "a",
-            "--target-prompt", "b", "--steps", "3"]
+    base = [
+        "edit",
+        "--model",
+        "tiny-random",
+        "--out",
+        str(tmp_path / "o.png"),
+        "--source-prompt",
+        "a",
+        "--target-prompt",
+        "b",
+        "--steps",
+        "3",
+    ]
     assert main(base + ["--image", str(tmp_path / "missing.png")]) == 2
     assert "missing.png" in capsys.readouterr().err
     assert main(base + ["--image", str(src), "--method", "no-such-method"]) == 2
@@ -45,6 +94,22 @@ def test_cli_errors(tmp_path, capsys):
     assert "strength" in capsys.readouterr().err
     assert main(base + ["--image", str(src), "--reweight", "red"]) == 2
     assert "--reweight" in capsys.readouterr().err
-    assert main(["edit", "--model", "no-such-model", "--image", str(src), "--out", "o.png", "--source-prompt", "a",
-                 "--target-prompt", "b"]) == 2
+    assert (
+        main(
+            [
+                "edit",
+                "--model",
+                "no-such-model",
+                "--image",
+                str(src),
+                "--out",
+                "o.png",
+                "--source-prompt",
+                "a",
+                "--target-prompt",
+                "b",
+            ]
+        )
+        == 2
+    )
     assert "no-such-model" in capsys.readouterr().err

@@ -30,11 +30,20 @@ def _image(dtype, seed=0):
 def test_ddcm_source_branch_and_identity_edit_are_exact(model):
     img = _image(model.dtype)
     z0 = as_latent(model, img)
-    r = ddcm_edit(model, img, "a red circle", "a red circle", num_steps=6, strength=0.8, guidance=3.0,
-                  source_guidance=3.0, generator=torch.Generator().manual_seed(0))
-    assert torch.equal(r.source_latents, z0)     # the source branch's clean estimate is z0 at the end
-    assert torch.equal(r.latents, z0)            # same prompt + same guidance: exact reconstruction
-    assert r.nfe == r.timesteps.numel() - 1      # one batched call per step: no inversion cost
+    r = ddcm_edit(
+        model,
+        img,
+        "a red circle",
+        "a red circle",
+        num_steps=6,
+        strength=0.8,
+        guidance=3.0,
+        source_guidance=3.0,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert torch.equal(r.source_latents, z0)  # the source branch's clean estimate is z0 at the end
+    assert torch.equal(r.latents, z0)  # same prompt + same guidance: exact reconstruction
+    assert r.nfe == r.timesteps.numel() - 1  # one batched call per step: no inversion cost
     assert r.image.shape == img.shape
 
 
@@ -42,8 +51,12 @@ def test_ddcm_edits_and_is_seeded(model):
     img = _image(model.dtype, 1)
     z0 = as_latent(model, img)
     kw = dict(num_steps=6, strength=0.8, guidance=3.0, blend_words=[["circle"], ["square"]])
-    a = ddcm_edit(model, img, "a red circle", "a blue square", generator=torch.Generator().manual_seed(3), **kw)
-    b = ddcm_edit(model, img, "a red circle", "a blue square", generator=torch.Generator().manual_seed(3), **kw)
+    a = ddcm_edit(
+        model, img, "a red circle", "a blue square", generator=torch.Generator().manual_seed(3), **kw
+    )
+    b = ddcm_edit(
+        model, img, "a red circle", "a blue square", generator=torch.Generator().manual_seed(3), **kw
+    )
     assert torch.equal(a.latents, b.latents)
     assert (a.latents - z0).abs().max() > 1e-3
     assert torch.equal(a.source_latents, z0)
@@ -78,10 +91,10 @@ def test_anchored_start(model):
     img = _image(model.dtype, 2)
     z0 = as_latent(model, img)
     r = sdedit(model, img, "a red circle", strength=0.0, num_steps=8)
-    assert torch.equal(r.latents, z0) and r.nfe == 0       # strength 0 returns the anchor's latent
+    assert torch.equal(r.latents, z0) and r.nfe == 0  # strength 0 returns the anchor's latent
     g = torch.Generator().manual_seed(0)
     r = sdedit(model, img, "a red circle", strength=0.5, num_steps=8, guidance=3.0, generator=g)
-    assert r.nfe == 4 and r.t_start == 375.0              # leading grid 875, 750, ... : starts at index 4
+    assert r.nfe == 4 and r.t_start == 375.0  # leading grid 875, 750, ... : starts at index 4
     assert start_index(10, 1.0) == 0 and start_index(10, 0.25) == 8
     n = torch.randn_like(z0)
     a, s = model.schedule.alpha_sigma(torch.tensor(600.0, dtype=torch.float64))
@@ -102,7 +115,9 @@ def test_ddcm_on_a_stable_diffusion_pipeline(tokdir):
     from diffusers import StableDiffusionPipeline
 
     c = tiny_random_components(tokdir, seed=1)
-    pipe = StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe = StableDiffusionPipeline(
+        **c, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
     m = LatentModel.from_diffusers_pipeline(pipe)
     img = _image(torch.float32, 3)
     r = ddcm_edit(m, img, "a red circle", "a red circle", num_steps=4, guidance=2.0, source_guidance=2.0)

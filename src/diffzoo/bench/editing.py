@@ -41,26 +41,26 @@ METHODS = ("ddim+p2p", "edict", "ddpm", "null_text+p2p", "direct+p2p", "infedit"
 
 @dataclass
 class EditBenchConfig:
-    """Settings of one benchmark run (``--quick`` shrinks ``n``, ``steps``, ``n64`` and null-text's inner loop)."""
+    """Settings of one run (``--quick`` shrinks ``n``, ``steps``, ``n64`` and null-text's inner loop)."""
 
-    n: int = 40                   # source scenes (one edit each, kinds cycled)
-    steps: int = 50               # DDIM grid steps for every method
-    guidance: float = 7.5         # edit guidance (target branch) of the inversion methods
-    edict_guidance: float = 3.0   # EDICT's inversion/edit guidance (official default for editing)
-    ddpm_guidance: float = 3.5    # edit-friendly DDPM: inversion (cfg_src)
-    ddpm_skip: float = 0.36       # T_skip as a fraction of the steps
+    n: int = 40  # source scenes (one edit each, kinds cycled)
+    steps: int = 50  # DDIM grid steps for every method
+    guidance: float = 7.5  # edit guidance (target branch) of the inversion methods
+    edict_guidance: float = 3.0  # EDICT's inversion/edit guidance (official default for editing)
+    ddpm_guidance: float = 3.5  # edit-friendly DDPM: inversion (cfg_src)
+    ddpm_skip: float = 0.36  # T_skip as a fraction of the steps
     infedit_guidance: float = 2.0
     infedit_strength: float = 0.7
     sdedit_strength: float = 0.6
-    cross_steps: float = 0.8      # P2P windows
+    cross_steps: float = 0.8  # P2P windows
     self_steps: float = 0.4
-    nt_inner: int = 10            # null-text inner Adam steps
-    n64: int = 4                  # pairs measured in float64 (reconstruction only)
+    nt_inner: int = 10  # null-text inner Adam steps
+    n64: int = 4  # pairs measured in float64 (reconstruction only)
     seed: int = 0
     methods: tuple[str, ...] = METHODS
     model: str = "tinysd"
     classifier: str = "shapes-classifier"
-    examples: int = 4             # rows of the PNG grid
+    examples: int = 4  # rows of the PNG grid
     tag: str = ""
 
 
@@ -78,6 +78,7 @@ class MethodRun:
 # Methods
 # -------------------------------------------------------------------------------------------------
 
+
 def blend_words(pair: Any) -> list[list[str]] | None:
     """Local-blend words of an edit: the edited object's words in source and target (none for a
     background change, which is global)."""
@@ -85,21 +86,40 @@ def blend_words(pair: Any) -> list[list[str]] | None:
     if e.kind == "background":
         return None
     so, to = pair.source.objects[e.index], pair.target.objects
-    tgt = next(o for o in to if (o.cell, o.shape, o.color) != (so.cell, so.shape, so.color)
-               ) if e.kind != "move" else next(o for o in to if o.cell == int(e.value))
+    tgt = (
+        next(o for o in to if (o.cell, o.shape, o.color) != (so.cell, so.shape, so.color))
+        if e.kind != "move"
+        else next(o for o in to if o.cell == int(e.value))
+    )
     return [[so.color, so.shape], [tgt.color, tgt.shape]]
 
 
 def _p2p(model: Any, pair: Any, cfg: EditBenchConfig, num_steps: int) -> Any:
     from diffzoo.editing.cli import make_controller
 
-    return make_controller(model, "replace", pair.source_caption, pair.target_caption, num_steps,
-                           cross=cfg.cross_steps, self_=cfg.self_steps, blend_words=blend_words(pair))
+    return make_controller(
+        model,
+        "replace",
+        pair.source_caption,
+        pair.target_caption,
+        num_steps,
+        cross=cfg.cross_steps,
+        self_=cfg.self_steps,
+        blend_words=blend_words(pair),
+    )
 
 
-def _inversion_method(name: str, model: Any, img: Tensor, pair: Any, cfg: EditBenchConfig,
-                      gen: torch.Generator, dtype: torch.dtype, recon_only: bool = False,
-                      guidance: float | None = None) -> MethodRun:
+def _inversion_method(
+    name: str,
+    model: Any,
+    img: Tensor,
+    pair: Any,
+    cfg: EditBenchConfig,
+    gen: torch.Generator,
+    dtype: torch.dtype,
+    recon_only: bool = False,
+    guidance: float | None = None,
+) -> MethodRun:
     from diffzoo import inversion
 
     base = name.split("+")[0]
@@ -119,8 +139,17 @@ def _inversion_method(name: str, model: Any, img: Tensor, pair: Any, cfg: EditBe
     elif base == "direct":
         inv_w = cfg.guidance
     inv_w = inv_w if guidance is None else guidance
-    res = inversion.invert(base, model, img, pair.source_caption, num_steps=cfg.steps, guidance=inv_w,
-                           dtype=dtype, generator=gen, **kw)
+    res = inversion.invert(
+        base,
+        model,
+        img,
+        pair.source_caption,
+        num_steps=cfg.steps,
+        guidance=inv_w,
+        dtype=dtype,
+        generator=gen,
+        **kw,
+    )
     with torch.no_grad():
         recon = inversion.reconstruct(res)
     if recon_only:
@@ -133,48 +162,94 @@ def _inversion_method(name: str, model: Any, img: Tensor, pair: Any, cfg: EditBe
     return MethodRun(edited=edited, recon=recon, nfe=res.nfe + out.nfe, seconds=res.seconds + out.seconds)
 
 
-def _infedit(model: Any, img: Tensor, pair: Any, cfg: EditBenchConfig, gen_seed: int, dtype: torch.dtype,
-             recon_only: bool = False) -> MethodRun:
+def _infedit(
+    model: Any,
+    img: Tensor,
+    pair: Any,
+    cfg: EditBenchConfig,
+    gen_seed: int,
+    dtype: torch.dtype,
+    recon_only: bool = False,
+) -> MethodRun:
     from diffzoo.editing.ddcm import ddcm_edit
 
-    kw = dict(num_steps=cfg.steps, strength=cfg.infedit_strength, dtype=dtype, cross_replace_steps=cfg.cross_steps,
-              self_replace_steps=cfg.self_steps)
-    rec = ddcm_edit(model, img, pair.source_caption, pair.source_caption, guidance=cfg.infedit_guidance,
-                    source_guidance=cfg.infedit_guidance, generator=torch.Generator().manual_seed(gen_seed),
-                    decode=False, **kw)
+    kw = dict(
+        num_steps=cfg.steps,
+        strength=cfg.infedit_strength,
+        dtype=dtype,
+        cross_replace_steps=cfg.cross_steps,
+        self_replace_steps=cfg.self_steps,
+    )
+    rec = ddcm_edit(
+        model,
+        img,
+        pair.source_caption,
+        pair.source_caption,
+        guidance=cfg.infedit_guidance,
+        source_guidance=cfg.infedit_guidance,
+        generator=torch.Generator().manual_seed(gen_seed),
+        decode=False,
+        **kw,
+    )
     if recon_only:
         return MethodRun(edited=img, recon=rec.latents, nfe=0, seconds=0.0)
-    out = ddcm_edit(model, img, pair.source_caption, pair.target_caption, guidance=cfg.infedit_guidance,
-                    generator=torch.Generator().manual_seed(gen_seed), blend_words=blend_words(pair), **kw)
+    out = ddcm_edit(
+        model,
+        img,
+        pair.source_caption,
+        pair.target_caption,
+        guidance=cfg.infedit_guidance,
+        generator=torch.Generator().manual_seed(gen_seed),
+        blend_words=blend_words(pair),
+        **kw,
+    )
     return MethodRun(edited=out.image, recon=rec.latents, nfe=out.nfe, seconds=out.seconds)
 
 
-def _sdedit(model: Any, img: Tensor, pair: Any, cfg: EditBenchConfig, gen_seed: int, dtype: torch.dtype,
-            recon_only: bool = False) -> MethodRun:
+def _sdedit(
+    model: Any,
+    img: Tensor,
+    pair: Any,
+    cfg: EditBenchConfig,
+    gen_seed: int,
+    dtype: torch.dtype,
+    recon_only: bool = False,
+) -> MethodRun:
     from diffzoo.editing.anchored import sdedit
 
     kw = dict(strength=cfg.sdedit_strength, num_steps=cfg.steps, guidance=cfg.guidance, dtype=dtype)
-    rec = sdedit(model, img, pair.source_caption, generator=torch.Generator().manual_seed(gen_seed),
-                 decode=False, **kw)
+    rec = sdedit(
+        model, img, pair.source_caption, generator=torch.Generator().manual_seed(gen_seed), decode=False, **kw
+    )
     if recon_only:
         return MethodRun(edited=img, recon=rec.latents, nfe=0, seconds=0.0)
     out = sdedit(model, img, pair.target_caption, generator=torch.Generator().manual_seed(gen_seed), **kw)
     return MethodRun(edited=out.image, recon=rec.latents, nfe=out.nfe, seconds=out.seconds)
 
 
-def run_method(name: str, model: Any, img: Tensor, pair: Any, cfg: EditBenchConfig, seed: int,
-               dtype: torch.dtype = torch.float32, recon_only: bool = False) -> MethodRun:
+def run_method(
+    name: str,
+    model: Any,
+    img: Tensor,
+    pair: Any,
+    cfg: EditBenchConfig,
+    seed: int,
+    dtype: torch.dtype = torch.float32,
+    recon_only: bool = False,
+) -> MethodRun:
     """Run benchmark method ``name`` on one pair (seeded by ``seed``)."""
     if name == "infedit":
         return _infedit(model, img, pair, cfg, seed, dtype, recon_only)
     if name == "sdedit":
         return _sdedit(model, img, pair, cfg, seed, dtype, recon_only)
-    return _inversion_method(name, model, img, pair, cfg, torch.Generator().manual_seed(seed), dtype, recon_only)
+    gen = torch.Generator().manual_seed(seed)
+    return _inversion_method(name, model, img, pair, cfg, gen, dtype, recon_only)
 
 
 # -------------------------------------------------------------------------------------------------
 # Metrics
 # -------------------------------------------------------------------------------------------------
+
 
 def masked_psnr_ssim(x: Tensor, y: Tensor, mask: Tensor) -> tuple[float, float]:
     """PIE-Bench's background metrics: PSNR and SSIM of ``x * (1 - m)`` vs ``y * (1 - m)``."""
@@ -206,6 +281,7 @@ class _Acc:
 # The run
 # -------------------------------------------------------------------------------------------------
 
+
 def load_models(cfg: EditBenchConfig) -> tuple[Any, Any]:
     """The TinySD :class:`LatentModel` and the shapes classifier from the zoo."""
     from diffzoo import zoo
@@ -213,14 +289,21 @@ def load_models(cfg: EditBenchConfig) -> tuple[Any, Any]:
 
     for name in (cfg.model, cfg.classifier):
         if name not in zoo.names():
-            raise FileNotFoundError(f"model: zoo model {name!r} is not shipped in this build "
-                                    f"(have: {', '.join(zoo.names()) or 'none'}); train it with diffzoo train")
+            have = ", ".join(zoo.names()) or "none"
+            raise FileNotFoundError(
+                f"model: zoo model {name!r} is not shipped in this build (have: {have}); "
+                "train it with diffzoo train"
+            )
     clf = zoo.load(cfg.classifier).model.eval()
     return load_tinysd(cfg.model), clf
 
 
-def run_bench(cfg: EditBenchConfig, model: Any = None, classifier: Any = None,
-              progress: Callable[[str], None] | None = None) -> tuple[str, Tensor, dict[str, dict[str, float]]]:
+def run_bench(
+    cfg: EditBenchConfig,
+    model: Any = None,
+    classifier: Any = None,
+    progress: Callable[[str], None] | None = None,
+) -> tuple[str, Tensor, dict[str, dict[str, float]]]:
     """Run the benchmark; returns the markdown report, the example grid ``(3, H, W)`` in ``[-1, 1]`` and
     the per-method means ``{method: {metric: value}}`` (plus ``"baseline"``)."""
     from diffzoo.data import shapes
@@ -254,8 +337,17 @@ def run_bench(cfg: EditBenchConfig, model: Any = None, classifier: Any = None,
         base.add("gt_ok", float(scene_correct(classifier.predict(gt), [pair.target])[0]))
         row = [img[0], gt[0]]
         if "edict" in cfg.methods:  # DDIM inversion at EDICT's guidance: the EDICT paper's comparison
-            r = _inversion_method("ddim", model, img, pair, cfg, torch.Generator(), torch.float32, recon_only=True,
-                                  guidance=cfg.edict_guidance)
+            r = _inversion_method(
+                "ddim",
+                model,
+                img,
+                pair,
+                cfg,
+                torch.Generator(),
+                torch.float32,
+                recon_only=True,
+                guidance=cfg.edict_guidance,
+            )
             base.add("ddim_w_rec_mse", float(((r.recon - z0) ** 2).mean()))
             with torch.no_grad():
                 base.add("ddim_w_rec_img_mse", float(((model.decode(r.recon) - img) ** 2).mean()))
@@ -277,16 +369,19 @@ def run_bench(cfg: EditBenchConfig, model: Any = None, classifier: Any = None,
             a.add("nfe", r.nfe), a.add("seconds", r.seconds)
             if i < cfg.n64 and model64 is not None:
                 img64 = img.to(torch.float64)
-                r64 = run_method(m, model64, img64, pair, cfg, cfg.seed * 1000 + i, torch.float64, recon_only=True)
+                r64 = run_method(
+                    m, model64, img64, pair, cfg, cfg.seed * 1000 + i, torch.float64, recon_only=True
+                )
                 with torch.no_grad():
                     z64 = model64.encode_image(img64)
                 a.add("rec_max64", float((r64.recon - z64).abs().max()))
                 a.add("rec_max32", float((r.recon - z0).abs().max()))
             row.append(r.edited[0].float())
-        if len(examples) < cfg.examples and (i % len(shapes.EDIT_KINDS)) == len(examples) % len(shapes.EDIT_KINDS):
+        nk = len(shapes.EDIT_KINDS)
+        if len(examples) < cfg.examples and i % nk == len(examples) % nk:
             examples.append(row)
         if progress:
-            progress(f"pair {i + 1}/{len(pairs)} ({pair.edit.kind}) done, {time.perf_counter() - t_start:.0f}s")
+            progress(f"pair {i + 1}/{len(pairs)} ({pair.edit.kind}) {time.perf_counter() - t_start:.0f}s")
     report = _report(cfg, acc, kinds, base, time.perf_counter() - t_start)
     summary = {m: {k: a.mean(k) for k in a.rows} for m, a in acc.items()}
     summary["baseline"] = {k: base.mean(k) for k in base.rows}
@@ -303,15 +398,17 @@ def _grid(rows: list[list[Tensor]], pad: int = 2) -> Tensor:
     """Rows of images ``(3, h, w)`` tiled with white padding (upsampled 4x for viewing)."""
     if not rows:
         return torch.ones(3, 8, 8)
-    ims = [[torch.nn.functional.interpolate(im[None].float(), scale_factor=4, mode="nearest")[0] for im in r]
-           for r in rows]
+    ims = [
+        [torch.nn.functional.interpolate(im[None].float(), scale_factor=4, mode="nearest")[0] for im in r]
+        for r in rows
+    ]
     h, w = ims[0][0].shape[-2:]
     cols = max(len(r) for r in ims)
     out = torch.ones(3, len(ims) * (h + pad) + pad, cols * (w + pad) + pad)
     for i, r in enumerate(ims):
         for j, im in enumerate(r):
             y, x = pad + i * (h + pad), pad + j * (w + pad)
-            out[:, y:y + h, x:x + w] = im.clamp(-1, 1)
+            out[:, y : y + h, x : x + w] = im.clamp(-1, 1)
     return out
 
 
@@ -331,47 +428,94 @@ def _fmt(v: float | None, f: str = ".3g") -> str:
     return format(v, f)
 
 
-def _report(cfg: EditBenchConfig, acc: dict[str, _Acc], kinds: dict[str, dict], base: _Acc, seconds: float) -> str:
+def _report(
+    cfg: EditBenchConfig, acc: dict[str, _Acc], kinds: dict[str, dict], base: _Acc, seconds: float
+) -> str:
     from diffzoo.data import shapes
 
-    cols = ["method", "rec MSE f32 (latent)", "rec PSNR f32", "rec max|dz| f32", "rec max|dz| f64", "edit success",
-            "bg PSNR", "bg SSIM", "PSNR to GT", "NFE/edit", "s/edit", "paper bg PSNR / SSIM (PIE-Bench)"]
-    rows = [{"method": "VAE round trip (no edit)", "rec MSE f32 (latent)": "0", "rec PSNR f32": "inf",
-             "edit success": f"{100 * base.mean('success'):.0f}%", "bg PSNR": _fmt(base.mean("bg_psnr"), ".4g"),
-             "bg SSIM": _fmt(base.mean("bg_ssim"), ".4f"), "PSNR to GT": _fmt(base.mean("gt_psnr"), ".4g"),
-             "NFE/edit": "0"}]
+    cols = [
+        "method",
+        "rec MSE f32 (latent)",
+        "rec PSNR f32",
+        "rec max|dz| f32",
+        "rec max|dz| f64",
+        "edit success",
+        "bg PSNR",
+        "bg SSIM",
+        "PSNR to GT",
+        "NFE/edit",
+        "s/edit",
+        "paper bg PSNR / SSIM (PIE-Bench)",
+    ]
+    rows = [
+        {
+            "method": "VAE round trip (no edit)",
+            "rec MSE f32 (latent)": "0",
+            "rec PSNR f32": "inf",
+            "edit success": f"{100 * base.mean('success'):.0f}%",
+            "bg PSNR": _fmt(base.mean("bg_psnr"), ".4g"),
+            "bg SSIM": _fmt(base.mean("bg_ssim"), ".4f"),
+            "PSNR to GT": _fmt(base.mean("gt_psnr"), ".4g"),
+            "NFE/edit": "0",
+        }
+    ]
     for m, a in acc.items():
         paper = PAPER.get(m)
-        rows.append({
-            "method": m, "rec MSE f32 (latent)": _fmt(a.mean("rec_mse"), ".3e"),
-            "rec PSNR f32": _fmt(a.mean("rec_psnr"), ".4g"), "rec max|dz| f32": _fmt(a.mean("rec_max32"), ".2e"),
-            "rec max|dz| f64": _fmt(a.mean("rec_max64"), ".2e"),
-            "edit success": f"{100 * a.mean('success'):.0f}%", "bg PSNR": _fmt(a.mean("bg_psnr"), ".4g"),
-            "bg SSIM": _fmt(a.mean("bg_ssim"), ".4f"), "PSNR to GT": _fmt(a.mean("gt_psnr"), ".4g"),
-            "NFE/edit": _fmt(a.mean("nfe"), ".0f"), "s/edit": _fmt(a.mean("seconds"), ".3g"),
-            "paper bg PSNR / SSIM (PIE-Bench)": f"{paper[0]} / {paper[1] / 100:.4f}" if paper else ""})
+        rows.append(
+            {
+                "method": m,
+                "rec MSE f32 (latent)": _fmt(a.mean("rec_mse"), ".3e"),
+                "rec PSNR f32": _fmt(a.mean("rec_psnr"), ".4g"),
+                "rec max|dz| f32": _fmt(a.mean("rec_max32"), ".2e"),
+                "rec max|dz| f64": _fmt(a.mean("rec_max64"), ".2e"),
+                "edit success": f"{100 * a.mean('success'):.0f}%",
+                "bg PSNR": _fmt(a.mean("bg_psnr"), ".4g"),
+                "bg SSIM": _fmt(a.mean("bg_ssim"), ".4f"),
+                "PSNR to GT": _fmt(a.mean("gt_psnr"), ".4g"),
+                "NFE/edit": _fmt(a.mean("nfe"), ".0f"),
+                "s/edit": _fmt(a.mean("seconds"), ".3g"),
+                "paper bg PSNR / SSIM (PIE-Bench)": f"{paper[0]} / {paper[1] / 100:.4f}" if paper else "",
+            }
+        )
     kind_cols = ["method"] + list(shapes.EDIT_KINDS)
-    krows = [{"method": m, **{k: f"{100 * sum(v) / len(v):.0f}% ({len(v)})" for k, v in kinds[m].items()}}
-             for m in acc]
-    text = [f"# diffzoo bench editing{' --quick' if cfg.tag == 'quick' else ''}", "",
-            f"TinySD (`{cfg.model}`) on {cfg.n} shapes-world pairs (seed {cfg.seed}; one edit each, kinds "
-            f"cycled: {', '.join(shapes.EDIT_KINDS)}), {cfg.steps} steps, edit guidance {cfg.guidance} "
-            f"(EDICT {cfg.edict_guidance}, InfEdit {cfg.infedit_guidance} at strength {cfg.infedit_strength}, "
-            f"SDEdit strength {cfg.sdedit_strength}), P2P cross {cfg.cross_steps} / self {cfg.self_steps} "
-            f"with local blend on the edited object's words, null-text {cfg.nt_inner} inner steps; float64 "
-            f"reconstruction on the first {cfg.n64} pairs. Total {seconds:.0f} s on CPU.", "",
-            "Reconstruction: invert with the source caption and regenerate (MSE in latent space; PSNR of the "
-            "decoded reconstruction against the VAE round trip). InfEdit's reconstruction is its edit with "
-            "target = source; SDEdit's is SDEdit with the source caption (no inversion, not exact). Edit "
-            "success: the attribute classifier finds exactly the target scene. bg PSNR/SSIM: outside the "
-            "ground-truth edit mask, against the source image (PIE-Bench convention: both images times "
-            "1 - mask). Ground-truth classifier accuracy: source "
-            f"{100 * base.mean('src_ok'):.0f}%, target {100 * base.mean('gt_ok'):.0f}%.", "",
-            format_table(rows, cols), "", "## Edit success per edit kind (count)", "", format_table(krows, kind_cols),
-            "", "## Papers' claims beside ours", "", _claims(cfg, acc, base), "",
-            "PNG (`" + ("bench_editing_quick" if cfg.tag == "quick" else "bench_editing") + ".png`): one row per "
-            "example pair (one per edit kind); columns: source, ground-truth edit, then "
-            + ", ".join(cfg.methods) + "."]
+    krows = [
+        {"method": m, **{k: f"{100 * sum(v) / len(v):.0f}% ({len(v)})" for k, v in kinds[m].items()}}
+        for m in acc
+    ]
+    text = [
+        f"# diffzoo bench editing{' --quick' if cfg.tag == 'quick' else ''}",
+        "",
+        f"TinySD (`{cfg.model}`) on {cfg.n} shapes-world pairs (seed {cfg.seed}; one edit each, kinds "
+        f"cycled: {', '.join(shapes.EDIT_KINDS)}), {cfg.steps} steps, edit guidance {cfg.guidance} "
+        f"(EDICT {cfg.edict_guidance}, InfEdit {cfg.infedit_guidance} at strength "
+        f"{cfg.infedit_strength}, "
+        f"SDEdit strength {cfg.sdedit_strength}), P2P cross {cfg.cross_steps} / self {cfg.self_steps} "
+        f"with local blend on the edited object's words, null-text {cfg.nt_inner} inner steps; float64 "
+        f"reconstruction on the first {cfg.n64} pairs. Total {seconds:.0f} s on CPU.",
+        "",
+        "Reconstruction: invert with the source caption and regenerate (MSE in latent space; PSNR of the "
+        "decoded reconstruction against the VAE round trip). InfEdit's reconstruction is its edit with "
+        "target = source; SDEdit's is SDEdit with the source caption (no inversion, not exact). Edit "
+        "success: the attribute classifier finds exactly the target scene. bg PSNR/SSIM: outside the "
+        "ground-truth edit mask, against the source image (PIE-Bench convention: both images times "
+        "1 - mask). Ground-truth classifier accuracy: source "
+        f"{100 * base.mean('src_ok'):.0f}%, target {100 * base.mean('gt_ok'):.0f}%.",
+        "",
+        format_table(rows, cols),
+        "",
+        "## Edit success per edit kind (count)",
+        "",
+        format_table(krows, kind_cols),
+        "",
+        "## Papers' claims beside ours",
+        "",
+        _claims(cfg, acc, base),
+        "",
+        "PNG (`" + ("bench_editing_quick" if cfg.tag == "quick" else "bench_editing") + ".png`): one row per "
+        "example pair (one per edit kind); columns: source, ground-truth edit, then "
+        + ", ".join(cfg.methods)
+        + ".",
+    ]
     return "\n".join(text) + "\n"
 
 
@@ -383,31 +527,67 @@ def _claims(cfg: EditBenchConfig, acc: dict[str, _Acc], base: _Acc) -> str:
     d, e = base.mean("ddim_w_rec_img_mse"), g("edict", "rec_img_mse")
     dl, el = base.mean("ddim_w_rec_mse"), g("edict", "rec_mse")
     w = cfg.edict_guidance
-    rows.append({"claim": f"EDICT reconstruction MSE / DDIM inversion's (both at guidance {w:g})",
-                 "paper": "about 0.5 (image MSE, MS-COCO, SD 1.4)",
-                 "ours": (f"{e / d:.3g} in image space vs the source ({e:.3g} vs {d:.3g}: VAE error included, "
-                          f"as in the paper); {el / dl:.2e} in latent space") if d and e is not None and dl else "n/a"})
+    rows.append(
+        {
+            "claim": f"EDICT reconstruction MSE / DDIM inversion's (both at guidance {w:g})",
+            "paper": "about 0.5 (image MSE, MS-COCO, SD 1.4)",
+            "ours": (
+                f"{e / d:.3g} in image space vs the source ({e:.3g} vs {d:.3g}: VAE error included, "
+                f"as in the paper); {el / dl:.2e} in latent space"
+            )
+            if d and e is not None and dl
+            else "n/a",
+        }
+    )
     e64, e32 = g("edict", "rec_max64"), g("edict", "rec_max32")
-    rows.append({"claim": "EDICT exact inversion: max abs latent error", "paper": "< 1e-9 (f64), < 1e-4 (f32) [issue]",
-                 "ours": f"{_fmt(e64, '.2e')} (f64), {_fmt(e32, '.2e')} (f32)"})
+    rows.append(
+        {
+            "claim": "EDICT exact inversion: max abs latent error",
+            "paper": "< 1e-9 (f64), < 1e-4 (f32) [issue]",
+            "ours": f"{_fmt(e64, '.2e')} (f64), {_fmt(e32, '.2e')} (f32)",
+        }
+    )
     dd = g("ddpm", "rec_max64")
-    rows.append({"claim": "Edit-friendly DDPM inversion reconstructs exactly", "paper": "exact",
-                 "ours": f"max abs {_fmt(dd, '.2e')} (f64), {_fmt(g('ddpm', 'rec_max32'), '.2e')} (f32)"})
+    rows.append(
+        {
+            "claim": "Edit-friendly DDPM inversion reconstructs exactly",
+            "paper": "exact",
+            "ours": f"max abs {_fmt(dd, '.2e')} (f64), {_fmt(g('ddpm', 'rec_max32'), '.2e')} (f32)",
+        }
+    )
     ib, nb = g("direct+p2p", "bg_psnr"), g("null_text+p2p", "bg_psnr")
     it, nt = g("direct+p2p", "seconds"), g("null_text+p2p", "seconds")
-    rows.append({"claim": "Direct Inversion preserves the background better than null-text",
-                 "paper": "bg PSNR 27.22 vs 27.03", "ours": f"{_fmt(ib, '.4g')} vs {_fmt(nb, '.4g')}"})
-    rows.append({"claim": "... at a fraction of null-text's time", "paper": "nearly an order of magnitude faster",
-                 "ours": f"{nt / it:.1f}x faster ({_fmt(it)} s vs {_fmt(nt)} s per edit)" if it and nt else "n/a"})
+    rows.append(
+        {
+            "claim": "Direct Inversion preserves the background better than null-text",
+            "paper": "bg PSNR 27.22 vs 27.03",
+            "ours": f"{_fmt(ib, '.4g')} vs {_fmt(nb, '.4g')}",
+        }
+    )
+    rows.append(
+        {
+            "claim": "... at a fraction of null-text's time",
+            "paper": "nearly an order of magnitude faster",
+            "ours": f"{nt / it:.1f}x faster ({_fmt(it)} s vs {_fmt(nt)} s per edit)" if it and nt else "n/a",
+        }
+    )
     ie = g("infedit", "rec_max64")
-    rows.append({"claim": "InfEdit virtual inversion: exact source reconstruction, no inversion cost",
-                 "paper": "exact; < 3 s per edit on an A40",
-                 "ours": f"max abs {_fmt(ie, '.2e')} (f64); {_fmt(g('infedit', 'nfe'), '.0f')} NFE, "
-                         f"{_fmt(g('infedit', 'seconds'))} s per edit"})
+    rows.append(
+        {
+            "claim": "InfEdit virtual inversion: exact source reconstruction, no inversion cost",
+            "paper": "exact; < 3 s per edit on an A40",
+            "ours": f"max abs {_fmt(ie, '.2e')} (f64); {_fmt(g('infedit', 'nfe'), '.0f')} NFE, "
+            f"{_fmt(g('infedit', 'seconds'))} s per edit",
+        }
+    )
     ddb, ieb = g("ddim+p2p", "bg_psnr"), g("infedit", "bg_psnr")
-    rows.append({"claim": "Background PSNR: DDIM+P2P < null-text/Direct + P2P, InfEdit best",
-                 "paper": "17.87 < 27.03, 27.22 < 28.51",
-                 "ours": f"{_fmt(ddb, '.4g')}, {_fmt(nb, '.4g')}, {_fmt(ib, '.4g')}, {_fmt(ieb, '.4g')}"})
+    rows.append(
+        {
+            "claim": "Background PSNR: DDIM+P2P < null-text/Direct + P2P, InfEdit best",
+            "paper": "17.87 < 27.03, 27.22 < 28.51",
+            "ours": f"{_fmt(ddb, '.4g')}, {_fmt(nb, '.4g')}, {_fmt(ib, '.4g')}, {_fmt(ieb, '.4g')}",
+        }
+    )
     return format_table(rows, ["claim", "paper", "ours"])
 
 

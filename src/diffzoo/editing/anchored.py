@@ -65,8 +65,9 @@ def start_index(num_steps: int, strength: float) -> int:
     return int(num_steps) - min(int(strength * num_steps), int(num_steps))
 
 
-def anchored_latent(schedule: Any, z_anchor: Tensor, t: Tensor | float, noise: Tensor, mode: str = "sdedit",
-                    lam: float = 1.0) -> Tensor:
+def anchored_latent(
+    schedule: Any, z_anchor: Tensor, t: Tensor | float, noise: Tensor, mode: str = "sdedit", lam: float = 1.0
+) -> Tensor:
     """The anchored start ``z_init`` at model time ``t`` (see the module docstring for the two modes)."""
     check_choice(mode, ("sdedit", "additive"), "mode")
     if noise.shape != z_anchor.shape:
@@ -79,10 +80,22 @@ def anchored_latent(schedule: Any, z_anchor: Tensor, t: Tensor | float, noise: T
     return noise + lam * z_anchor
 
 
-def sdedit(model: Any, image_or_latent: Tensor, prompt: str, *, strength: float = 0.6, num_steps: int = 50,
-           guidance: float = 7.5, generator: Generator = None, dtype: torch.dtype | None = None,
-           spacing: str = "leading", mode: str = "sdedit", lam: float = 1.0, eta: float = 0.0,
-           decode: bool = True) -> AnchoredResult:
+def sdedit(
+    model: Any,
+    image_or_latent: Tensor,
+    prompt: str,
+    *,
+    strength: float = 0.6,
+    num_steps: int = 50,
+    guidance: float = 7.5,
+    generator: Generator = None,
+    dtype: torch.dtype | None = None,
+    spacing: str = "leading",
+    mode: str = "sdedit",
+    lam: float = 1.0,
+    eta: float = 0.0,
+    decode: bool = True,
+) -> AnchoredResult:
     """Anchored initialisation + DDIM denoising with ``prompt`` (SDEdit / img2img).
 
     ``guidance`` >= 1 is the CFG scale (1 = conditional only); ``eta`` the DDIM stochasticity.
@@ -113,5 +126,6 @@ def sdedit(model: Any, image_or_latent: Tensor, prompt: str, *, strength: float 
     if decode:
         with torch.no_grad():
             image = model.decode(z)
-    return AnchoredResult(latents=z, image=image, t_start=float(grid[i0]), nfe=nfe,
-                          seconds=time.perf_counter() - t0)
+    return AnchoredResult(
+        latents=z, image=image, t_start=float(grid[i0]), nfe=nfe, seconds=time.perf_counter() - t0
+    )

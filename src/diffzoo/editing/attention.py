@@ -51,8 +51,17 @@ Tokenize = Callable[[list[str]], Tensor]
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "AttentionController", "AttentionStore", "PromptToPrompt", "LocalBlend", "ControlledAttnProcessor",
-    "attention_control", "replace", "refine", "reweight", "token_indices", "prompt_length",
+    "AttentionController",
+    "AttentionStore",
+    "PromptToPrompt",
+    "LocalBlend",
+    "ControlledAttnProcessor",
+    "attention_control",
+    "replace",
+    "refine",
+    "reweight",
+    "token_indices",
+    "prompt_length",
     "refinement_alignment",
 ]
 
@@ -60,6 +69,7 @@ __all__ = [
 # -------------------------------------------------------------------------------------------------
 # Tokens: where a word sits in a prompt, and how two prompts align
 # -------------------------------------------------------------------------------------------------
+
 
 def _ids(tokenize: Tokenize, prompt: str) -> list[int]:
     ids = tokenize([prompt])
@@ -82,7 +92,7 @@ def _content_span(tokenize: Tokenize, prompt: str) -> tuple[int, int]:
     if k == len(w):
         return k, k
     for n in range(1, len(w) - k + 1):
-        if w[k + n:] == e[k:len(e) - n]:
+        if w[k + n :] == e[k : len(e) - n]:
             return k, k + n
     raise ValueError(f"prompt: could not locate the tokens of {prompt!r} (is it longer than max_length?)")
 
@@ -106,15 +116,16 @@ def token_indices(tokenize: Tokenize, prompt: str, word: str) -> list[int]:
         raise ValueError(f"word: {word!r} has no tokens")
     out: list[int] = []
     for i in range(len(ids) - len(wtok) + 1):
-        if ids[i:i + len(wtok)] == wtok:
+        if ids[i : i + len(wtok)] == wtok:
             out.extend(range(i, i + len(wtok)))
     if not out:
         raise ValueError(f"word: {word!r} does not occur in prompt {prompt!r}")
     return out
 
 
-def refinement_alignment(src: Sequence[int], tgt: Sequence[int], gap: float = -1.0,
-                         match: float = 1.0, mismatch: float = -1.0) -> tuple[Tensor, Tensor]:
+def refinement_alignment(
+    src: Sequence[int], tgt: Sequence[int], gap: float = -1.0, match: float = 1.0, mismatch: float = -1.0
+) -> tuple[Tensor, Tensor]:
     """Global (Needleman-Wunsch) alignment of two token sequences, for P2P's *refine* edit.
 
     Returns ``mapper`` (for each target position ``j``, the source position it takes its attention map
@@ -152,6 +163,7 @@ def refinement_alignment(src: Sequence[int], tgt: Sequence[int], gap: float = -1
 # Controllers
 # -------------------------------------------------------------------------------------------------
 
+
 class AttentionController:
     """Base controller: sees every attention probability tensor of the UNet during a pass.
 
@@ -160,7 +172,9 @@ class AttentionController:
     :func:`attention_control`); a driving loop may also set ``cur_step`` itself.
     """
 
-    def __init__(self, num_steps: int, num_branches: int = 2, cond_first: bool = True, edit_uncond: bool = False):
+    def __init__(
+        self, num_steps: int, num_branches: int = 2, cond_first: bool = True, edit_uncond: bool = False
+    ):
         if int(num_steps) < 1:
             raise ValueError(f"num_steps: must be >= 1, got {num_steps}")
         if int(num_branches) < 1:
@@ -187,7 +201,9 @@ class AttentionController:
         edited = []
         for g in range(groups):
             self._cond_now = self._is_cond_group(g, groups)
-            edited.append(self._group(p[g], is_cross, place) if (self._cond_now or self.edit_uncond) else p[g])
+            edited.append(
+                self._group(p[g], is_cross, place) if (self._cond_now or self.edit_uncond) else p[g]
+            )
         out = torch.stack(edited).reshape(probs.shape)
         self._layer += 1
         if self.num_layers and self._layer >= self.num_layers:
@@ -261,7 +277,9 @@ class AttentionStore(AttentionController):
             r = round((H * W / q) ** 0.5)
             if r < 1 or (H // r) * (W // r) != q:
                 raise ValueError(f"size: latent size {size} is incompatible with a map of {q} queries")
-            w = torch.einsum("bqk,bk->bq", m, token_weights.to(m.dtype)).reshape(m.shape[0], 1, H // r, W // r)
+            w = torch.einsum("bqk,bk->bq", m, token_weights.to(m.dtype)).reshape(
+                m.shape[0], 1, H // r, W // r
+            )
             acc = acc + F.interpolate(w, size=(H, W), mode="nearest")
         return acc / (len(self._store) * max(self._steps_stored, 1))
 
@@ -310,18 +328,31 @@ class PromptToPrompt(AttentionStore):
     local_blend: an optional :class:`LocalBlend`.
     """
 
-    def __init__(self, num_steps: int, mode: str = "replace", *, mapper: Tensor | None = None,
-                 alphas: Tensor | None = None, equalizer: Tensor | None = None,
-                 cross_replace_steps: float = 0.8, self_replace_steps: float = 0.4,
-                 self_max_queries: int = 16 * 16, local_blend: LocalBlend | None = None,
-                 num_branches: int = 2, **kw: Any):
+    def __init__(
+        self,
+        num_steps: int,
+        mode: str = "replace",
+        *,
+        mapper: Tensor | None = None,
+        alphas: Tensor | None = None,
+        equalizer: Tensor | None = None,
+        cross_replace_steps: float = 0.8,
+        self_replace_steps: float = 0.4,
+        self_max_queries: int = 16 * 16,
+        local_blend: LocalBlend | None = None,
+        num_branches: int = 2,
+        **kw: Any,
+    ):
         check_choice(mode, ("replace", "refine", "none"), "mode")
         check_range(cross_replace_steps, "cross_replace_steps", 0.0, 1.0)
         check_range(self_replace_steps, "self_replace_steps", 0.0, 1.0)
         if mode == "refine" and (mapper is None or alphas is None):
             raise ValueError("mapper, alphas: required for mode='refine' (use refine(...))")
         self.mode, self.mapper, self.alphas, self.equalizer = mode, mapper, alphas, equalizer
-        self.cross_replace_steps, self.self_replace_steps = float(cross_replace_steps), float(self_replace_steps)
+        self.cross_replace_steps, self.self_replace_steps = (
+            float(cross_replace_steps),
+            float(self_replace_steps),
+        )
         self.self_max_queries = int(self_max_queries)
         self.local_blend = local_blend
         super().__init__(num_steps, num_branches, **kw)
@@ -371,21 +402,25 @@ class PromptToPrompt(AttentionStore):
 # Factories from prompts
 # -------------------------------------------------------------------------------------------------
 
+
 def _word_weights(tokenize: Tokenize, prompts: Sequence[str], words: Sequence[Sequence[str]]) -> Tensor:
     k = len(_ids(tokenize, prompts[0]))
     w = torch.zeros(len(prompts), k)
     for b, (prompt, ws) in enumerate(zip(prompts, words)):
-        for word in ([ws] if isinstance(ws, str) else ws):
+        for word in [ws] if isinstance(ws, str) else ws:
             w[b, token_indices(tokenize, prompt, word)] = 1.0
     return w
 
 
-def _local_blend(tokenize: Tokenize, prompts: Sequence[str], blend_words: Sequence[Sequence[str]] | None,
-                 **kw: Any) -> LocalBlend | None:
+def _local_blend(
+    tokenize: Tokenize, prompts: Sequence[str], blend_words: Sequence[Sequence[str]] | None, **kw: Any
+) -> LocalBlend | None:
     if blend_words is None:
         return None
     if len(blend_words) != len(prompts):
-        raise ValueError(f"blend_words: expected one entry per prompt ({len(prompts)}), got {len(blend_words)}")
+        raise ValueError(
+            f"blend_words: expected one entry per prompt ({len(prompts)}), got {len(blend_words)}"
+        )
     lb = LocalBlend(words=blend_words, **kw)
     lb.token_weights = _word_weights(tokenize, prompts, blend_words)
     return lb
@@ -396,34 +431,73 @@ def _check_prompts(prompts: Sequence[str]) -> None:
         raise ValueError("prompts: expected [source_prompt, target_prompt]")
 
 
-def replace(tokenize: Tokenize, prompts: Sequence[str], num_steps: int, *, cross_replace_steps: float = 0.8,
-            self_replace_steps: float = 0.4, blend_words: Sequence[Sequence[str]] | None = None,
-            blend_threshold: float = 0.3, **kw: Any) -> PromptToPrompt:
+def replace(
+    tokenize: Tokenize,
+    prompts: Sequence[str],
+    num_steps: int,
+    *,
+    cross_replace_steps: float = 0.8,
+    self_replace_steps: float = 0.4,
+    blend_words: Sequence[Sequence[str]] | None = None,
+    blend_threshold: float = 0.3,
+    **kw: Any,
+) -> PromptToPrompt:
     """P2P word swap: the edit prompt has the same token count as the source (e.g. a colour word swapped)."""
     _check_prompts(prompts)
     ls, lt = prompt_length(tokenize, prompts[0]), prompt_length(tokenize, prompts[1])
     if ls != lt:
         raise ValueError(f"prompts: replace needs the same token count ({ls} vs {lt}); use refine")
     lb = _local_blend(tokenize, prompts, blend_words, threshold=blend_threshold)
-    return PromptToPrompt(num_steps, "replace", cross_replace_steps=cross_replace_steps,
-                          self_replace_steps=self_replace_steps, local_blend=lb, **kw)
+    return PromptToPrompt(
+        num_steps,
+        "replace",
+        cross_replace_steps=cross_replace_steps,
+        self_replace_steps=self_replace_steps,
+        local_blend=lb,
+        **kw,
+    )
 
 
-def refine(tokenize: Tokenize, prompts: Sequence[str], num_steps: int, *, cross_replace_steps: float = 0.8,
-           self_replace_steps: float = 0.4, blend_words: Sequence[Sequence[str]] | None = None,
-           blend_threshold: float = 0.3, **kw: Any) -> PromptToPrompt:
+def refine(
+    tokenize: Tokenize,
+    prompts: Sequence[str],
+    num_steps: int,
+    *,
+    cross_replace_steps: float = 0.8,
+    self_replace_steps: float = 0.4,
+    blend_words: Sequence[Sequence[str]] | None = None,
+    blend_threshold: float = 0.3,
+    **kw: Any,
+) -> PromptToPrompt:
     """P2P refinement: words added to / changed in the prompt; aligned tokens take the source's maps."""
     _check_prompts(prompts)
     mapper, alphas = refinement_alignment(_ids(tokenize, prompts[0]), _ids(tokenize, prompts[1]))
     lb = _local_blend(tokenize, prompts, blend_words, threshold=blend_threshold)
-    return PromptToPrompt(num_steps, "refine", mapper=mapper, alphas=alphas, cross_replace_steps=cross_replace_steps,
-                          self_replace_steps=self_replace_steps, local_blend=lb, **kw)
+    return PromptToPrompt(
+        num_steps,
+        "refine",
+        mapper=mapper,
+        alphas=alphas,
+        cross_replace_steps=cross_replace_steps,
+        self_replace_steps=self_replace_steps,
+        local_blend=lb,
+        **kw,
+    )
 
 
-def reweight(tokenize: Tokenize, prompts: Sequence[str], num_steps: int, weights: dict[str, float], *,
-             mode: str | None = None, cross_replace_steps: float = 0.8, self_replace_steps: float = 0.4,
-             blend_words: Sequence[Sequence[str]] | None = None, blend_threshold: float = 0.3,
-             **kw: Any) -> PromptToPrompt:
+def reweight(
+    tokenize: Tokenize,
+    prompts: Sequence[str],
+    num_steps: int,
+    weights: dict[str, float],
+    *,
+    mode: str | None = None,
+    cross_replace_steps: float = 0.8,
+    self_replace_steps: float = 0.4,
+    blend_words: Sequence[Sequence[str]] | None = None,
+    blend_threshold: float = 0.3,
+    **kw: Any,
+) -> PromptToPrompt:
     """P2P attention re-weighting: scale the edit branch's cross-attention to ``weights`` words of the
     target prompt (on top of replace when the prompts have equal token counts, else refine)."""
     _check_prompts(prompts)
@@ -440,14 +514,23 @@ def reweight(tokenize: Tokenize, prompts: Sequence[str], num_steps: int, weights
     if mode == "refine":
         mapper, alphas = refinement_alignment(_ids(tokenize, prompts[0]), _ids(tokenize, prompts[1]))
     lb = _local_blend(tokenize, prompts, blend_words, threshold=blend_threshold)
-    return PromptToPrompt(num_steps, mode, mapper=mapper, alphas=alphas, equalizer=eq,
-                          cross_replace_steps=cross_replace_steps, self_replace_steps=self_replace_steps,
-                          local_blend=lb, **kw)
+    return PromptToPrompt(
+        num_steps,
+        mode,
+        mapper=mapper,
+        alphas=alphas,
+        equalizer=eq,
+        cross_replace_steps=cross_replace_steps,
+        self_replace_steps=self_replace_steps,
+        local_blend=lb,
+        **kw,
+    )
 
 
 # -------------------------------------------------------------------------------------------------
 # The diffusers attention processor and its installation
 # -------------------------------------------------------------------------------------------------
+
 
 def _place(name: str) -> str:
     for p in ("down", "mid", "up"):
@@ -466,8 +549,15 @@ class ControlledAttnProcessor:
     def __init__(self, controller: AttentionController, place: str):
         self.controller, self.place = controller, place
 
-    def __call__(self, attn: Any, hidden_states: Tensor, encoder_hidden_states: Tensor | None = None,
-                 attention_mask: Tensor | None = None, temb: Tensor | None = None, **kwargs: Any) -> Tensor:
+    def __call__(
+        self,
+        attn: Any,
+        hidden_states: Tensor,
+        encoder_hidden_states: Tensor | None = None,
+        attention_mask: Tensor | None = None,
+        temb: Tensor | None = None,
+        **kwargs: Any,
+    ) -> Tensor:
         if getattr(attn, "norm_q", None) is not None or getattr(attn, "norm_k", None) is not None:
             raise NotImplementedError("ControlledAttnProcessor: q/k normalisation layers are not supported")
         residual = hidden_states
@@ -507,7 +597,9 @@ def attention_control(unet: Any, controller: AttentionController) -> Iterator[At
     counter is reset on entry.
     """
     if not hasattr(unet, "attn_processors") or not hasattr(unet, "set_attn_processor"):
-        raise TypeError(f"unet: expected a diffusers model with attention processors, got {type(unet).__name__}")
+        raise TypeError(
+            f"unet: expected a diffusers model with attention processors, got {type(unet).__name__}"
+        )
     if not isinstance(controller, AttentionController):
         raise TypeError(f"controller: expected an AttentionController, got {type(controller).__name__}")
     saved = dict(unet.attn_processors)

@@ -48,16 +48,16 @@ __all__ = ["DDCMResult", "ddcm_sample", "ddcm_edit"]
 class DDCMResult:
     """Output of :func:`ddcm_edit`."""
 
-    latents: Tensor             # edited latents x0_tgt
-    source_latents: Tensor      # the source branch's clean estimate at the end (= z_0)
-    image: Tensor | None        # decoded edit
-    timesteps: Tensor           # the grid actually run (start time ... end)
-    nfe: int                    # batched network calls
+    latents: Tensor  # edited latents x0_tgt
+    source_latents: Tensor  # the source branch's clean estimate at the end (= z_0)
+    image: Tensor | None  # decoded edit
+    timesteps: Tensor  # the grid actually run (start time ... end)
+    nfe: int  # batched network calls
     seconds: float
 
 
 def _two_branch_eps(den: Any, x: Tensor, t: Tensor, cond: Tensor, uncond: Tensor, scales: Tensor) -> Tensor:
-    """``eps`` of each row of ``x`` with its own CFG scale, in one batched call ``[cond rows; uncond rows]``."""
+    """``eps`` of each row of ``x`` with its own CFG scale, one batched call ``[cond rows; uncond rows]``."""
     tt = t.expand(x.shape[0]) if t.ndim == 0 else t
     if bool((scales == 1).all()):
         return den.x0_eps(x, tt, cond)[1]
@@ -74,9 +74,20 @@ def _two_branch_eps(den: Any, x: Tensor, t: Tensor, cond: Tensor, uncond: Tensor
     return eps
 
 
-def ddcm_sample(den: Any, z0: Tensor, timesteps: Tensor, cond_src: Tensor, cond_tgt: Tensor, uncond: Tensor, *,
-                guidance: float = 2.0, source_guidance: float = 1.0, eta: float = 1.0, generator: Generator = None,
-                controller: AttentionController | None = None) -> tuple[Tensor, Tensor]:
+def ddcm_sample(
+    den: Any,
+    z0: Tensor,
+    timesteps: Tensor,
+    cond_src: Tensor,
+    cond_tgt: Tensor,
+    uncond: Tensor,
+    *,
+    guidance: float = 2.0,
+    source_guidance: float = 1.0,
+    eta: float = 1.0,
+    generator: Generator = None,
+    controller: AttentionController | None = None,
+) -> tuple[Tensor, Tensor]:
     """Run the DDCM edit of latents ``z0`` (one image, batch 1) over ``timesteps`` (noisy -> end).
 
     Returns ``(x0_tgt, x0_src)``. ``controller.step_callback`` (local blend) is applied to
@@ -103,21 +114,42 @@ def ddcm_sample(den: Any, z0: Tensor, timesteps: Tensor, cond_src: Tensor, cond_
             new = torch.cat([z0, x0_tgt])
         else:
             e = (e_t - e_s) + e_cons
-            c = (eta ** 0.5) * s[i + 1]
-            direction = e * torch.sqrt((s[i + 1] ** 2 - c ** 2).clamp(min=0)) / s[i + 1]
-            mix = direction + (c / s[i + 1]) * randn(z0.shape, generator, z0.dtype, z0.device) if eta > 0 else direction
-            new = torch.cat([ddim_step(z0, mix, a[i + 1], s[i + 1]), ddim_step(x0_tgt, mix, a[i + 1], s[i + 1])])
+            c = (eta**0.5) * s[i + 1]
+            direction = e * torch.sqrt((s[i + 1] ** 2 - c**2).clamp(min=0)) / s[i + 1]
+            mix = (
+                direction + (c / s[i + 1]) * randn(z0.shape, generator, z0.dtype, z0.device)
+                if eta > 0
+                else direction
+            )
+            new = torch.cat(
+                [ddim_step(z0, mix, a[i + 1], s[i + 1]), ddim_step(x0_tgt, mix, a[i + 1], s[i + 1])]
+            )
         if controller is not None:
             new = controller.step_callback(new)
         z_src, z_tgt = new[:1], new[1:]
     return z_tgt, z_src
 
 
-def ddcm_edit(model: Any, image_or_latent: Tensor, source_prompt: str, target_prompt: str, *, num_steps: int = 15,
-              strength: float = 0.7, guidance: float = 2.0, source_guidance: float = 1.0, eta: float = 1.0,
-              generator: Generator = None, dtype: torch.dtype | None = None, spacing: str = "leading",
-              controller: AttentionController | str | None = "refine", cross_replace_steps: float = 0.7,
-              self_replace_steps: float = 0.3, blend_words: Any = None, decode: bool = True) -> DDCMResult:
+def ddcm_edit(
+    model: Any,
+    image_or_latent: Tensor,
+    source_prompt: str,
+    target_prompt: str,
+    *,
+    num_steps: int = 15,
+    strength: float = 0.7,
+    guidance: float = 2.0,
+    source_guidance: float = 1.0,
+    eta: float = 1.0,
+    generator: Generator = None,
+    dtype: torch.dtype | None = None,
+    spacing: str = "leading",
+    controller: AttentionController | str | None = "refine",
+    cross_replace_steps: float = 0.7,
+    self_replace_steps: float = 0.3,
+    blend_words: Any = None,
+    decode: bool = True,
+) -> DDCMResult:
     """InfEdit: edit an image (or latents) from ``source_prompt`` to ``target_prompt`` without inversion.
 
     Defaults follow the official demo (15 steps, strength 0.7, target guidance 2, source guidance 1,
@@ -136,26 +168,59 @@ def ddcm_edit(model: Any, image_or_latent: Tensor, source_prompt: str, target_pr
         raise ValueError(f"image_or_latent: DDCM edits one image at a time, got batch {z0.shape[0]}")
     i0 = start_index(num_steps, strength)
     if i0 >= num_steps:
-        raise ValueError(f"strength: {strength} leaves no step of {num_steps} to run; use strength > {1 / num_steps:.3g}")
+        raise ValueError(
+            f"strength: {strength} leaves no step of {num_steps} to run; use strength > {1 / num_steps:.3g}"
+        )
     grid = get_timesteps(model.schedule, num_steps, spacing)[i0:]
     n_run = grid.numel() - 1
     with torch.no_grad():
         emb = model.encode_prompt([source_prompt, target_prompt]).to(z0.dtype)
         uncond = model.null_embedding(1).to(z0.dtype)
     if controller == "refine":
-        controller = refine(model.tokenize, [source_prompt, target_prompt], n_run,
-                            cross_replace_steps=cross_replace_steps, self_replace_steps=self_replace_steps,
-                            blend_words=blend_words)
+        controller = refine(
+            model.tokenize,
+            [source_prompt, target_prompt],
+            n_run,
+            cross_replace_steps=cross_replace_steps,
+            self_replace_steps=self_replace_steps,
+            blend_words=blend_words,
+        )
     den = model.denoiser()
     with torch.no_grad():
         if controller is None:
-            x_t, x_s = ddcm_sample(den, z0, grid, emb[:1], emb[1:], uncond, guidance=guidance,
-                                   source_guidance=source_guidance, eta=eta, generator=generator)
+            x_t, x_s = ddcm_sample(
+                den,
+                z0,
+                grid,
+                emb[:1],
+                emb[1:],
+                uncond,
+                guidance=guidance,
+                source_guidance=source_guidance,
+                eta=eta,
+                generator=generator,
+            )
         else:
             with attention_control(model.unet, controller):
-                x_t, x_s = ddcm_sample(den, z0, grid, emb[:1], emb[1:], uncond, guidance=guidance,
-                                       source_guidance=source_guidance, eta=eta, generator=generator,
-                                       controller=controller)
+                x_t, x_s = ddcm_sample(
+                    den,
+                    z0,
+                    grid,
+                    emb[:1],
+                    emb[1:],
+                    uncond,
+                    guidance=guidance,
+                    source_guidance=source_guidance,
+                    eta=eta,
+                    generator=generator,
+                    controller=controller,
+                )
         image = model.decode(x_t) if decode else None
-    return DDCMResult(latents=x_t, source_latents=x_s, image=image, timesteps=grid, nfe=den.nfe,
-                      seconds=time.perf_counter() - t0)
+    return DDCMResult(
+        latents=x_t,
+        source_latents=x_s,
+        image=image,
+        timesteps=grid,
+        nfe=den.nfe,
+        seconds=time.perf_counter() - t0,
+    )
