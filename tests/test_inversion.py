@@ -187,14 +187,17 @@ def test_direct_inversion_source_branch_exact(model64):
 
 # --- attention control during the edit pass ----------------------------------------------------------
 
-def test_controller_keeps_source_branch(model64):
+@pytest.mark.parametrize("method", ["edict", "ddim", "ddpm", "direct"])
+def test_controller_keeps_source_branch(model64, method):
     attention = pytest.importorskip("diffzoo.editing.attention")
     z = _latent(torch.float64)
-    r = invert("edict", model64, z, PROMPT, num_steps=6, guidance=3.0, dtype=torch.float64)
-    plain = edit(r, TARGET)
-    ctl = attention.replace(model64.tokenize, [PROMPT, TARGET], num_steps=6, cross_replace_steps=0.8,
-                            self_replace_steps=0.4)
-    ctrl = edit(r, TARGET, controller=ctl)
+    r = invert(method, model64, z, PROMPT, num_steps=6, guidance=3.0, dtype=torch.float64,
+               generator=torch.Generator().manual_seed(0))
+    kw = {"skip": 1} if method == "ddpm" else {}
+    plain = edit(r, TARGET, **kw)
+    ctl = attention.replace(model64.tokenize, [PROMPT, TARGET], num_steps=6 - kw.get("skip", 0),
+                            cross_replace_steps=0.8, self_replace_steps=0.4)
+    ctrl = edit(r, TARGET, controller=ctl, **kw)
     assert _err(ctrl.source_latents, plain.source_latents) < 1e-9
     assert _err(ctrl.latents, plain.latents) > 1e-6  # the controller changed the edit branch
     procs = model64.unet.attn_processors

@@ -25,6 +25,26 @@ Every method works on any :class:`~diffzoo.editing.latent.LatentModel` (TinySD, 
 ``StableDiffusionPipeline``'s components) and every step uses the shared DDIM transfer
 (:func:`~diffzoo.inversion.common.ddim_transfer`: core ``to_x0_eps`` + ``ddim_step``) and the shared
 CFG combination (core ``cfg_combine``). Other modules may add methods with :func:`register_method`.
+
+Example (the zoo's TinySD, or Stable Diffusion weights already on disk -- nothing is downloaded)::
+
+    from diffzoo.inversion import invert, reconstruct, edit
+    from diffzoo.editing.latent import LatentModel
+    from diffzoo.editing.attention import replace
+
+    model = diffzoo.models.tinysd.load_tinysd()                       # or, for SD 1.x on disk:
+    # pipe = diffusers.StableDiffusionPipeline.from_pretrained("/path/to/sd-1.4", local_files_only=True)
+    # model = LatentModel.from_diffusers_pipeline(pipe)                # images (1, 3, 512, 512) in [-1, 1]
+    res = invert("null_text", model, image, "a red circle", num_steps=50)   # guidance 7.5
+    ctl = replace(model.tokenize, ["a red circle", "a blue circle"], num_steps=50)
+    out = edit(res, "a blue circle", controller=ctl)                   # P2P word swap
+    edited = model.decode(out.latents)
+
+Exactness in float32: EDICT divides by ``p`` and re-evaluates the network at reconstructed states, so
+float32 round-off is amplified by the network's Lipschitz constant (the official code casts everything
+to float64). ``dtype=torch.float64`` keeps the *states* in float64 while the network runs in its own
+dtype: the network then sees bit-identical float32 inputs in both directions and the round trip is
+exact (~1e-15) at float32 network cost.
 """
 
 from __future__ import annotations

@@ -56,8 +56,8 @@ def _optimise_null(den: Any, z: Tensor, t: Tensor, s: Tensor, target: Tensor, co
             eps_u = den.x0_eps(z, t, null)[1]
             z_prev = ddim_transfer(z, cfg_combine(eps_u, eps_c, w), den.schedule, t, s)
             loss = torch.nn.functional.mse_loss(z_prev, target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
+            # gradient for the embedding only: network weights never accumulate .grad
+            (null.grad,) = torch.autograd.grad(loss, [null])
             opt.step()
             iters += 1
             if loss.item() < threshold:
