@@ -81,10 +81,12 @@ class InversionResult:
 
     @property
     def num_steps(self) -> int:
+        """Number of grid steps ``N`` (``timesteps`` has ``N + 1`` entries)."""
         return int(self.timesteps.numel() - 1)
 
     @property
     def dtype(self) -> torch.dtype:
+        """The working dtype of the latent states."""
         return self.latent0.dtype
 
 
@@ -138,6 +140,7 @@ def check_model(model: Any, method: str) -> None:
 
 
 def check_guidance(guidance: float, arg: str = "guidance") -> float:
+    """A classifier-free guidance scale in ``GUIDANCE_RANGE`` (``ValueError`` naming ``arg`` otherwise)."""
     return check_range(guidance, arg, *GUIDANCE_RANGE)
 
 
@@ -305,6 +308,7 @@ def after_step(controller: Any, x: Tensor) -> Tensor:
 
 
 def set_step(controller: Any, i: int) -> None:
+    """Tell the controller which edit step the next UNet call belongs to."""
     if controller is not None:
         controller.cur_step = i
 
