@@ -154,4 +154,17 @@ def save(name: str, model: torch.nn.Module, arch: str, arch_config: dict[str, An
     return path
 
 
-__all__ = ["ZooModel", "names", "load", "save", "read_config", "WEIGHTS_DIR"]
+def report(weights_dir: str | os.PathLike | None = None) -> str:
+    """A markdown table of the shipped models: architecture, size, training and recorded metrics."""
+    rows = []
+    for n in names(weights_dir):
+        zm = load(n, weights_dir)
+        params = sum(p.numel() for p in zm.model.parameters())
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(zm.metrics.items()))
+        rows.append(f"| {n} | {zm.config['arch']} | {params:,} | {zm.config.get('steps')} | {zm.config.get('seed')} | "
+                    f"{metrics} | `{zm.config.get('train_command', '')}` |")
+    head = "| model | arch | params | steps | seed | metrics | train command |\n|---|---|---|---|---|---|---|"
+    return "\n".join([head, *rows])
+
+
+__all__ = ["ZooModel", "names", "load", "save", "read_config", "report", "WEIGHTS_DIR"]
