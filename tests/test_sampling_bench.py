@@ -18,16 +18,20 @@ def test_rows_parity_and_nfe():
     assert {s for _, s in by} == set(bench.SAMPLER_ORDER) - {"pndm"}  # F-PNDM needs NFE >= 13
     for s in ("ddim", "plms", "dpmpp_2m"):
         assert by[("diffzoo", s)]["nfe"] == by[("diffusers", s)]["nfe"] == 10
-        assert by[("diffusers", s)]["max abs diff vs diffzoo"] < 1e-3
+    # the stand-in is a v-predictor: diffusers' PNDMScheduler combines v (not eps) across steps, so only
+    # DDIM and DPM-Solver++ are expected to agree here (PLMS parity on eps models: test_parity_samplers)
+    for s in ("ddim", "dpmpp_2m"):
+        assert by[("diffusers", s)]["max abs diff vs diffzoo"] < 1e-4
+    assert by[("diffusers", "plms")]["max abs diff vs diffzoo"] > 1e-3
     for s in bench.KDIFF:
-        assert by[("k-diffusion", s)]["max abs diff vs diffzoo"] < 1e-3
+        assert by[("k-diffusion", s)]["max abs diff vs diffzoo"] < 1e-4
     assert by[("diffzoo", "heun")]["nfe"] == 9
     assert all(r["overhead us/step"] > 0 for r in rows)
 
 
 def test_overhead_table_has_every_sampler():
     rows = bench.overhead_table(budget=10, repeats=1, batch=2)
-    assert [r["sampler"] for r in rows] == list(bench.SAMPLER_ORDER)
+    assert [r["sampler"] for r in rows] == [s for s in bench.SAMPLER_ORDER if s != "pndm"]
     assert all(r["diffzoo us/step"] > 0 and r["diffusers / diffzoo"] > 0 for r in rows)
     assert all("k-diffusion / diffzoo" in r for r in rows if r["sampler"] in bench.KDIFF)
 

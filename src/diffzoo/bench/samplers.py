@@ -119,12 +119,14 @@ def _toy_subject(name: str, n: int) -> Subject | None:
 
 
 def random_unet_subject(n: int) -> Subject:
-    """An untrained DigitsUNet (development stand-in when the zoo has no digits model): timings only."""
+    """An untrained DigitsUNet (development stand-in when the zoo has no digits model): timings only.
+
+    Read as a v-predictor, so its (arbitrary) outputs keep x0 = alpha x - sigma v bounded."""
     from diffzoo.models.registry import build
 
     torch.manual_seed(0)
     net = build("digits_unet", ch=32, mults=(1, 2), blocks=1, num_classes=10).eval().requires_grad_(False)
-    den = Denoiser(net, get_schedule("linear"), "epsilon", validate=False)
+    den = Denoiser(net, get_schedule("linear"), "v_prediction", validate=False)
     return Subject("random-unet", den, (1, 8, 8), torch.arange(n) % 10, lambda x: {})
 
 
@@ -135,9 +137,12 @@ def _start(subj: Subject, n: int, steps: int, spacing: str, seed: int) -> tuple[
     return x, ts
 
 
-def _diffusers_config(sch: DiscreteSchedule) -> dict[str, Any]:
+def _diffusers_config(den: Denoiser) -> dict[str, Any]:
+    sch = den.schedule
+    if not isinstance(sch, DiscreteSchedule):
+        raise ValueError(f"schedule: diffusers' schedulers need a discrete schedule, got {sch.name!r}")
     return {"num_train_timesteps": sch.num_train_timesteps, "trained_betas": sch.betas.numpy().tolist(),
-            "set_alpha_to_one": sch.final_alpha_cumprod == 1.0}
+            "set_alpha_to_one": sch.final_alpha_cumprod == 1.0, "prediction_type": den.prediction_type}
 
 
 def run_one(impl: str, sampler: str, subj: Subject, steps: int, n: int, seed: int = 0) -> dict[str, Any]:
@@ -152,7 +157,7 @@ def run_one(impl: str, sampler: str, subj: Subject, steps: int, n: int, seed: in
         out = ref.run_k_diffusion(sampler, den, x, ts, subj.cond)
     else:
         over: dict[str, Any] = {"use_karras_sigmas": True} if GRID[sampler] == "karras" else {}
-        sch = ref.diffusers_scheduler(sampler, _diffusers_config(den.schedule), **over)
+        sch = ref.diffusers_scheduler(sampler, _diffusers_config(den), **over)
         g = torch.Generator().manual_seed(seed + 10**6) if sampler in STOCHASTIC else None
         out = ref.run_diffusers(sch, den, x, steps, subj.cond, generator=g)
     wall = time.perf_counter() - t0
@@ -189,6 +194,8 @@ def overhead_table(budget: int = 20, repeats: int = 7, batch: int = 16) -> list[
     rows = []
     for sampler in SAMPLER_ORDER:
         steps = steps_for_nfe(sampler, budget)
+        if steps is None:
+            continue
         row: dict[str, Any] = {"sampler": sampler, "steps": steps}
         for impl in ("diffzoo", "diffusers", "k-diffusion"):
             if impl == "k-diffusion" and sampler not in KDIFF:
