@@ -65,7 +65,9 @@ def ddim_sample(den: Denoiser, x: Tensor, num_steps: int = 50, cond: Any = None)
 
 def _ship(args: argparse.Namespace, model: torch.nn.Module, arch: str, arch_config: dict[str, Any],
           metrics: dict[str, Any], schedule: dict[str, Any] | None, **extra: Any) -> None:
-    if not getattr(args, "zoo_name", None):
+    from accelerate import PartialState
+
+    if not getattr(args, "zoo_name", None) or not PartialState().is_main_process:
         return
     from diffzoo import zoo
     from diffzoo.train.cli import command_line
