@@ -23,6 +23,9 @@ from safetensors.torch import save_file
 Tensor = torch.Tensor
 META_KEY = "diffzoo"
 CKPT_NAME = "checkpoint.safetensors"
+_umask = os.umask(0)
+os.umask(_umask)
+_FILE_MODE = 0o666 & ~_umask  # what open() would give; mkstemp's 0600 is too strict for shipped files
 
 
 def atomic_save_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, meta: dict[str, Any] | None = None
@@ -36,6 +39,7 @@ def atomic_save_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike,
     os.close(fd)
     try:
         save_file(flat, tmp, metadata=metadata)
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -52,6 +56,7 @@ def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
         with os.fdopen(fd, "w") as f:
             json.dump(obj, f, indent=2, sort_keys=True)
             f.write("\n")
+        os.chmod(tmp, _FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
