@@ -36,7 +36,7 @@ def test_bench_runs_every_method_and_exact_ones_are_exact(small):
     assert summary["edict"]["rec_max64"] < 1e-9
     assert summary["ddpm"]["rec_max64"] < 1e-9
     assert summary["direct+p2p"]["rec_max64"] < 1e-9
-    assert summary["infedit"]["rec_max64"] == 0.0
+    assert summary["infedit"]["rec_max64"] < 1e-12
     assert summary["infedit"]["nfe"] == 2  # strength 0.7 of 3 steps: 2 steps, one batched call each
     # 4 example rows (one per kind) of source, ground truth and the 7 methods, upsampled 4x
     assert grid.shape == (3, 4 * (128 + 2) + 2, 9 * (128 + 2) + 2)

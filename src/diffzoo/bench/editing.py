@@ -595,7 +595,7 @@ def _claims(cfg: EditBenchConfig, acc: dict[str, _Acc], base: _Acc) -> str:
 # CLI
 # -------------------------------------------------------------------------------------------------
 
-QUICK = dict(n=8, steps=20, n64=1, nt_inner=5, examples=4)
+QUICK = dict(n=8, steps=15, n64=1, nt_inner=4, examples=4)
 
 
 def cmd_bench_editing(args: argparse.Namespace) -> int:

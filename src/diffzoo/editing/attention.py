@@ -60,6 +60,8 @@ __all__ = [
     "replace",
     "refine",
     "reweight",
+    "unified",
+    "UnifiedAttentionControl",
     "token_indices",
     "prompt_length",
     "refinement_alignment",
@@ -211,6 +213,10 @@ class AttentionController:
             self.end_step()
             self.cur_step += 1
         return out
+
+    def self_qkv(self, q: Tensor, k: Tensor, v: Tensor, heads: int) -> tuple[Tensor, Tensor, Tensor]:
+        """Hook on the self-attention queries/keys/values ``(batch * heads, N, d)``; default: identity."""
+        return q, k, v
 
     def _is_cond_group(self, g: int, groups: int) -> bool:
         return groups == 1 or g == (0 if self.cond_first else groups - 1)
@@ -398,6 +404,77 @@ class PromptToPrompt(AttentionStore):
         return torch.cat([x[:1], x[:1] + mask * (x[1:] - x[:1])])
 
 
+class UnifiedAttentionControl(PromptToPrompt):
+    """InfEdit's unified attention control (Xu et al. CVPR 2024, Sec. 4) on ``[source; target; mutual]``.
+
+    * cross-attention: the target's maps are refined from the source's (P2P refine) for the first
+      ``cross_replace_steps`` of the steps; source and mutual branches are free;
+    * self-attention, early steps (``< self_replace_steps``): the target attends with the source's
+      queries and keys (the source's map) over its own values, the mutual branch equals the source;
+    * self-attention, later steps: the mutual branch uses the target's queries on the source's keys and
+      values (mutual self-attention, MasaCtrl), source and target are free;
+    * local blend (when blend words are given): outside the mask of the target words the target latent
+      is replaced by the mutual branch's, ``z_tgt <- where(mask, z_tgt, z_mut)`` (official
+      ``LocalBlend``, without its source-blend mask).
+
+    Self-attention control acts on every CFG group (as the official code), cross-attention control on
+    the conditional group only.
+    """
+
+    def __init__(
+        self,
+        num_steps: int,
+        mapper: Tensor,
+        alphas: Tensor,
+        *,
+        cross_replace_steps: float = 0.7,
+        self_replace_steps: float = 0.3,
+        local_blend: LocalBlend | None = None,
+        **kw: Any,
+    ):
+        super().__init__(
+            num_steps,
+            "refine",
+            mapper=mapper,
+            alphas=alphas,
+            cross_replace_steps=cross_replace_steps,
+            self_replace_steps=self_replace_steps,
+            local_blend=local_blend,
+            num_branches=3,
+            **kw,
+        )
+
+    def self_qkv(self, q: Tensor, k: Tensor, v: Tensor, heads: int) -> tuple[Tensor, Tensor, Tensor]:
+        groups = q.shape[0] // (heads * 3)
+        if groups * heads * 3 != q.shape[0]:
+            raise ValueError(f"batch: {q.shape[0] // heads} rows is not a multiple of num_branches=3")
+        qs, ks, vs = (t.reshape(groups, 3, heads, *t.shape[1:]) for t in (q, k, v))
+        early = self._in_window(self.self_replace_steps)
+        q2, k2, v2 = qs.clone(), ks.clone(), vs.clone()
+        if early:
+            q2[:, 1], k2[:, 1] = qs[:, 0], ks[:, 0]  # target: the source's map, its own values
+        q2[:, 2] = qs[:, 0] if early else qs[:, 1]  # mutual: source early, target queries later
+        k2[:, 2], v2[:, 2] = ks[:, 0], vs[:, 0]
+        return q2.reshape(q.shape), k2.reshape(k.shape), v2.reshape(v.shape)
+
+    def _group(self, p: Tensor, is_cross: bool, place: str) -> Tensor:
+        self._record(p, is_cross, place)
+        if not is_cross:
+            return p  # self-attention is controlled on q/k/v in self_qkv
+        return torch.stack([p[0], self._cross(p[0], p[1]), p[2]])
+
+    def step_callback(self, x: Tensor) -> Tensor:
+        """``[z_src, z_tgt, z_mut]`` -> target outside the target words' mask taken from the mutual branch."""
+        lb = self.local_blend
+        if lb is None or self.cur_step < int(lb.start_blend * self.num_steps) or not self._store:
+            return x
+        check_tensor(x, "x", ndim=4)
+        if x.shape[0] != 3:
+            raise ValueError(f"x: expected 3 rows [source; target; mutual], got {x.shape[0]}")
+        mask = lb.mask(self, tuple(x.shape[-2:]))
+        return torch.cat([x[:1], torch.where(mask[0], x[1:2], x[2:3]), x[2:3]])
+
+
 # -------------------------------------------------------------------------------------------------
 # Factories from prompts
 # -------------------------------------------------------------------------------------------------
@@ -482,6 +559,41 @@ def refine(
         self_replace_steps=self_replace_steps,
         local_blend=lb,
         **kw,
+    )
+
+
+def unified(
+    tokenize: Tokenize,
+    prompts: Sequence[str],
+    num_steps: int,
+    *,
+    cross_replace_steps: float = 0.7,
+    self_replace_steps: float = 0.3,
+    blend_words: Sequence[Sequence[str]] | None = None,
+    blend_threshold: float = 0.3,
+) -> UnifiedAttentionControl:
+    """InfEdit's unified attention control for ``[source; target; mutual]`` from ``[source, target]`` prompts.
+
+    ``blend_words``: ``(source words, target words)``; the blend mask uses the target words.
+    """
+    _check_prompts(prompts)
+    mapper, alphas = refinement_alignment(_ids(tokenize, prompts[0]), _ids(tokenize, prompts[1]))
+    lb = None
+    if blend_words is not None:
+        if len(blend_words) != 2:
+            raise ValueError(
+                f"blend_words: expected (source words, target words), got {len(blend_words)} entries"
+            )
+        lb = LocalBlend(words=blend_words, threshold=blend_threshold, start_blend=0.0)
+        w = _word_weights(tokenize, prompts, blend_words)
+        lb.token_weights = torch.stack([torch.zeros_like(w[1]), w[1], torch.zeros_like(w[1])])
+    return UnifiedAttentionControl(
+        num_steps,
+        mapper,
+        alphas,
+        cross_replace_steps=cross_replace_steps,
+        self_replace_steps=self_replace_steps,
+        local_blend=lb,
     )
 
 
@@ -578,6 +690,8 @@ class ControlledAttnProcessor:
         q = attn.head_to_batch_dim(attn.to_q(hidden_states))
         k = attn.head_to_batch_dim(attn.to_k(ctx))
         v = attn.head_to_batch_dim(attn.to_v(ctx))
+        if not is_cross:
+            q, k, v = self.controller.self_qkv(q, k, v, attn.heads)
         probs = attn.get_attention_scores(q, k, attention_mask)
         probs = self.controller(probs, is_cross, self.place, attn.heads)
         out = attn.batch_to_head_dim(torch.bmm(probs, v))

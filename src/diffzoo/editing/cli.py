@@ -217,7 +217,7 @@ def run_edit(
 
     g = _generator(seed)
     if method == "infedit":
-        ctl = "refine" if p2p != "none" else None
+        ctl = "unified" if p2p != "none" else None  # InfEdit's own unified attention control
         return ddcm_edit(
             model,
             img,

@@ -18,26 +18,29 @@ and the last step returns ``x0_tgt``. The source branch's clean estimate is ``z_
 with ``c_tgt = c_src`` and ``w_tgt = w_src`` the output is exactly ``z_0`` for any network ("virtual
 inversion"). With ``eta = 1`` (the paper's setting) this is a multi-step consistency sampler.
 
-Unified attention control (Sec. 4) acts on the batch ``[source; target]`` through the prompt-to-prompt
-controller of :mod:`diffzoo.editing.attention` (cross-attention refine/replace for a fraction of the
-steps, self-attention injection, local blend). InfEdit's third "mutual" branch (MasaCtrl-style mutual
-self-attention) is not implemented here.
+Unified attention control (Sec. 4) runs a third, *mutual* branch (source prompt, source guidance)
+beside source and target, all in one batched call:
+:class:`~diffzoo.editing.attention.UnifiedAttentionControl` refines the target's cross-attention from
+the source's, injects the source's self-attention maps early and lets the mutual branch attend with the
+target's queries to the source's keys/values later; its local blend takes the target from the mutual
+branch outside the target words' mask. The plain P2P controllers (two branches) work as well.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
-from diffzoo.core.errors import check_range
+from diffzoo.core.errors import check_choice, check_range
 from diffzoo.core.guidance import cfg_combine
 from diffzoo.core.parameterization import ddim_step
 from diffzoo.core.random import Generator, randn
 from diffzoo.editing.anchored import as_latent, start_index
-from diffzoo.editing.attention import AttentionController, attention_control, refine
+from diffzoo.editing.attention import AttentionController, attention_control, refine, unified
 
 Tensor = torch.Tensor
 
@@ -56,7 +59,7 @@ class DDCMResult:
     seconds: float
 
 
-def _two_branch_eps(den: Any, x: Tensor, t: Tensor, cond: Tensor, uncond: Tensor, scales: Tensor) -> Tensor:
+def _branch_eps(den: Any, x: Tensor, t: Tensor, cond: Tensor, uncond: Tensor, scales: Tensor) -> Tensor:
     """``eps`` of each row of ``x`` with its own CFG scale, one batched call ``[cond rows; uncond rows]``."""
     tt = t.expand(x.shape[0]) if t.ndim == 0 else t
     if bool((scales == 1).all()):
@@ -78,56 +81,50 @@ def ddcm_sample(
     den: Any,
     z0: Tensor,
     timesteps: Tensor,
-    cond_src: Tensor,
-    cond_tgt: Tensor,
+    conds: Tensor,
     uncond: Tensor,
+    scales: Sequence[float],
     *,
-    guidance: float = 2.0,
-    source_guidance: float = 1.0,
     eta: float = 1.0,
     generator: Generator = None,
     controller: AttentionController | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Run the DDCM edit of latents ``z0`` (one image, batch 1) over ``timesteps`` (noisy -> end).
+) -> Tensor:
+    """The DDCM sampler over ``timesteps`` (noisy -> end) for branches ``b = 0..B-1`` of one image ``z0``.
 
-    Returns ``(x0_tgt, x0_src)``. ``controller.step_callback`` (local blend) is applied to
-    ``[z_src; z_tgt]`` after every step.
+    Branch 0 is the source (``conds[0]``, CFG scale ``scales[0]``); every branch ``b`` starts from the
+    same noised ``z0``, shares the noise, and has the clean estimate
+    ``x0_b = z0 + ((z_b - z_src) - sigma (e_b - e_src)) / alpha`` (so ``x0_src = z0``). Returns the final
+    ``x0`` of every branch, ``(B, C, H, W)``. ``controller.step_callback`` (local blend) is applied to
+    the branch latents after every step.
     """
     check_range(eta, "eta", 0.0, 1.0)
     if z0.shape[0] != 1:
         raise ValueError(f"z0: DDCM edits one image at a time, got batch {z0.shape[0]}")
-    sch = den.schedule
-    a, s = sch.alpha_sigma(timesteps.to(torch.float64))
+    nb = conds.shape[0]
+    if len(scales) != nb:
+        raise ValueError(f"scales: expected one CFG scale per branch ({nb}), got {len(scales)}")
+    a, s = den.schedule.alpha_sigma(timesteps.to(torch.float64))
     a, s = a.to(z0.dtype), s.to(z0.dtype)
-    cond = torch.cat([cond_src, cond_tgt]).to(z0.dtype)
-    un = uncond.expand(2, *uncond.shape[1:]).to(z0.dtype)
-    scales = torch.tensor([source_guidance, guidance], dtype=z0.dtype)
-    z_src = z_tgt = ddim_step(z0, randn(z0.shape, generator, z0.dtype, z0.device), a[0], s[0])
-    x0_tgt = z0
+    cond = conds.to(z0.dtype)
+    un = uncond.expand(nb, *uncond.shape[1:]).to(z0.dtype)
+    w = torch.tensor(list(scales), dtype=z0.dtype)
+    z = ddim_step(z0, randn(z0.shape, generator, z0.dtype, z0.device), a[0], s[0]).expand(nb, *z0.shape[1:])
     n_steps = timesteps.numel() - 1
     for i in range(n_steps):
-        eps = _two_branch_eps(den, torch.cat([z_src, z_tgt]), timesteps[i].to(z0.dtype), cond, un, scales)
-        e_s, e_t = eps[:1], eps[1:]
-        e_cons = (z_src - a[i] * z0) / s[i]
-        x0_tgt = z0 + ((z_tgt - z_src) - s[i] * (e_t - e_s)) / a[i]
+        eps = _branch_eps(den, z, timesteps[i].to(z0.dtype), cond, un, w)
+        x0 = z0 + ((z - z[:1]) - s[i] * (eps - eps[:1])) / a[i]  # Eq. 11; row 0 is exactly z0
         if i == n_steps - 1:
-            new = torch.cat([z0, x0_tgt])
+            z = x0
         else:
-            e = (e_t - e_s) + e_cons
+            e = (eps - eps[:1]) + (z[:1] - a[i] * z0) / s[i]  # (e_b - e_src) + e_cons
             c = (eta**0.5) * s[i + 1]
-            direction = e * torch.sqrt((s[i + 1] ** 2 - c**2).clamp(min=0)) / s[i + 1]
-            mix = (
-                direction + (c / s[i + 1]) * randn(z0.shape, generator, z0.dtype, z0.device)
-                if eta > 0
-                else direction
-            )
-            new = torch.cat(
-                [ddim_step(z0, mix, a[i + 1], s[i + 1]), ddim_step(x0_tgt, mix, a[i + 1], s[i + 1])]
-            )
+            mix = e * torch.sqrt((s[i + 1] ** 2 - c**2).clamp(min=0)) / s[i + 1]
+            if eta > 0:
+                mix = mix + (c / s[i + 1]) * randn(z0.shape, generator, z0.dtype, z0.device)
+            z = ddim_step(x0, mix, a[i + 1], s[i + 1])
         if controller is not None:
-            new = controller.step_callback(new)
-        z_src, z_tgt = new[:1], new[1:]
-    return z_tgt, z_src
+            z = controller.step_callback(z)
+    return z
 
 
 def ddcm_edit(
@@ -144,7 +141,7 @@ def ddcm_edit(
     generator: Generator = None,
     dtype: torch.dtype | None = None,
     spacing: str = "leading",
-    controller: AttentionController | str | None = "refine",
+    controller: AttentionController | str | None = "unified",
     cross_replace_steps: float = 0.7,
     self_replace_steps: float = 0.3,
     blend_words: Any = None,
@@ -153,9 +150,10 @@ def ddcm_edit(
     """InfEdit: edit an image (or latents) from ``source_prompt`` to ``target_prompt`` without inversion.
 
     Defaults follow the official demo (15 steps, strength 0.7, target guidance 2, source guidance 1,
-    eta 1, cross-attention control 0.7, self-attention control 0.3). ``controller``: an
-    :class:`~diffzoo.editing.attention.AttentionController` for the batch ``[source; target]``,
-    ``"refine"`` (build P2P refine from the prompts; works for any prompt pair) or ``None``.
+    eta 1, cross-attention control 0.7, self-attention control 0.3). ``controller``: ``"unified"``
+    (InfEdit's unified attention control on ``[source; target; mutual]``), ``"refine"`` (P2P refine on
+    ``[source; target]``), ``None``, or an :class:`~diffzoo.editing.attention.AttentionController` for
+    ``[source; target]`` (2 branches) or ``[source; target; mutual]`` (3 branches).
     """
     from diffzoo.sampling.timesteps import get_timesteps
 
@@ -176,8 +174,10 @@ def ddcm_edit(
     with torch.no_grad():
         emb = model.encode_prompt([source_prompt, target_prompt]).to(z0.dtype)
         uncond = model.null_embedding(1).to(z0.dtype)
-    if controller == "refine":
-        controller = refine(
+    if isinstance(controller, str):
+        check_choice(controller, ("unified", "refine"), "controller")
+        make = unified if controller == "unified" else refine
+        controller = make(
             model.tokenize,
             [source_prompt, target_prompt],
             n_run,
@@ -185,36 +185,17 @@ def ddcm_edit(
             self_replace_steps=self_replace_steps,
             blend_words=blend_words,
         )
+    mutual = controller is not None and controller.num_branches == 3
+    conds = torch.cat([emb, emb[:1]]) if mutual else emb
+    scales = [source_guidance, guidance] + ([source_guidance] if mutual else [])
     den = model.denoiser()
+    ctx = attention_control(model.unet, controller) if controller is not None else contextlib.nullcontext()
     with torch.no_grad():
-        if controller is None:
-            x_t, x_s = ddcm_sample(
-                den,
-                z0,
-                grid,
-                emb[:1],
-                emb[1:],
-                uncond,
-                guidance=guidance,
-                source_guidance=source_guidance,
-                eta=eta,
-                generator=generator,
+        with ctx:
+            x0 = ddcm_sample(
+                den, z0, grid, conds, uncond, scales, eta=eta, generator=generator, controller=controller
             )
-        else:
-            with attention_control(model.unet, controller):
-                x_t, x_s = ddcm_sample(
-                    den,
-                    z0,
-                    grid,
-                    emb[:1],
-                    emb[1:],
-                    uncond,
-                    guidance=guidance,
-                    source_guidance=source_guidance,
-                    eta=eta,
-                    generator=generator,
-                    controller=controller,
-                )
+        x_s, x_t = x0[:1], x0[1:2]
         image = model.decode(x_t) if decode else None
     return DDCMResult(
         latents=x_t,
