@@ -13,6 +13,15 @@ from diffzoo.core import (PREDICTION_TYPES, Denoiser, cfg_combine, cfg_denoiser,
 from diffzoo.core.analytic import GaussianMixture
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster and fair to the other test files on a shared box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("ours,kind", [(linear, "linear"), (scaled_linear, "scaled_linear"),
                                        (cosine, "squaredcos_cap_v2")])
 def test_schedules_match_diffusers_alphas_cumprod(ours, kind):

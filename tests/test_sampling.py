@@ -15,6 +15,15 @@ from diffzoo.sampling import (SAMPLERS, SPACINGS, ddim, ddpm, flow_euler, get_ti
                               sample, steps_for_nfe)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster and fair to the other test files on a shared box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="module")
 def gmm() -> GaussianMixture:
     return GaussianMixture([[-1.0, -1.0], [1.0, 1.0], [1.5, -1.0], [-1.5, 1.0]], [0.3, 0.2, 0.25, 0.4],

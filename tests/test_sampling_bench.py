@@ -11,6 +11,15 @@ pytest.importorskip("torchdiffeq")
 from diffzoo.bench import samplers as bench  # noqa: E402
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny tensors: one intra-op thread is faster and fair to the other test files on a shared box."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def test_rows_parity_and_nfe():
     subj = bench.random_unet_subject(2)
     rows = bench.sampler_rows(subj, None, (10,), 2, 0, with_1000=False, impls=("diffzoo", "diffusers", "k-diffusion"))
