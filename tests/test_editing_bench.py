@@ -26,7 +26,7 @@ def small():
 
 def test_bench_runs_every_method_and_exact_ones_are_exact(small):
     model, clf = small
-    cfg = B.EditBenchConfig(n=4, steps=3, n64=1, nt_inner=1, examples=4)
+    cfg = B.EditBenchConfig(n=4, steps=3, n64=1, nt_inner=1, examples=4, n_drift=1)
     report, grid, summary = B.run_bench(cfg, model=model, classifier=clf)
     for m in B.METHODS:
         assert f"| {m} " in report

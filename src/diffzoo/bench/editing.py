@@ -56,6 +56,8 @@ class EditBenchConfig:
     self_steps: float = 0.4
     nt_inner: int = 10  # null-text inner Adam steps
     n64: int = 4  # pairs measured in float64 (reconstruction only)
+    n_drift: int = 8  # pairs of the reconstruction-vs-guidance table (DDIM inversion vs EDICT)
+    drift_guidance: tuple[float, ...] = (1.0, 3.0, 7.5)
     seed: int = 0
     methods: tuple[str, ...] = METHODS
     model: str = "tinysd"
@@ -336,21 +338,6 @@ def run_bench(
         base.add("src_ok", float(scene_correct(classifier.predict(img), [pair.source])[0]))
         base.add("gt_ok", float(scene_correct(classifier.predict(gt), [pair.target])[0]))
         row = [img[0], gt[0]]
-        if "edict" in cfg.methods:  # DDIM inversion at EDICT's guidance: the EDICT paper's comparison
-            r = _inversion_method(
-                "ddim",
-                model,
-                img,
-                pair,
-                cfg,
-                torch.Generator(),
-                torch.float32,
-                recon_only=True,
-                guidance=cfg.edict_guidance,
-            )
-            base.add("ddim_w_rec_mse", float(((r.recon - z0) ** 2).mean()))
-            with torch.no_grad():
-                base.add("ddim_w_rec_img_mse", float(((model.decode(r.recon) - img) ** 2).mean()))
         for m in cfg.methods:
             r = run_method(m, model, img, pair, cfg, cfg.seed * 1000 + i)
             a = acc[m]
@@ -382,10 +369,64 @@ def run_bench(
             examples.append(row)
         if progress:
             progress(f"pair {i + 1}/{len(pairs)} ({pair.edit.kind}) {time.perf_counter() - t_start:.0f}s")
-    report = _report(cfg, acc, kinds, base, time.perf_counter() - t_start)
+    drift = None
+    if cfg.n_drift > 0:
+        drift = reconstruction_drift(model, pairs[: cfg.n_drift], cfg)
+        if progress:
+            progress(f"reconstruction drift table done, {time.perf_counter() - t_start:.0f}s")
+    report = _report(cfg, acc, kinds, base, time.perf_counter() - t_start, drift)
     summary = {m: {k: a.mean(k) for k in a.rows} for m, a in acc.items()}
     summary["baseline"] = {k: base.mean(k) for k in base.rows}
+    for (m, w), d in (drift or {}).items():
+        summary[f"drift_{m}_{w:g}"] = d
     return report, _grid(examples), summary
+
+
+def reconstruction_drift(
+    model: Any, pairs: list, cfg: EditBenchConfig
+) -> dict[tuple[str, float], dict[str, float]]:
+    """DDIM inversion vs EDICT reconstruction at each guidance of ``cfg.drift_guidance`` (EDICT paper,
+    Sec. 5.1: DDIM inversion drifts as guidance grows, EDICT does not). Means over ``pairs`` of the
+    latent MSE, the max abs latent error and the image MSE against the source (VAE error included)."""
+    from diffzoo import inversion
+
+    out: dict[tuple[str, float], dict[str, list[float]]] = {}
+    for pair in pairs:
+        img = pair.source_image[None].to(torch.float32)
+        with torch.no_grad():
+            z0 = model.encode_image(img)
+        for method in ("ddim", "edict"):
+            for w in cfg.drift_guidance:
+                res = inversion.invert(
+                    method, model, img, pair.source_caption, num_steps=cfg.steps, guidance=w
+                )
+                with torch.no_grad():
+                    z = inversion.reconstruct(res)
+                    im = model.decode(z)
+                d = out.setdefault((method, w), {})
+                d.setdefault("mse", []).append(float(((z - z0) ** 2).mean()))
+                d.setdefault("max", []).append(float((z - z0).abs().max()))
+                d.setdefault("img_mse", []).append(float(((im - img) ** 2).mean()))
+    return {k: {m: sum(v) / len(v) for m, v in d.items()} for k, d in out.items()}
+
+
+def _drift_table(drift: dict[tuple[str, float], dict[str, float]], cfg: EditBenchConfig) -> str:
+    rows = []
+    for w in cfg.drift_guidance:
+        d, e = drift[("ddim", w)], drift[("edict", w)]
+        rows.append(
+            {
+                "guidance": f"{w:g}",
+                "DDIM latent MSE": f"{d['mse']:.3e}",
+                "EDICT latent MSE": f"{e['mse']:.3e}",
+                "DDIM max|dz|": f"{d['max']:.2e}",
+                "EDICT max|dz|": f"{e['max']:.2e}",
+                "DDIM image MSE": f"{d['img_mse']:.3e}",
+                "EDICT image MSE": f"{e['img_mse']:.3e}",
+                "EDICT/DDIM image MSE": f"{e['img_mse'] / d['img_mse']:.3f}",
+            }
+        )
+    return format_table(rows)
 
 
 def _psnr(x: Tensor, y: Tensor) -> float:
@@ -429,7 +470,12 @@ def _fmt(v: float | None, f: str = ".3g") -> str:
 
 
 def _report(
-    cfg: EditBenchConfig, acc: dict[str, _Acc], kinds: dict[str, dict], base: _Acc, seconds: float
+    cfg: EditBenchConfig,
+    acc: dict[str, _Acc],
+    kinds: dict[str, dict],
+    base: _Acc,
+    seconds: float,
+    drift: dict | None = None,
 ) -> str:
     from diffzoo.data import shapes
 
@@ -507,9 +553,13 @@ def _report(
         "",
         format_table(krows, kind_cols),
         "",
+        f"## Reconstruction vs guidance: DDIM inversion drifts, EDICT does not (first {cfg.n_drift} pairs)",
+        "",
+        _drift_table(drift, cfg) if drift else "(not run)",
+        "",
         "## Papers' claims beside ours",
         "",
-        _claims(cfg, acc, base),
+        _claims(cfg, acc, drift),
         "",
         "PNG (`" + ("bench_editing_quick" if cfg.tag == "quick" else "bench_editing") + ".png`): one row per "
         "example pair (one per edit kind); columns: source, ground-truth edit, then "
@@ -519,26 +569,21 @@ def _report(
     return "\n".join(text) + "\n"
 
 
-def _claims(cfg: EditBenchConfig, acc: dict[str, _Acc], base: _Acc) -> str:
+def _claims(cfg: EditBenchConfig, acc: dict[str, _Acc], drift: dict | None) -> str:
     def g(m: str, k: str) -> float | None:
         return acc[m].mean(k) if m in acc else None
 
     rows = []
-    d, e = base.mean("ddim_w_rec_img_mse"), g("edict", "rec_img_mse")
-    dl, el = base.mean("ddim_w_rec_mse"), g("edict", "rec_mse")
-    w = cfg.edict_guidance
-    rows.append(
-        {
-            "claim": f"EDICT reconstruction MSE / DDIM inversion's (both at guidance {w:g})",
-            "paper": "about 0.5 (image MSE, MS-COCO, SD 1.4)",
-            "ours": (
-                f"{e / d:.3g} in image space vs the source ({e:.3g} vs {d:.3g}: VAE error included, "
-                f"as in the paper); {el / dl:.2e} in latent space"
-            )
-            if d and e is not None and dl
-            else "n/a",
-        }
-    )
+    for w in cfg.drift_guidance if drift else ():
+        d, e = drift[("ddim", w)], drift[("edict", w)]
+        rows.append(
+            {
+                "claim": f"EDICT reconstruction MSE / DDIM inversion's, guidance {w:g}",
+                "paper": "about 0.5 (image MSE vs the input, MS-COCO, SD 1.4)",
+                "ours": f"{e['img_mse'] / d['img_mse']:.3g} in image space vs the source (VAE error "
+                f"included, as in the paper); {e['mse'] / max(d['mse'], 1e-300):.2e} in latent space",
+            }
+        )
     e64, e32 = g("edict", "rec_max64"), g("edict", "rec_max32")
     rows.append(
         {
@@ -595,7 +640,7 @@ def _claims(cfg: EditBenchConfig, acc: dict[str, _Acc], base: _Acc) -> str:
 # CLI
 # -------------------------------------------------------------------------------------------------
 
-QUICK = dict(n=8, steps=15, n64=1, nt_inner=4, examples=4)
+QUICK = dict(n=8, steps=15, n64=1, nt_inner=4, examples=4, n_drift=2)
 
 
 def cmd_bench_editing(args: argparse.Namespace) -> int:
