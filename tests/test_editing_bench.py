@@ -72,3 +72,19 @@ def test_bench_cli_needs_zoo_models(capsys):
 
     assert main(["bench", "editing", "--quick", "--no-write", "--model", "no-such-model"]) == 2
     assert "no-such-model" in capsys.readouterr().err
+
+
+def test_load_tinysd_checkpoint(tmp_path):
+    from diffzoo.train.checkpoint import atomic_save_safetensors
+
+    torch.manual_seed(1)
+    sd = TinySD(unet=dict(block_out_channels=(16, 32)))
+    sd.scaling_factor.fill_(0.5)
+    atomic_save_safetensors({"ema." + k: v.contiguous() for k, v in sd.state_dict().items()},
+                            tmp_path / "checkpoint.safetensors")
+    lm = B.load_tinysd_checkpoint(str(tmp_path))
+    assert tuple(lm.unet.config.block_out_channels) == (16, 32) and lm.scaling_factor == 0.5
+    w = sd.unet.conv_in.weight
+    assert torch.equal(lm.unet.conv_in.weight, w)
+    with pytest.raises(FileNotFoundError, match="checkpoint"):
+        B.load_tinysd_checkpoint(str(tmp_path / "nope"))

@@ -61,6 +61,7 @@ class EditBenchConfig:
     seed: int = 0
     methods: tuple[str, ...] = METHODS
     model: str = "tinysd"
+    checkpoint: str = ""  # a TinySD training checkpoint instead of the zoo model (documented in the report)
     classifier: str = "shapes-classifier"
     examples: int = 4  # rows of the PNG grid
     tag: str = ""
@@ -284,12 +285,38 @@ class _Acc:
 # -------------------------------------------------------------------------------------------------
 
 
+def load_tinysd_checkpoint(path: str) -> Any:
+    """A TinySD :class:`LatentModel` from a training checkpoint (``diffzoo train tinysd-unet --out DIR``):
+    the EMA weights of ``DIR/checkpoint.safetensors``; the UNet widths are read off the tensors."""
+    from pathlib import Path
+
+    from diffzoo.models.tinysd import TinySD
+    from diffzoo.train.checkpoint import read_safetensors
+
+    f = Path(path)
+    f = f / "checkpoint.safetensors" if f.is_dir() else f
+    if not f.is_file():
+        raise FileNotFoundError(f"checkpoint: no such file {str(f)!r}")
+    tensors, _ = read_safetensors(f)
+    ema = {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}
+    if not ema:
+        raise ValueError(f"checkpoint: {str(f)!r} holds no 'ema.*' tensors")
+    widths, i = [], 0
+    while f"unet.down_blocks.{i}.resnets.0.conv1.weight" in ema:
+        widths.append(int(ema[f"unet.down_blocks.{i}.resnets.0.conv1.weight"].shape[0]))
+        i += 1
+    model = TinySD(unet=dict(block_out_channels=tuple(widths)))
+    model.load_state_dict(ema)
+    return model.eval().requires_grad_(False).latent_model()
+
+
 def load_models(cfg: EditBenchConfig) -> tuple[Any, Any]:
-    """The TinySD :class:`LatentModel` and the shapes classifier from the zoo."""
+    """The TinySD :class:`LatentModel` (zoo, or ``cfg.checkpoint``) and the shapes classifier from the zoo."""
     from diffzoo import zoo
     from diffzoo.models.tinysd import load_tinysd
 
-    for name in (cfg.model, cfg.classifier):
+    names = (cfg.classifier,) if cfg.checkpoint else (cfg.model, cfg.classifier)
+    for name in names:
         if name not in zoo.names():
             have = ", ".join(zoo.names()) or "none"
             raise FileNotFoundError(
@@ -297,7 +324,8 @@ def load_models(cfg: EditBenchConfig) -> tuple[Any, Any]:
                 "train it with diffzoo train"
             )
     clf = zoo.load(cfg.classifier).model.eval()
-    return load_tinysd(cfg.model), clf
+    model = load_tinysd_checkpoint(cfg.checkpoint) if cfg.checkpoint else load_tinysd(cfg.model)
+    return model, clf
 
 
 def run_bench(
@@ -469,6 +497,12 @@ def _fmt(v: float | None, f: str = ".3g") -> str:
     return format(v, f)
 
 
+def _model_label(cfg: EditBenchConfig) -> str:
+    if cfg.checkpoint:
+        return f"training checkpoint `{cfg.checkpoint}`, not the shipped zoo model"
+    return f"zoo model `{cfg.model}`"
+
+
 def _report(
     cfg: EditBenchConfig,
     acc: dict[str, _Acc],
@@ -531,7 +565,7 @@ def _report(
     text = [
         f"# diffzoo bench editing{' --quick' if cfg.tag == 'quick' else ''}",
         "",
-        f"TinySD (`{cfg.model}`) on {cfg.n} shapes-world pairs (seed {cfg.seed}; one edit each, kinds "
+        f"TinySD ({_model_label(cfg)}) on {cfg.n} shapes-world pairs (seed {cfg.seed}; one edit each, kinds "
         f"cycled: {', '.join(shapes.EDIT_KINDS)}), {cfg.steps} steps, edit guidance {cfg.guidance} "
         f"(EDICT {cfg.edict_guidance}, InfEdit {cfg.infedit_guidance} at strength "
         f"{cfg.infedit_strength}, "
@@ -647,7 +681,9 @@ def cmd_bench_editing(args: argparse.Namespace) -> int:
     from diffzoo.editing.cli import save_image
 
     torch.set_num_threads(max(1, int(args.threads)))
-    cfg = EditBenchConfig(seed=args.seed, model=args.model, classifier=args.classifier)
+    cfg = EditBenchConfig(
+        seed=args.seed, model=args.model, classifier=args.classifier, checkpoint=args.checkpoint or ""
+    )
     if args.quick:
         for k, v in QUICK.items():
             setattr(cfg, k, v)
@@ -678,6 +714,11 @@ def register(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--model", default="tinysd")
     p.add_argument("--classifier", default="shapes-classifier")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="a TinySD training checkpoint (file or out dir) to benchmark instead of the zoo model",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     p.add_argument("--no-write", action="store_true", help="print only; do not write docs/results/")
