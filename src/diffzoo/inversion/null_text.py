@@ -66,9 +66,12 @@ def _optimise_null(den: Any, z: Tensor, t: Tensor, s: Tensor, target: Tensor, co
 
 
 def invert(model: Any, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float | None,
-           generator: Any = None, *, inner_steps: int = 10, lr: float = 1e-2, early_stop: float = 1e-5) -> InversionResult:
+           generator: Any = None, *, inner_steps: int = 10, lr: float = 1e-2, early_stop: float = 1e-5,
+           progress: bool = False) -> InversionResult:
     """Pivotal inversion at guidance 1, then per-step null-embedding optimisation for guidance ``w``
-    (default 7.5)."""
+    (default 7.5). ``progress`` shows a tqdm bar over the steps."""
+    from diffzoo.sampling.base import steps
+
     w = check_guidance(DEFAULT_GUIDANCE if guidance is None else guidance)
     if not isinstance(inner_steps, int) or inner_steps < 0:
         raise ValueError(f"inner_steps: expected a non-negative integer, got {inner_steps!r}")
@@ -83,7 +86,7 @@ def invert(model: Any, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor,
             pivot = ddim_invert_trajectory(den, z0, ts, cond, None, 1.0)
         null = model.null_embedding(b)
         z = pivot[0]
-        for i in range(n):
+        for i in steps(n, progress, "null-text inversion"):
             t = ts[i].expand(b)
             null, k = _optimise_null(den, z, t, ts[i + 1], pivot[i + 1], cond, null, w,
                                      lr * max(1.0 - i / 100.0, 0.01), inner_steps, early_stop + i * 2e-5)
