@@ -149,17 +149,18 @@ def run_one(impl: str, sampler: str, subj: Subject, steps: int, n: int, seed: in
     """One sampling run; returns samples, wall time, model time and NFE."""
     den, net = timed(subj.den)
     x, ts = _start(subj, n, steps, GRID[sampler], seed)
+    cond = None if subj.cond is None else subj.cond[:n]
     gen = generators_from_seeds(range(seed + 10**6, seed + 10**6 + n)) if sampler in STOCHASTIC else None
     t0 = time.perf_counter()
     if impl == "diffzoo":
-        out = SAMPLERS[sampler](den, x, ts, subj.cond, generator=gen)
+        out = SAMPLERS[sampler](den, x, ts, cond, generator=gen)
     elif impl == "k-diffusion":
-        out = ref.run_k_diffusion(sampler, den, x, ts, subj.cond)
+        out = ref.run_k_diffusion(sampler, den, x, ts, cond)
     else:
         over: dict[str, Any] = {"use_karras_sigmas": True} if GRID[sampler] == "karras" else {}
         sch = ref.diffusers_scheduler(sampler, _diffusers_config(den), **over)
         g = torch.Generator().manual_seed(seed + 10**6) if sampler in STOCHASTIC else None
-        out = ref.run_diffusers(sch, den, x, steps, subj.cond, generator=g)
+        out = ref.run_diffusers(sch, den, x, steps, cond, generator=g)
     wall = time.perf_counter() - t0
     return {"x": out, "wall": wall, "model": net.seconds, "nfe": net.calls, "steps": steps}
 

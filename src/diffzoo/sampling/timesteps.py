@@ -121,6 +121,4 @@ def validate_timesteps(schedule: NoiseSchedule, timesteps: Tensor, arg: str = "t
     if float(t[0]) > schedule.t_max + tol or float(t[-1]) < schedule.t_end - tol:
         raise ValueError(f"{arg}: must lie in [t_end={schedule.t_end:g}, t_max={schedule.t_max:g}], "
                          f"got [{float(t[-1]):g}, {float(t[0]):g}]")
-    if math.isclose(float(t[-2]), schedule.t_end) and schedule.kind == "discrete":
-        raise ValueError(f"{arg}: only the last entry may equal t_end")
     return t
