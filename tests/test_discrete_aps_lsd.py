@@ -3,12 +3,27 @@
 import pytest
 import torch
 
-from diffzoo.discrete import CallCounter, ancestral_sample, confidence_sample
-from diffzoo.discrete.aps import (aps_sample, codebook, images_to_tokens, measure_tokens,
-                                  quantized_expectation_guidance, replacement_sample, smc_sample,
-                                  split_gibbs_sample, tokens_to_images)
-from diffzoo.discrete.lsd import (StudentSampler, run_student, student_outcome_logprobs, student_sample,
-                                  teacher_state, teacher_trajectories, train_lsd)
+from diffzoo.discrete import CallCounter, confidence_sample
+from diffzoo.discrete.aps import (
+    aps_sample,
+    codebook,
+    images_to_tokens,
+    measure_tokens,
+    quantized_expectation_guidance,
+    replacement_sample,
+    smc_sample,
+    split_gibbs_sample,
+    tokens_to_images,
+)
+from diffzoo.discrete.lsd import (
+    StudentSampler,
+    run_student,
+    student_outcome_logprobs,
+    student_sample,
+    teacher_state,
+    teacher_trajectories,
+    train_lsd,
+)
 from diffzoo.discrete.samplers import ancestral_step_probs
 from diffzoo.inverse.operators import get_operator
 from diffzoo.models.transformer import MaskedTransformer
@@ -97,7 +112,7 @@ def test_aps_guidance_improves_inpainting_consistency():
     obs = op.mask.flatten()
     guided = aps_sample(Uniform(), op, y, steps=4, sigma_y=0.02, sigma_floor=0.02, generator=_gen(1))
     plain = aps_sample(Uniform(), op, y, steps=4, eta=0.0, generator=_gen(1))
-    acc = lambda x: float((x[:, obs] == x0[:, obs]).float().mean())  # noqa: E731
+    acc = lambda x: float((x[:, obs] == x0[:, obs]).float().mean())
     assert acc(guided) > 0.9 and acc(plain) < 0.3
 
 

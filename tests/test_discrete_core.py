@@ -6,8 +6,17 @@ import pytest
 import torch
 from scipy import stats
 
-from diffzoo.discrete import (CallCounter, JointOracle, MaskSchedule, ancestral_sample, check_tokens,
-                              confidence_sample, first_hitting_sample, masked_diffusion_loss, sample_categorical)
+from diffzoo.discrete import (
+    CallCounter,
+    JointOracle,
+    MaskSchedule,
+    ancestral_sample,
+    check_tokens,
+    confidence_sample,
+    first_hitting_sample,
+    masked_diffusion_loss,
+    sample_categorical,
+)
 from diffzoo.discrete.categorical import race_noise
 from diffzoo.discrete.samplers import cosine_unmask_counts
 from diffzoo.models.transformer import MaskedTransformer
@@ -120,7 +129,7 @@ def test_ancestral_cache_is_exact_and_saves_calls(oracle):
 
 def test_per_sample_generators_are_batch_invariant(oracle):
     seeds = [11, 12, 13, 14]
-    gens = lambda s: [torch.Generator().manual_seed(i) for i in s]  # noqa: E731
+    gens = lambda s: [torch.Generator().manual_seed(i) for i in s]
     full = first_hitting_sample(oracle, 4, generator=gens(seeds))
     part = first_hitting_sample(oracle, 2, generator=gens(seeds[2:]))
     assert torch.equal(full[2:], part)

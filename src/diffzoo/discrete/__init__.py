@@ -6,15 +6,39 @@ Papers: Zheng et al. arXiv 2409.02908 (time-agnostic masked models, FHS, float p
 """
 
 from diffzoo.discrete.categorical import gumbel_softmax_st, sample_categorical
-from diffzoo.discrete.masked import (check_tokens, mask_tokens, masked_diffusion_loss, negative_elbo,
-                                     predictive_probs)
+from diffzoo.discrete.masked import (
+                                     check_tokens,
+                                     mask_tokens,
+                                     masked_diffusion_loss,
+                                     negative_elbo,
+                                     predictive_probs,
+)
 from diffzoo.discrete.oracle import JointOracle
-from diffzoo.discrete.samplers import (SAMPLERS, CallCounter, ancestral_sample, confidence_sample,
-                                       first_hitting_sample, sample_digits)
+from diffzoo.discrete.samplers import (
+                                     SAMPLERS,
+                                     CallCounter,
+                                     ancestral_sample,
+                                     confidence_sample,
+                                     first_hitting_sample,
+                                     sample_digits,
+)
 from diffzoo.discrete.schedule import MaskSchedule, get_mask_schedule
 
 __all__ = [
-    "gumbel_softmax_st", "sample_categorical", "check_tokens", "mask_tokens", "masked_diffusion_loss",
-    "negative_elbo", "predictive_probs", "JointOracle", "SAMPLERS", "CallCounter", "ancestral_sample",
-    "confidence_sample", "first_hitting_sample", "sample_digits", "MaskSchedule", "get_mask_schedule",
+                                     "SAMPLERS",
+                                     "CallCounter",
+                                     "JointOracle",
+                                     "MaskSchedule",
+                                     "ancestral_sample",
+                                     "check_tokens",
+                                     "confidence_sample",
+                                     "first_hitting_sample",
+                                     "get_mask_schedule",
+                                     "gumbel_softmax_st",
+                                     "mask_tokens",
+                                     "masked_diffusion_loss",
+                                     "negative_elbo",
+                                     "predictive_probs",
+                                     "sample_categorical",
+                                     "sample_digits",
 ]

@@ -166,8 +166,8 @@ def train_lsd(model: TokenModel, steps: int, learn_times: bool = False, iters: i
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss.detach()))
-        log.info("lsd N=%d it %d loss %.4f", steps, it, float(loss))
+        losses.append(loss.item())
+        log.info("lsd N=%d it %d loss %.4f", steps, it, losses[-1])
     return LSDResult(student, losses)
 
 

@@ -13,7 +13,7 @@ With ``k`` masked tokens the same quantity is the any-order masked-model loss
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F

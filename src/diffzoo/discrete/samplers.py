@@ -20,7 +20,7 @@ Zheng et al., arXiv 2409.02908:
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -99,9 +99,9 @@ def ancestral_sample(model: TokenModel, n: int, steps: int, schedule: str | Mask
         draw = sample_categorical(full, generator, precision)
         new = torch.where(x == vocab, draw, x)
         changed = (new != x).any(dim=1)
-        x = new
         if callback is not None:
-            callback(dict(i=i, t=float(ts[i]), s=float(ts[i + 1]), x=x))
+            callback(dict(i=i, t=float(ts[i]), s=float(ts[i + 1]), x=new, prev=x, probs=probs))
+        x = new
         if i == len(ts) - 2:
             break
         if not cache:

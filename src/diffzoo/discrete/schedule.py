@@ -58,6 +58,6 @@ class MaskSchedule:
         return f"MaskSchedule({self.name!r})"
 
 
-def get_mask_schedule(schedule: "str | MaskSchedule") -> MaskSchedule:
+def get_mask_schedule(schedule: str | MaskSchedule) -> MaskSchedule:
     """A :class:`MaskSchedule` from its name (or the schedule itself)."""
     return schedule if isinstance(schedule, MaskSchedule) else MaskSchedule(schedule)
