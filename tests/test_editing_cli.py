@@ -113,3 +113,20 @@ def test_cli_errors(tmp_path, capsys):
         == 2
     )
     assert "no-such-model" in capsys.readouterr().err
+
+
+def test_demo_edit(tmp_path, monkeypatch):
+    import diffzoo.editing.cli as C
+    from diffzoo.models.tinysd import TinySD
+
+    torch.manual_seed(0)
+    sd = TinySD(
+        vae=dict(block_out_channels=(8, 8, 16), norm_num_groups=4),
+        unet=dict(block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=16, attention_head_dim=4),
+        text=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
+    )
+    lm = sd.eval().requires_grad_(False).latent_model()
+    monkeypatch.setattr(C, "load_model", lambda spec, dtype=torch.float32: lm)  # stand-in for the zoo TinySD
+    paths = C.demo_edit(tmp_path, steps=3)
+    assert set(paths) == {"source", "ground_truth", "infedit", "direct"}
+    assert all(load_image(p).shape == (1, 3, 32, 32) for p in paths.values())
