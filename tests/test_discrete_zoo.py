@@ -45,3 +45,13 @@ def test_zoo_masked_digits_nelbo_and_samples():
     x = sample_digits(zm.model, 16, generator=torch.Generator().manual_seed(0))
     # samples are digit-like: a background of zeros and a spread of levels (not collapsed)
     assert 0.3 < float((x == 0).float().mean()) < 0.8 and token_entropy(x.view(16, 64)) > 1.0
+
+
+def test_cli_registrations():
+    from diffzoo.cli import build_parser
+    from diffzoo.models.registry import archs
+    from diffzoo.train.recipes import recipes
+
+    assert "masked-digits" in recipes() and "masked-transformer" in archs()
+    args = build_parser().parse_args(["bench", "discrete", "--quick"])
+    assert args.quick and args.model == "masked-digits"
