@@ -99,7 +99,7 @@ def test_anchored_start(model):
     assert torch.equal(r.latents, z0) and r.nfe == 0  # strength 0 returns the anchor's latent
     g = torch.Generator().manual_seed(0)
     r = sdedit(model, img, "a red circle", strength=0.5, num_steps=8, guidance=3.0, generator=g)
-    assert r.nfe == 4 and r.t_start == 375.0  # leading grid 875, 750, ... : starts at index 4
+    assert r.nfe == 4 and r.t_start == 376.0  # leading grid 876, 751, ... (SD offset 1): starts at index 4
     assert start_index(10, 1.0) == 0 and start_index(10, 0.25) == 8
     n = torch.randn_like(z0)
     a, s = model.schedule.alpha_sigma(torch.tensor(600.0, dtype=torch.float64))

@@ -91,6 +91,7 @@ def sdedit(
     generator: Generator = None,
     dtype: torch.dtype | None = None,
     spacing: str = "leading",
+    steps_offset: int = 1,
     mode: str = "sdedit",
     lam: float = 1.0,
     eta: float = 0.0,
@@ -98,7 +99,8 @@ def sdedit(
 ) -> AnchoredResult:
     """Anchored initialisation + DDIM denoising with ``prompt`` (SDEdit / img2img).
 
-    ``guidance`` >= 1 is the CFG scale (1 = conditional only); ``eta`` the DDIM stochasticity.
+    ``guidance`` >= 1 is the CFG scale (1 = conditional only); ``eta`` the DDIM stochasticity; the grid
+    is ``spacing`` with ``steps_offset`` (SD's scheduler: leading, offset 1).
     Returns the latents at the end of sampling (and their decoding when ``decode``).
     """
     from diffzoo.sampling.ddim import ddim
@@ -108,7 +110,7 @@ def sdedit(
     check_range(guidance, "guidance", 1.0, None)
     t0 = time.perf_counter()
     z0 = as_latent(model, image_or_latent, dtype)
-    grid = get_timesteps(model.schedule, num_steps, spacing)
+    grid = get_timesteps(model.schedule, num_steps, spacing, steps_offset=steps_offset)
     i0 = start_index(num_steps, strength)
     nfe = 0
     if i0 >= num_steps:

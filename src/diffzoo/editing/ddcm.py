@@ -141,6 +141,7 @@ def ddcm_edit(
     generator: Generator = None,
     dtype: torch.dtype | None = None,
     spacing: str = "leading",
+    steps_offset: int = 1,
     controller: AttentionController | str | None = "unified",
     cross_replace_steps: float = 0.7,
     self_replace_steps: float = 0.3,
@@ -169,7 +170,7 @@ def ddcm_edit(
         raise ValueError(
             f"strength: {strength} leaves no step of {num_steps} to run; use strength > {1 / num_steps:.3g}"
         )
-    grid = get_timesteps(model.schedule, num_steps, spacing)[i0:]
+    grid = get_timesteps(model.schedule, num_steps, spacing, steps_offset=steps_offset)[i0:]
     n_run = grid.numel() - 1
     with torch.no_grad():
         emb = model.encode_prompt([source_prompt, target_prompt]).to(z0.dtype)
