@@ -222,3 +222,34 @@ def test_samplers_keep_no_state(gmm):
     ts = get_timesteps(sch, 5)
     a, b = flow_euler(vel, x, ts), flow_euler(vel, x, ts)
     assert torch.equal(a, b) and torch.allclose(a, flow_euler(den, x, ts), atol=1e-10)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_no_host_sync_inside_the_loop(gmm, name, monkeypatch):
+    """Between the first and the last network call, samplers never read a tensor back to Python
+    (``.item()``, ``bool()``, ``float()``, ``.tolist()``): schedules are precomputed before the loop."""
+    sch = get_schedule("rectified_flow" if name == "flow_euler" else "vp_cosine")
+    exact = gmm.denoiser(sch)
+    state = {"in_loop": False, "syncs": 0}
+
+    def net(x, t, cond):
+        state["in_loop"] = False
+        out = exact.net(x, t, cond)
+        state["in_loop"] = True
+        return out
+
+    den = Denoiser(net, sch, "sample", validate=False)
+    for attr in ("item", "__bool__", "__float__", "tolist"):
+        orig = getattr(torch.Tensor, attr)
+
+        def spy(self, *a, _orig=orig, **k):
+            if state["in_loop"]:
+                state["syncs"] += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, attr, spy)
+    ts = get_timesteps(sch, 6, "uniform")
+    x = torch.randn(4, 2, generator=torch.Generator().manual_seed(0))
+    sample(name, den, x, ts, generator=torch.Generator().manual_seed(1))
+    state["in_loop"] = False
+    assert den.nfe == nfe(name, 6) and state["syncs"] == 0

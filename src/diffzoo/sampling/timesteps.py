@@ -18,8 +18,9 @@ On continuous schedules ``leading`` and ``trailing`` are the same as ``uniform``
 * ``karras`` -- ``sigma_i = (smax^(1/rho) + i/(N-1) (smin^(1/rho) - smax^(1/rho)))^rho`` on the schedule's
   VE noise level ``sigma/alpha`` (Karras et al. 2022, Eq. 5, ``rho = 7``), mapped back to model time
   with ``schedule.t_from_ve_sigma`` (fractional on discrete schedules).
-* ``quadratic`` -- ``t_i = t_lo + (t_max - t_lo) (1 - i/N)^2``: DDIM's quadratic trajectory
-  (Song et al. 2021, Appendix D.2), rounded on discrete schedules.
+* ``quadratic`` -- ``t_i = t_end + (t_max - t_end) (1 - i/N)^2`` (discrete: ``round((T-1)(1 - i/N)^2)``):
+  DDIM's quadratic trajectory (Song et al. 2021, Appendix D.2), denser near the data. DDIM's code
+  squares ``linspace(0, sqrt(0.8 T), N)`` and so stops at ``0.8 T``; here the grid spans the full range.
 """
 
 from __future__ import annotations
