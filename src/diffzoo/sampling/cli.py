@@ -143,7 +143,7 @@ def scatter_png(x: Tensor, size: int = 400, lim: float | None = None) -> "Any":
     d = ImageDraw.Draw(img)
     uv = ((p / lim + 1) / 2 * (size - 1)).tolist()
     for u, v in uv:
-        d.point((u, size - 1 - v), fill=(20, 60, 160))
+        d.ellipse((u - 1, size - 2 - v, u + 1, size - v), fill=(20, 60, 160))
     return img
 
 
