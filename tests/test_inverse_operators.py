@@ -6,8 +6,15 @@ import math
 import pytest
 import torch
 
-from diffzoo.inverse.operators import (OPERATORS, AveragePoolSR, CompressedSensing, LinearOperator, Saturation,
-                                       get_operator, gaussian_blur)
+from diffzoo.inverse.operators import (
+    OPERATORS,
+    AveragePoolSR,
+    CompressedSensing,
+    LinearOperator,
+    Saturation,
+    gaussian_blur,
+    get_operator,
+)
 
 SHAPES = {"colorize": (3, 8, 8)}
 LINEAR = [n for n in OPERATORS if n != "saturation"]
@@ -69,7 +76,7 @@ def test_project_satisfies_measurement_exactly():
     xh = op.project(x0, y)
     assert (op.A(xh) - y).abs().max() < 1e-12
     # null-space part of x0 kept: (I - A+A) xh = (I - A+A) x0
-    null = lambda v: v - op.pinv(op.A(v))  # noqa: E731
+    null = lambda v: v - op.pinv(op.A(v))
     assert torch.allclose(null(xh), null(x0), atol=1e-12)
 
 
@@ -91,7 +98,7 @@ def test_noise_model_statistics():
 def test_measure_per_sample_generators_batch_invariant():
     op = CompressedSensing((1, 8, 8), 0.5)
     x = torch.randn(3, 1, 8, 8)
-    gens = lambda: [torch.Generator().manual_seed(s) for s in (5, 6, 7)]  # noqa: E731
+    gens = lambda: [torch.Generator().manual_seed(s) for s in (5, 6, 7)]
     y3 = op.measure(x, 0.1, gens())
     y1 = op.measure(x[1:2], 0.1, gens()[1:2])
     assert torch.allclose(y3[1:2], y1, atol=1e-6)  # same noise; matmul rounding may differ by batch

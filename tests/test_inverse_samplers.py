@@ -7,8 +7,17 @@ import torch
 
 from diffzoo.core import Denoiser, linear
 from diffzoo.core.analytic import GaussianMixture
-from diffzoo.inverse import (CompressedSensing, DDNMDenoiser, DPSDenoiser, box_inpainting, ddnm_plus_coefficients,
-                             get_operator, measurement_error, posterior_sample, zero_operator)
+from diffzoo.inverse import (
+    CompressedSensing,
+    DDNMDenoiser,
+    DPSDenoiser,
+    box_inpainting,
+    ddnm_plus_coefficients,
+    get_operator,
+    measurement_error,
+    posterior_sample,
+    zero_operator,
+)
 from diffzoo.sampling import ddim, get_timesteps
 
 SCHED = linear(1000)
@@ -59,7 +68,7 @@ def test_ddnm_samples_exact_gaussian_posterior():
     xT = torch.randn(64, *SHAPE, generator=g, dtype=torch.float64)
     out = posterior_sample("ddnm", den, op, y, 20, x_T=xT, eta=0.0, dtype=torch.float64)
     prior = posterior_sample("prior", den, op, y, 20, x_T=xT, dtype=torch.float64)
-    p = lambda v: op.pinv(op.A(v))  # noqa: E731  range projector A^+ A
+    p = lambda v: op.pinv(op.A(v))
     assert torch.allclose(p(out), op.pinv(y), atol=1e-10)
     null = (out - p(out)).flatten(1)
     assert torch.allclose(null, (prior - p(prior)).flatten(1), atol=1e-10)
@@ -74,7 +83,7 @@ def test_every_sampler_reduces_to_unconditional_when_A_is_zero():
     xT = torch.randn(3, *SHAPE, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
     ref = ddim(den, xT, ts)
     assert torch.equal(ddim(DDNMDenoiser(den, op, y), xT, ts), ref)
-    gen = lambda: torch.Generator().manual_seed(5)  # noqa: E731
+    gen = lambda: torch.Generator().manual_seed(5)
     ref1 = ddim(den, xT, ts, eta=1.0, generator=gen())
     assert torch.equal(ddim(DPSDenoiser(den, op, y, ts, zeta=3.0), xT, ts, eta=1.0, generator=gen()), ref1)
     # DDNM's own eta under deterministic DDIM with A = 0 and sigma_y = 0: same as mixing the noise by hand
@@ -120,7 +129,7 @@ def test_dps_fits_measurement_and_is_batch_invariant():
     op = box_inpainting(SHAPE)
     x = gmm.sample(6, torch.Generator().manual_seed(1)).reshape(6, *SHAPE)
     y = op.A(x)
-    gens = lambda idx: [torch.Generator().manual_seed(100 + i) for i in idx]  # noqa: E731
+    gens = lambda idx: [torch.Generator().manual_seed(100 + i) for i in idx]
     xT = torch.randn(6, *SHAPE, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
     dps = posterior_sample("dps", den, op, y, 30, x_T=xT, zeta=0.5, generator=gens(range(6)), dtype=torch.float64)
     prior = posterior_sample("prior", den, op, y, 30, x_T=xT, dtype=torch.float64)
@@ -165,3 +174,14 @@ def test_bad_inputs():
         posterior_sample("magic", den, op, y, 3)
     with pytest.raises(ValueError, match="zeta"):
         DPSDenoiser(den, op, y, get_timesteps(SCHED, 3), zeta=-1.0)
+
+
+def test_restore_cli_and_bench_registered(tmp_path):
+    """``diffzoo restore`` / ``diffzoo bench inverse`` exist; restore reports bad input as errors."""
+    from diffzoo.cli import build_parser, main
+
+    parser = build_parser()
+    args = parser.parse_args(["restore", "img.png", "--operator", "sr"])
+    assert args.operator == "sr" and args.method == "ddnm"
+    assert parser.parse_args(["bench", "inverse", "--quick"]).quick
+    assert main(["restore", str(tmp_path / "missing.png")]) == 2

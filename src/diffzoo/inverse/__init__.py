@@ -10,14 +10,49 @@
 
 from diffzoo.inverse.ddnm import DDNMDenoiser, ddnm_plus_coefficients
 from diffzoo.inverse.dps import DPSDenoiser, measurement_grad
-from diffzoo.inverse.operators import (OPERATORS, AveragePoolSR, Blur, Colorization, CompressedSensing, Inpainting,
-                                       LinearOperator, MatrixOperator, Operator, Saturation, box_inpainting,
-                                       gaussian_blur, get_operator, motion_blur, random_inpainting, zero_operator)
+from diffzoo.inverse.operators import (
+                                       OPERATORS,
+                                       AveragePoolSR,
+                                       Blur,
+                                       Colorization,
+                                       CompressedSensing,
+                                       Inpainting,
+                                       LinearOperator,
+                                       MatrixOperator,
+                                       Operator,
+                                       Saturation,
+                                       box_inpainting,
+                                       gaussian_blur,
+                                       get_operator,
+                                       motion_blur,
+                                       random_inpainting,
+                                       zero_operator,
+)
 from diffzoo.inverse.posterior import METHODS, measurement_error, pinv_estimate, posterior_sample
 
 __all__ = [
-    "DDNMDenoiser", "ddnm_plus_coefficients", "DPSDenoiser", "measurement_grad", "OPERATORS", "AveragePoolSR",
-    "Blur", "Colorization", "CompressedSensing", "Inpainting", "LinearOperator", "MatrixOperator", "Operator",
-    "Saturation", "box_inpainting", "gaussian_blur", "get_operator", "motion_blur", "random_inpainting",
-    "zero_operator", "METHODS", "measurement_error", "pinv_estimate", "posterior_sample",
+                                       "METHODS",
+                                       "OPERATORS",
+                                       "AveragePoolSR",
+                                       "Blur",
+                                       "Colorization",
+                                       "CompressedSensing",
+                                       "DDNMDenoiser",
+                                       "DPSDenoiser",
+                                       "Inpainting",
+                                       "LinearOperator",
+                                       "MatrixOperator",
+                                       "Operator",
+                                       "Saturation",
+                                       "box_inpainting",
+                                       "ddnm_plus_coefficients",
+                                       "gaussian_blur",
+                                       "get_operator",
+                                       "measurement_error",
+                                       "measurement_grad",
+                                       "motion_blur",
+                                       "pinv_estimate",
+                                       "posterior_sample",
+                                       "random_inpainting",
+                                       "zero_operator",
 ]

@@ -16,7 +16,7 @@ The range-null-space correction ``x - lam A^+(A x - y)`` (DDNM Eq. 8/17) lives h
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F

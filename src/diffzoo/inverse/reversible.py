@@ -17,7 +17,8 @@ keeps the peak; parameters (stored anyway) are excluded.
 from __future__ import annotations
 
 import weakref
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -159,11 +160,11 @@ class SavedTensorMeter:
     def _unpack(h: Any) -> Tensor:
         return h.t
 
-    def __enter__(self) -> "SavedTensorMeter":
+    def __enter__(self) -> SavedTensorMeter:
         self._ctx.__enter__()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self._ctx.__exit__(*exc)
 
 
@@ -175,7 +176,7 @@ class _Plain:
 
 
 class _Handle:
-    __slots__ = ("t", "_fin", "__weakref__")
+    __slots__ = ("__weakref__", "_fin", "t")
 
     def __init__(self, t: Tensor, meter: SavedTensorMeter, key: int):
         self.t = t

@@ -104,7 +104,7 @@ class RevInjectorNet(nn.Module):
 class IDMStep(nn.Module):
     """``F_k(x1)``: one projected DDIM step from ``abar_k`` to ``abar_{k-1}`` (see module docstring)."""
 
-    def __init__(self, chain: "IDMChain", k: int):
+    def __init__(self, chain: IDMChain, k: int):
         super().__init__()
         self.k = k
         object.__setattr__(self, "_chain", chain)  # shared parameters live in the chain, not here
