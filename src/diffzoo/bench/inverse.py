@@ -121,8 +121,39 @@ def run_tasks(den: Any, prior_params: list[Tensor], tasks: list[str], nfes: list
     return rows, examples
 
 
+_RSS_CHILD = """
+import copy, resource, sys, torch
+torch.set_num_threads(1)
+from diffzoo.data import digits
+from diffzoo.inverse.operators import CompressedSensing
+from diffzoo.models.idm import IDMChain
+from diffzoo import zoo
+prior, steps, batch, inv = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "1"
+zm = zoo.load(prior)
+chain = IDMChain(copy.deepcopy(zm.model), zm.schedule, steps, 16, 2, zm.null_class).train().requires_grad_(True)
+op = CompressedSensing((1, 8, 8), 0.1)
+x = digits.load("train").images[:batch].repeat(-(-batch // 1497), 1, 1, 1)[:batch]
+y = op.A(x)
+with torch.no_grad():
+    chain(y, op)  # warm-up: allocator and kernels
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+(chain(y, op, invertible=inv) - x).abs().mean().backward()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024.0)
+"""
+
+
+def rss_delta_mb(prior: str, steps: int, batch: int, invertible: bool) -> float:
+    """Growth of the peak RSS (MB) of a fresh process over one IDM training step (Linux ``ru_maxrss``)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", _RSS_CHILD, prior, str(steps), str(batch), "1" if invertible else "0"],
+                         capture_output=True, text=True, check=True)
+    return float(out.stdout.strip().splitlines()[-1])
+
+
 def idm_memory_rows(den: Any, zm: Any, idm_models: list[tuple[str, Any, Any]], steps_list: list[int],
-                    batch: int) -> list[dict]:
+                    batch: int, prior: str | None = None, rss_batch: int = 1024) -> list[dict]:
     """Training-step activation memory of the IDM chain: plain vs invertible backward, and grad agreement."""
     import copy
 
@@ -156,6 +187,9 @@ def idm_memory_rows(den: Any, zm: Any, idm_models: list[tuple[str, Any, Any]], s
         rows.append({"chain": src, "T": steps, "batch": batch, "plain MB": res[False][0] / 2**20,
                      "invertible MB": res[True][0] / 2**20, "saving %": 100 * (1 - res[True][0] / res[False][0]),
                      "grad rel err": float(num / den_), "plain s": res[False][1], "invertible s": res[True][1]})
+        if prior is not None:  # second, independent measurement: process peak RSS, larger batch
+            rows[-1].update({f"RSS plain MB (b={rss_batch})": rss_delta_mb(prior, steps, rss_batch, False),
+                             f"RSS invertible MB (b={rss_batch})": rss_delta_mb(prior, steps, rss_batch, True)})
     return rows
 
 
@@ -223,7 +257,7 @@ def _main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     rows, examples = run_tasks(den, list(zm.model.parameters()), tasks, nfes, dps_steps, n, args.seed, args.zeta, args.eta,
                                idm_models)
-    mem_rows = idm_memory_rows(den, zm, idm_models, [3] if args.quick else [3, 6, 10], 64)
+    mem_rows = idm_memory_rows(den, zm, idm_models, [3] if args.quick else [3, 6, 10], 64, args.prior)
     suffix = "_quick" if args.quick else ""
     fig = Path(args.out).with_suffix(".png") if args.out else results_dir() / f"bench_inverse{suffix}.png"
     prior_note = args.prior if args.prior in zoo.names() else f"{args.prior} (not a shipped zoo model)"
@@ -233,7 +267,10 @@ def _main(args: argparse.Namespace) -> int:
          f"DPS zeta={args.zeta} (DDIM eta=1 = DDPM ancestral); NFE counts network calls (DPS: forward + "
          f"backward = 2 per step). IDM models: {', '.join(idm_names) or 'none'}. CPU, {args.threads} thread(s)."),
         "## Restoration", format_table(rows),
-        "## IDM training memory (one step, batch 64): plain back-propagation vs invertible backward",
+        ("## IDM training memory (one step): plain back-propagation vs invertible backward\n\n"
+         "MB columns: peak bytes saved for backward (batch 64; `SavedTensorMeter`, parameters excluded); "
+         "RSS columns: growth of a fresh process's peak RSS over one step (batch 1024, untrained chain "
+         "built from the prior)."),
         format_table(mem_rows),
         "## Papers' claims beside ours", format_table(_claims(rows, mem_rows)),
         f"Figure: `{fig.name}` (per task: truth | A+y | ddnm | ddnm+ | dps | idm; blank = not applicable).",
