@@ -68,14 +68,19 @@ def test_from_components_matches_native(tiny):
     """The same modules through the generic diffusers-components path give the same model."""
     from diffzoo.editing.latent import LatentModel
 
+    tiny.scaling_factor.fill_(0.75)
     native = tiny.latent_model()
     generic = LatentModel.from_components(tiny.unet, tiny.vae, tiny.text_encoder, tiny.tokenizer,
                                           T.scheduler_config())
     assert generic.max_length == native.max_length
+    assert generic.scaling_factor == native.scaling_factor == 0.75
     assert torch.equal(generic.schedule.alphas_cumprod, native.schedule.alphas_cumprod)
     assert generic.schedule.final_alpha_cumprod == native.schedule.final_alpha_cumprod
     assert torch.equal(generic.encode_prompt(["blue square left on gray"]),
                        native.encode_prompt(["blue square left on gray"]))
+    img = S.render_batch(S.random_scenes(1, 3))
+    assert torch.equal(generic.encode_image(img), native.encode_image(img))
+    tiny.scaling_factor.fill_(1.0)
 
 
 def test_unet_loss_trains_text_encoder_not_vae():

@@ -194,7 +194,7 @@ class TinySD(nn.Module):
         """This model as a :class:`~diffzoo.editing.latent.LatentModel` (modules shared, not copied)."""
         from diffzoo.editing.latent import LatentModel
 
-        self.vae.config.scaling_factor = float(self.scaling_factor)
+        self.vae.register_to_config(scaling_factor=float(self.scaling_factor))
         return LatentModel(unet=self.unet, vae=self.vae, text_encoder=self.text_encoder, tokenize=self.tokenizer,
                            schedule=tinysd_schedule(), scaling_factor=float(self.scaling_factor),
                            max_length=self.tokenizer.max_length, prediction_type="epsilon",
