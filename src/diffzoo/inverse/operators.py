@@ -389,10 +389,11 @@ OPERATORS = ("box_inpaint", "random_inpaint", "sr", "gaussian_blur", "motion_blu
 
 def get_operator(name: str, in_shape: Sequence[int], *, ratio: float = 0.25, factor: int = 2,
                  missing: float = 0.5, sigma: float = 1.0, length: int = 5, angle: float = 30.0,
-                 seed: int = 0, gain: float = 2.0) -> Operator:
+                 seed: int = 0, gain: float = 2.0, rcond: float = 1e-3) -> Operator:
     """Build an operator by name: ``box_inpaint``, ``random_inpaint`` (``missing``), ``sr`` (``factor``),
     ``gaussian_blur`` (``sigma``), ``motion_blur`` (``length``, ``angle``), ``colorize``, ``cs`` (orthogonal,
-    ``ratio``), ``cs_gaussian`` (``ratio``), ``saturation`` (tanh of a Gaussian blur, ``gain``), ``zero``."""
+    ``ratio``), ``cs_gaussian`` (``ratio``), ``saturation`` (tanh of a Gaussian blur, ``gain``), ``zero``. ``rcond``: relative singular-value cut of the
+    blur pseudo-inverses (truncated SVD; raise it, e.g. to 0.1, for noisy measurements)."""
     from diffzoo.core.errors import check_choice
 
     check_choice(name, OPERATORS, "operator")
@@ -403,9 +404,9 @@ def get_operator(name: str, in_shape: Sequence[int], *, ratio: float = 0.25, fac
     if name == "sr":
         return AveragePoolSR(in_shape, factor)
     if name == "gaussian_blur":
-        return gaussian_blur(in_shape, sigma)
+        return gaussian_blur(in_shape, sigma, rcond=rcond)
     if name == "motion_blur":
-        return motion_blur(in_shape, length, angle)
+        return motion_blur(in_shape, length, angle, rcond=rcond)
     if name == "colorize":
         return Colorization(in_shape)
     if name == "cs":
@@ -413,5 +414,5 @@ def get_operator(name: str, in_shape: Sequence[int], *, ratio: float = 0.25, fac
     if name == "cs_gaussian":
         return CompressedSensing(in_shape, ratio, False, seed)
     if name == "saturation":
-        return Saturation(gaussian_blur(in_shape, sigma), gain)
+        return Saturation(gaussian_blur(in_shape, sigma, rcond=rcond), gain)
     return zero_operator(in_shape)
