@@ -3,6 +3,8 @@ diffusers' schedulers and k-diffusion's samplers to <= 1e-5 (max abs, float32)."
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
@@ -21,6 +23,10 @@ def _one_thread():
     yield
     torch.set_num_threads(n)
 TOL = 1e-5
+needs_kdiff = pytest.mark.skipif(importlib.util.find_spec("k_diffusion") is None or
+                                 importlib.util.find_spec("torchsde") is None or
+                                 importlib.util.find_spec("torchdiffeq") is None,
+                                 reason="k-diffusion (pip install k-diffusion --no-deps), torchsde, torchdiffeq")
 
 
 def smooth_net(x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
@@ -99,11 +105,10 @@ def test_ddim_matches_diffusers_on_a_random_unet():
         assert (got - expected).abs().max().item() <= TOL, name
 
 
+@needs_kdiff
 @pytest.mark.parametrize("name", ["euler", "heun"])
 @pytest.mark.parametrize("spacing,steps", [("karras", 6), ("uniform", 10)])
 def test_matches_k_diffusion_discrete(name, spacing, steps, x_start):
-    pytest.importorskip("torchdiffeq")
-    pytest.importorskip("torchsde")
     sch = get_schedule("linear")
     den = Denoiser(smooth_net, sch, "epsilon")
     ts = get_timesteps(sch, steps, spacing)
@@ -112,9 +117,9 @@ def test_matches_k_diffusion_discrete(name, spacing, steps, x_start):
     assert (got - expected).abs().max().item() <= TOL
 
 
+@needs_kdiff
 @pytest.mark.parametrize("name", ["euler", "heun", "dpmpp_2m"])
 def test_matches_k_diffusion_edm(name):
-    pytest.importorskip("torchdiffeq")
     sch = get_schedule("edm")
     den = Denoiser(lambda x, t, c: x / (1 + t.reshape(-1, 1) ** 2) + 0.1 * torch.sin(x), sch, "sample")
     x = torch.randn(4, 3, generator=torch.Generator().manual_seed(2)) * 80

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 import torch
 
 pytest.importorskip("diffusers")
 pytest.importorskip("torchdiffeq")
+pytest.importorskip("torchsde")
+if importlib.util.find_spec("k_diffusion") is None:
+    pytest.skip("k-diffusion not installed (pip install k-diffusion --no-deps)", allow_module_level=True)
 
 from diffzoo.bench import samplers as bench  # noqa: E402
 
