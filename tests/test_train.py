@@ -107,3 +107,27 @@ def test_corrupt_checkpoint_is_reported_with_file_name(tmp_path):
     (tmp_path / "checkpoint.safetensors").write_bytes(b"\x10\x00\x00\x00garbage")
     with pytest.raises(ValueError, match="checkpoint.safetensors"):
         train(_net(), _loss, _batch, _cfg(tmp_path, 2))
+
+
+@pytest.mark.parametrize("ptype", ["epsilon", "sample", "v_prediction"])
+@pytest.mark.parametrize("sched", ["linear", "vp_cosine"])
+def test_diffusion_loss_is_zero_for_the_exact_predictor_of_a_point_mass(ptype, sched):
+    """Data = one point c: eps = (x_t - alpha c) / sigma exactly, so the ideal network has zero loss."""
+    from diffzoo.core import from_x0_eps, get_schedule
+    from diffzoo.train import diffusion_loss
+
+    schedule = get_schedule(sched)
+    c = torch.tensor([[0.3, -1.2]], dtype=torch.float64)
+
+    def exact(x_t, t, cond=None):
+        a, s = schedule.alpha_sigma(t.to(torch.float64))
+        a, s = a[:, None], s[:, None]
+        eps = (x_t - a * c) / s
+        return from_x0_eps(c.expand_as(x_t), eps, ptype, a, s)
+
+    x0 = c.expand(64, 2).clone()
+    loss = diffusion_loss(exact, x0, schedule, torch.Generator().manual_seed(0), prediction_type=ptype)
+    assert float(loss) < 1e-12
+    wrong = diffusion_loss(lambda x, t, cond=None: torch.zeros_like(x), x0, schedule, torch.Generator().manual_seed(0),
+                           prediction_type=ptype)
+    assert float(wrong) > 1e-3
