@@ -42,12 +42,17 @@ class TimeMLP(nn.Module):
 
 
 class MLPDenoiser(nn.Module):
-    """Residual MLP ``(x, t[, class]) -> prediction`` for ``dim``-dimensional data."""
+    """Residual MLP ``(x, t[, class]) -> prediction`` for ``dim``-dimensional data.
+
+    The (time + class) embedding is added to the input projection and, with ``time_every_block``
+    (default), to the input of every residual block, so each block can be time-dependent.
+    """
 
     def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 4, time_dim: int = 64,
-                 num_classes: int = 0, time_scale: float = 1.0):
+                 num_classes: int = 0, time_scale: float = 1.0, time_every_block: bool = True):
         super().__init__()
         self.dim, self.num_classes = int(dim), int(num_classes)
+        self.time_every_block = bool(time_every_block)
         self.time = TimeMLP(time_dim, hidden, time_scale)
         self.label = nn.Embedding(num_classes + 1, hidden) if num_classes > 0 else None
         self.inp = nn.Linear(dim, hidden)
@@ -64,7 +69,7 @@ class MLPDenoiser(nn.Module):
             emb = emb + self.label(labels.long())
         h = self.inp(x) + emb
         for blk in self.blocks:
-            h = h + blk(h)
+            h = h + blk(h + emb if self.time_every_block else h)
         return self.out(h)
 
 

@@ -94,6 +94,8 @@ def _toy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="ring8", help="toy2d dataset name (default %(default)s)")
     p.add_argument("--hidden", type=int, default=256)
     p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--time-at-input-only", action="store_true",
+                   help="add the time embedding only at the input (the first toy2d models), not in every block")
     p.add_argument("--eval-samples", type=int, default=2000)
     add_train_args(p, steps=6000, batch_size=256, lr=1e-3, warmup_steps=200, ema_decay=0.999, ckpt_every=1000)
 
@@ -126,7 +128,8 @@ def toy2d_recipe(args: argparse.Namespace) -> dict[str, Any]:
 
     data = toy2d.get(args.dataset)
     schedule = get_schedule(SCHEDULE["name"])
-    arch_config = {"dim": data.dim, "hidden": args.hidden, "depth": args.depth}
+    arch_config = {"dim": data.dim, "hidden": args.hidden, "depth": args.depth,
+                   "time_every_block": not args.time_at_input_only}
 
     def batch_fn(step: int, gen: torch.Generator, bs: int) -> Tensor:
         return data.sample(bs, gen).to(torch.float32)
