@@ -92,12 +92,12 @@ def _run(args: argparse.Namespace, arch: str, arch_config: dict[str, Any], loss_
 
 def _toy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="ring8", help="toy2d dataset name (default %(default)s)")
-    p.add_argument("--hidden", type=int, default=256)
-    p.add_argument("--depth", type=int, default=4)
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--depth", type=int, default=3)
     p.add_argument("--time-at-input-only", action="store_true",
                    help="add the time embedding only at the input (the first toy2d models), not in every block")
     p.add_argument("--eval-samples", type=int, default=2000)
-    add_train_args(p, steps=6000, batch_size=256, lr=1e-3, warmup_steps=200, ema_decay=0.999, ckpt_every=1000)
+    add_train_args(p, steps=5000, batch_size=256, lr=1e-3, warmup_steps=200, ema_decay=0.999, ckpt_every=1000)
 
 
 @torch.no_grad()
@@ -200,12 +200,12 @@ def digits_classifier_recipe(args: argparse.Namespace) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------
 
 def _unet_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--ch", type=int, default=32)
+    p.add_argument("--ch", type=int, default=16, help="base channels (16: the shipped 0.16M model; 32: 0.65M)")
     p.add_argument("--blocks", type=int, default=1)
     p.add_argument("--label-dropout", type=float, default=0.1)
     p.add_argument("--guidance", type=float, default=2.0, help="CFG scale for the evaluation samples")
     p.add_argument("--eval-per-class", type=int, default=50)
-    add_train_args(p, steps=8000, batch_size=128, lr=1e-3, warmup_steps=200, ema_decay=0.999, ckpt_every=500)
+    add_train_args(p, steps=4500, batch_size=128, lr=2e-3, warmup_steps=200, ema_decay=0.999, ckpt_every=500)
 
 
 def digits_denoiser(model: torch.nn.Module, guidance: float = 1.0) -> Denoiser:
