@@ -131,3 +131,22 @@ def test_diffusion_loss_is_zero_for_the_exact_predictor_of_a_point_mass(ptype, s
     wrong = diffusion_loss(lambda x, t, cond=None: torch.zeros_like(x), x0, schedule, torch.Generator().manual_seed(0),
                            prediction_type=ptype)
     assert float(wrong) > 1e-3
+
+
+def test_cli_train_recipe_runs_resumes_and_reports(tmp_path, capsys):
+    import json as _json
+
+    from diffzoo.cli import main
+
+    argv = ["train", "toy2d", "--dataset", "moons", "--steps", "4", "--hidden", "8", "--depth", "1",
+            "--eval-samples", "20", "--no-progress", "--out-dir", str(tmp_path)]
+    assert main(argv) == 0
+    out = _json.loads(capsys.readouterr().out)
+    assert {"swd", "mmd2", "final_loss"} <= set(out)
+    _, meta = read_safetensors(tmp_path / "checkpoint.safetensors")
+    assert meta["step"] == 4 and meta["config"]["extra"]["arch"] == "mlp"
+    assert main(argv[:5] + ["6"] + argv[6:]) == 0  # resumes from step 4 to 6
+    _, meta = read_safetensors(tmp_path / "checkpoint.safetensors")
+    assert meta["step"] == 6
+    with pytest.raises(SystemExit):
+        main(["train", "no-such-recipe"])
