@@ -174,6 +174,9 @@ def export_to_zoo(name: str, arch: str, arch_config: dict[str, Any], model: torc
 def _vae_args(p: argparse.ArgumentParser) -> None:
     _common_args(p, steps=2000, bs=32, lr=1e-3, out="runs/tinysd-vae", ema=0.99)
     p.add_argument("--kl-weight", type=float, default=1e-4)
+    p.add_argument("--decoder-only-from", default=None,
+                   help="stage-1 VAE file: fine-tune only its decoder (encoder, latents and scale unchanged), "
+                        "as SD's ft-MSE decoder; the UNet trained on its latents stays valid")
 
 
 @torch.no_grad()
@@ -202,6 +205,11 @@ def train_tinysd_vae(args: argparse.Namespace) -> dict:
     model = TinySD()
     vae = model.vae
     kl_w = float(args.kl_weight)
+    base_meta: dict[str, Any] | None = None
+    if args.decoder_only_from:
+        base_meta = load_component(args.decoder_only_from, vae)
+        for mod in (vae.encoder, vae.quant_conv):
+            mod.requires_grad_(False)
 
     def sample_batch(step: int, g: torch.Generator, bs: int) -> Tensor:
         return shapes.render_batch(scene_batch(g, bs))
@@ -210,12 +218,14 @@ def train_tinysd_vae(args: argparse.Namespace) -> dict:
     res = train(vae, lambda m, b, g: vae_loss(m, b, g, kl_w), sample_batch,
                 _train_cfg(args, recipe="tinysd-vae", kl_weight=kl_w))
     ema = res.ema_model.eval()
-    scale = latent_scale(ema)
+    scale = latent_scale(ema) if base_meta is None else float(base_meta["scaling_factor"])
     metrics = dict(recon_psnr_db=round(reconstruction_psnr(ema), 3), scaling_factor=scale, steps=res.step,
                    final_loss=sum(res.losses[-50:]) / max(1, len(res.losses[-50:])),
                    wall_s=round(time.time() - t0, 1))
-    meta = dict(stage="tinysd-vae", config=model.config["vae"], scaling_factor=scale, seed=args.seed,
-                steps=res.step, train_command=_command(), metrics=metrics)
+    cmd = _command() if base_meta is None else f"{base_meta.get('train_command', '')} && {_command()}"
+    meta = dict(stage="tinysd-vae" if base_meta is None else "tinysd-vae (decoder fine-tuned)",
+                config=model.config["vae"], scaling_factor=scale, seed=args.seed, steps=res.step,
+                train_command=cmd, metrics=metrics, base_metrics=(base_meta or {}).get("metrics"))
     save_component(Path(args.out) / "vae.safetensors", ema, meta)
     log.info("tinysd-vae: %s", metrics)
     return metrics
@@ -236,6 +246,8 @@ def _unet_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--guidance", type=float, default=5.0)
     p.add_argument("--classifier", default="shapes-classifier", help="zoo name of the attribute classifier")
     p.add_argument("--png", default=None, help="write held-out truth/sample pairs to this PNG")
+    p.add_argument("--decoder", default=None,
+                   help="a decoder-fine-tuned VAE file (same encoder) to ship instead of --vae's decoder")
 
 
 @torch.no_grad()
@@ -271,6 +283,8 @@ def train_tinysd_unet(args: argparse.Namespace) -> dict:
     res = train(model, lambda m, b, g: unet_loss(m, b, g, p_uncond), sample_batch,
                 _train_cfg(args, recipe="tinysd-unet", p_uncond=p_uncond, vae=str(args.vae), bank=args.bank))
     ema = res.ema_model.eval()
+    if args.decoder:
+        vmeta = swap_decoder(ema, args.decoder)
     metrics: dict[str, Any] = dict(steps=res.step, final_loss=sum(res.losses[-100:]) / max(1, len(res.losses[-100:])),
                                    train_wall_s=round(time.time() - t0, 1), vae=vmeta.get("metrics"))
     if args.eval_n > 0:
@@ -288,9 +302,25 @@ def train_tinysd_unet(args: argparse.Namespace) -> dict:
     return metrics
 
 
+def swap_decoder(model: TinySD, path: str) -> dict[str, Any]:
+    """Load a decoder-fine-tuned VAE into ``model`` after checking its encoder is bit-identical (so
+    the UNet's latents are unchanged); returns the file's meta."""
+    from diffzoo.train.checkpoint import read_safetensors
+
+    tensors, meta = read_safetensors(path)
+    own = model.vae.state_dict()
+    enc = [k for k in own if k.startswith(("encoder.", "quant_conv."))]
+    changed = [k for k in enc if not torch.equal(own[k], tensors[k])]
+    if changed:
+        raise ValueError(f"decoder: {path} has a different encoder ({changed[0]} ...); the UNet's latents "
+                         "would change")
+    model.vae.load_state_dict(tensors, strict=True)
+    return meta
+
+
 def _vae_command(vmeta: dict[str, Any]) -> str:
     cmd = str(vmeta.get("train_command", ""))
-    return cmd.split("tinysd-vae", 1)[-1].strip() if "tinysd-vae" in cmd else ""
+    return cmd.split("diffzoo train tinysd-vae", 1)[-1].strip() if "tinysd-vae" in cmd else ""
 
 
 def _arch_config(model: TinySD) -> dict[str, Any]:
