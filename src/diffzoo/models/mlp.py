@@ -49,17 +49,28 @@ class MLPDenoiser(nn.Module):
     """
 
     def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 4, time_dim: int = 64,
-                 num_classes: int = 0, time_scale: float = 1.0, time_every_block: bool = True):
+                 num_classes: int = 0, time_scale: float = 1.0, time_every_block: bool = True,
+                 fourier_octaves: int = 0):
         super().__init__()
         self.dim, self.num_classes = int(dim), int(num_classes)
         self.time_every_block = bool(time_every_block)
+        self.fourier_octaves = int(fourier_octaves)
         self.time = TimeMLP(time_dim, hidden, time_scale)
         self.label = nn.Embedding(num_classes + 1, hidden) if num_classes > 0 else None
-        self.inp = nn.Linear(dim, hidden)
+        self.inp = nn.Linear(dim * (1 + 2 * self.fourier_octaves), hidden)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
             for _ in range(depth))
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
+
+    def encode_input(self, x: Tensor) -> Tensor:
+        """``[x, sin(2^k x), cos(2^k x)]_{k < fourier_octaves}``: positional encoding (Tancik et al. 2020)
+        that lets the MLP fit the sharp, local structure of tight modes (spectral bias)."""
+        if not self.fourier_octaves:
+            return x
+        freqs = 2.0 ** torch.arange(self.fourier_octaves, device=x.device, dtype=x.dtype)
+        ang = (x[:, :, None] * freqs).flatten(1)
+        return torch.cat([x, ang.sin(), ang.cos()], -1)
 
     def forward(self, x: Tensor, t: Tensor, cond: Any = None) -> Tensor:
         check_tensor(x, "x", ndim=2, shape=(None, self.dim))
@@ -67,7 +78,7 @@ class MLPDenoiser(nn.Module):
         if self.label is not None:
             labels = torch.full((x.shape[0],), self.num_classes, device=x.device) if cond is None else cond
             emb = emb + self.label(labels.long())
-        h = self.inp(x) + emb
+        h = self.inp(self.encode_input(x)) + emb
         for blk in self.blocks:
             h = h + blk(h + emb if self.time_every_block else h)
         return self.out(h)

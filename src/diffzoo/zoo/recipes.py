@@ -94,6 +94,7 @@ def _toy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="ring8", help="toy2d dataset name (default %(default)s)")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--fourier-octaves", type=int, default=0, help="positional encoding of x (0 = off)")
     p.add_argument("--time-at-input-only", action="store_true",
                    help="add the time embedding only at the input (the first toy2d models), not in every block")
     p.add_argument("--eval-samples", type=int, default=2000)
@@ -130,6 +131,8 @@ def toy2d_recipe(args: argparse.Namespace) -> dict[str, Any]:
     schedule = get_schedule(SCHEDULE["name"])
     arch_config = {"dim": data.dim, "hidden": args.hidden, "depth": args.depth,
                    "time_every_block": not args.time_at_input_only}
+    if args.fourier_octaves:
+        arch_config["fourier_octaves"] = args.fourier_octaves
 
     def batch_fn(step: int, gen: torch.Generator, bs: int) -> Tensor:
         return data.sample(bs, gen).to(torch.float32)
