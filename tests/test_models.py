@@ -56,3 +56,12 @@ def test_classifier_features_and_logits():
     assert m.features(x).shape == (3, 128) and m(x).shape == (3, 10)
     with pytest.raises(ValueError, match="x"):
         m.features(torch.rand(3, 1, 16, 16))
+
+
+def test_mlp_fourier_input_encoding():
+    m = build("mlp", dim=2, hidden=16, depth=1, fourier_octaves=3)
+    x = torch.tensor([[0.5, -1.0]])
+    enc = m.encode_input(x)
+    assert enc.shape == (1, 14) and torch.equal(enc[:, :2], x)
+    assert torch.allclose(enc[0, 2:8], torch.sin(torch.tensor([0.5, 1.0, 2.0, -1.0, -2.0, -4.0])))
+    assert m(x, torch.tensor([3.0])).shape == (1, 2)
