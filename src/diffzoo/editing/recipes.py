@@ -272,10 +272,12 @@ def train_tinysd_unet(args: argparse.Namespace) -> dict:
     vmeta = load_component(args.vae, model.vae)
     model.scaling_factor.fill_(float(vmeta["scaling_factor"]))
     model.vae.requires_grad_(False).eval()
-    bank = latent_bank(model, args.bank, seed=args.seed + 1)
     p_uncond = float(args.p_uncond)
+    bank: dict[str, Any] = {}
 
     def sample_batch(step: int, g: torch.Generator, bs: int) -> dict[str, Any]:
+        if not bank:  # built on first use: a finished run resumed for export/evaluation skips it
+            bank.update(latent_bank(model, args.bank, seed=args.seed + 1))
         idx = torch.randint(len(bank["captions"]), (bs,), generator=g)
         return dict(latents=bank["latents"][idx], captions=[bank["captions"][int(i)] for i in idx])
 
