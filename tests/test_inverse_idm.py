@@ -134,3 +134,18 @@ def test_bad_inputs():
         chain.steps[0].f(torch.zeros(1, 1, 8, 8, dtype=torch.float64))
     with pytest.raises(ValueError, match="steps"):
         IDMChain(TinyEps(), linear(1000), steps=0)
+
+
+@pytest.mark.parametrize("name", ["idm-cs10", "idm-cs30"])
+def test_shipped_idm_reproduces_recorded_metrics(name):
+    """Zoo integration: the shipped IDM chain re-measured on the test split matches its JSON metrics."""
+    from diffzoo import zoo
+    from diffzoo.bench.inverse import load_idm
+    from diffzoo.inverse.recipes import evaluate_idm
+
+    if name not in zoo.names():
+        pytest.skip(f"{name} not shipped")
+    chain, op, zm = load_idm(name)
+    got = evaluate_idm(chain, op)
+    assert abs(got["psnr"] - zm.metrics["psnr"]) < 1e-3
+    assert abs(got["ssim"] - zm.metrics["ssim"]) < 1e-4
