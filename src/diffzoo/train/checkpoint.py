@@ -23,9 +23,7 @@ from safetensors.torch import save_file
 Tensor = torch.Tensor
 META_KEY = "diffzoo"
 CKPT_NAME = "checkpoint.safetensors"
-_umask = os.umask(0)
-os.umask(_umask)
-_FILE_MODE = 0o666 & ~_umask  # what open() would give; mkstemp's 0600 is too strict for shipped files
+_FILE_MODE = 0o644  # mkstemp creates 0600, too strict for shipped weights
 
 
 def atomic_save_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, meta: dict[str, Any] | None = None
