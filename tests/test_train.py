@@ -150,3 +150,35 @@ def test_cli_train_recipe_runs_resumes_and_reports(tmp_path, capsys):
     assert meta["step"] == 6
     with pytest.raises(SystemExit):
         main(["train", "no-such-recipe"])
+
+
+_KILL_SCRIPT = r"""
+import os, signal, sys, torch
+sys.path.insert(0, {tests!r})
+from test_train import _batch, _cfg, _loss, _net
+from diffzoo.train import train
+
+def loss(model, batch, gen, calls=[0]):
+    calls[0] += 1
+    if calls[0] == 11:
+        os.kill(os.getpid(), signal.SIGKILL)  # a real kill, no cleanup
+    return _loss(model, batch, gen)
+
+train(_net(), loss, _batch, _cfg({out!r}, 13))
+"""
+
+
+def test_resume_after_real_sigkill_is_identical(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = _KILL_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path))
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == -9, proc.stderr.decode()[-2000:]
+    _, meta = read_safetensors(tmp_path / "checkpoint.safetensors")
+    assert meta["step"] == 8
+    resumed = train(_net(), _loss, _batch, _cfg(tmp_path, 13))
+    straight = train(_net(), _loss, _batch, _cfg(None, 13))
+    assert _same(straight.model, resumed.model) and _same(straight.ema_model, resumed.ema_model)
