@@ -13,7 +13,8 @@ mixture and a 5x5 grid of Gaussians).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

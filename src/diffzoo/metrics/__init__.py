@@ -4,5 +4,16 @@ from diffzoo.metrics.digits import classify, digit_features, digits_accuracy, di
 from diffzoo.metrics.distances import frechet_distance, gaussian_stats, mmd, nll, sliced_wasserstein
 from diffzoo.metrics.image import psnr, ssim
 
-__all__ = ["sliced_wasserstein", "mmd", "frechet_distance", "gaussian_stats", "nll", "psnr", "ssim",
-           "digits_accuracy", "digits_fd", "digit_features", "classify"]
+__all__ = [
+           "classify",
+           "digit_features",
+           "digits_accuracy",
+           "digits_fd",
+           "frechet_distance",
+           "gaussian_stats",
+           "mmd",
+           "nll",
+           "psnr",
+           "sliced_wasserstein",
+           "ssim",
+]

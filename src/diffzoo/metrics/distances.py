@@ -5,7 +5,8 @@ All take two sample sets of shape ``(n, d)`` (images are flattened) and compute 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

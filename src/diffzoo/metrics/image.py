@@ -6,7 +6,6 @@
 
 from __future__ import annotations
 
-
 import torch
 import torch.nn.functional as F
 
@@ -68,4 +67,4 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 2.0, win_size: int = 11, sigm
     return reduce(smap.flatten(1).mean(1), reduction)
 
 
-__all__ = ["psnr", "ssim", "gaussian_window"]
+__all__ = ["gaussian_window", "psnr", "ssim"]

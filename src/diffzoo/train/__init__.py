@@ -4,8 +4,32 @@
 ``diffzoo train RECIPE [options]`` runs a registered recipe (:mod:`diffzoo.train.recipes`).
 """
 
-from diffzoo.train.checkpoint import atomic_save_safetensors, load_checkpoint, read_safetensors, save_checkpoint
-from diffzoo.train.trainer import TrainConfig, TrainResult, diffusion_loss, ema_update, lr_at, step_generator, train
+from diffzoo.train.checkpoint import (
+           atomic_save_safetensors,
+           load_checkpoint,
+           read_safetensors,
+           save_checkpoint,
+)
+from diffzoo.train.trainer import (
+           TrainConfig,
+           TrainResult,
+           diffusion_loss,
+           ema_update,
+           lr_at,
+           step_generator,
+           train,
+)
 
-__all__ = ["TrainConfig", "TrainResult", "train", "diffusion_loss", "ema_update", "lr_at", "step_generator",
-           "atomic_save_safetensors", "read_safetensors", "save_checkpoint", "load_checkpoint"]
+__all__ = [
+           "TrainConfig",
+           "TrainResult",
+           "atomic_save_safetensors",
+           "diffusion_loss",
+           "ema_update",
+           "load_checkpoint",
+           "lr_at",
+           "read_safetensors",
+           "save_checkpoint",
+           "step_generator",
+           "train",
+]

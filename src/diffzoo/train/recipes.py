@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import importlib.util
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from diffzoo.core.errors import check_choice
 

@@ -167,4 +167,4 @@ def report(weights_dir: str | os.PathLike | None = None) -> str:
     return "\n".join([head, *rows])
 
 
-__all__ = ["ZooModel", "names", "load", "save", "read_config", "report", "WEIGHTS_DIR"]
+__all__ = ["WEIGHTS_DIR", "ZooModel", "load", "names", "read_config", "report", "save"]
