@@ -85,3 +85,17 @@ def test_ssim_matches_scikit_image_style_reference():
     c1, c2 = 0.01 ** 2, 0.03 ** 2
     ref = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
     assert math.isclose(float(ssim(x, y, data_range=1.0)), float(ref), rel_tol=1e-9)
+
+
+def test_frechet_distance_matches_scipy_sqrtm_formula():
+    import numpy as np
+    from scipy import linalg
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(200, 6)), rng.normal(size=(300, 6)) @ rng.normal(size=(6, 6)) + 0.5
+    mu1, mu2 = a.mean(0), b.mean(0)
+    s1, s2 = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    covmean = linalg.sqrtm(s1 @ s2).real
+    ref = ((mu1 - mu2) ** 2).sum() + np.trace(s1) + np.trace(s2) - 2 * np.trace(covmean)
+    ours = float(frechet_distance(torch.from_numpy(a), torch.from_numpy(b)))
+    assert math.isclose(ours, ref, rel_tol=1e-8)
