@@ -8,8 +8,22 @@ import itertools
 import pytest
 import torch
 
-from diffzoo.core import (PREDICTION_TYPES, Denoiser, cfg_combine, cfg_denoiser, convert, cosine, from_diffusers_config,
-                          from_x0_eps, generators_from_seeds, get_schedule, linear, randn, scaled_linear, to_x0_eps)
+from diffzoo.core import (
+    PREDICTION_TYPES,
+    Denoiser,
+    cfg_combine,
+    cfg_denoiser,
+    convert,
+    cosine,
+    from_diffusers_config,
+    from_x0_eps,
+    generators_from_seeds,
+    get_schedule,
+    linear,
+    randn,
+    scaled_linear,
+    to_x0_eps,
+)
 from diffzoo.core.analytic import GaussianMixture
 
 

@@ -11,8 +11,19 @@ import torch
 from diffzoo.core import Denoiser, get_schedule
 from diffzoo.core.analytic import GaussianMixture
 from diffzoo.core.random import generators_from_seeds
-from diffzoo.sampling import (SAMPLERS, SPACINGS, ddim, ddpm, flow_euler, get_timesteps, heun, initial_noise, nfe,
-                              sample, steps_for_nfe)
+from diffzoo.sampling import (
+    SAMPLERS,
+    SPACINGS,
+    ddim,
+    ddpm,
+    flow_euler,
+    get_timesteps,
+    heun,
+    initial_noise,
+    nfe,
+    sample,
+    steps_for_nfe,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -13,7 +13,7 @@ pytest.importorskip("torchsde")
 if importlib.util.find_spec("k_diffusion") is None:
     pytest.skip("k-diffusion not installed (pip install k-diffusion --no-deps)", allow_module_level=True)
 
-from diffzoo.bench import samplers as bench  # noqa: E402
+from diffzoo.bench import samplers as bench
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -39,7 +39,7 @@ def test_cli_writes_png_npz_safetensors(tiny_models, tmp_path, capsys):
     _, unet = tiny_models
     outs = [tmp_path / "g.png", tmp_path / "s.npz", tmp_path / "s.safetensors"]
     rc = main(["sample", unet, "--sampler", "ddim", "--steps", "3", "-n", "5", "--guidance", "2",
-               "--class-label", "all", "--seed", "1", *sum((["--out", str(o)] for o in outs), [])])
+               "--class-label", "all", "--seed", "1", *[a for o in outs for a in ("--out", str(o))]])
     assert rc == 0 and all(o.is_file() for o in outs)
     data = np.load(outs[1])
     assert data["samples"].shape == (5, 1, 8, 8) and data["labels"].tolist() == [0, 1, 2, 3, 4]

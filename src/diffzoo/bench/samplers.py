@@ -23,8 +23,9 @@ import logging
 import math
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -140,7 +141,7 @@ def _start(subj: Subject, n: int, steps: int, spacing: str, seed: int) -> tuple[
 def _diffusers_config(den: Denoiser) -> dict[str, Any]:
     sch = den.schedule
     if not isinstance(sch, DiscreteSchedule):
-        raise ValueError(f"schedule: diffusers' schedulers need a discrete schedule, got {sch.name!r}")
+        raise TypeError(f"schedule: diffusers' schedulers need a discrete schedule, got {sch.name!r}")
     return {"num_train_timesteps": sch.num_train_timesteps, "trained_betas": sch.betas.numpy().tolist(),
             "set_alpha_to_one": sch.final_alpha_cumprod == 1.0, "prediction_type": den.prediction_type}
 

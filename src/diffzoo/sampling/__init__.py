@@ -20,7 +20,8 @@ name           method                                      NFE
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 

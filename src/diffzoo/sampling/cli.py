@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 
@@ -114,14 +115,14 @@ def sample_zoo(name: str, sampler: str = "dpmpp_2m", steps: int = 20, spacing: s
 
 
 # ------------------------------------------------------------------------------------------------ output
-def image_grid(x: Tensor, nrow: int | None = None, pad: int = 1, scale: int = 4) -> "Any":
+def image_grid(x: Tensor, nrow: int | None = None, pad: int = 1, scale: int = 4) -> Any:
     """A PIL image tiling ``(B, C, H, W)`` samples in ``[-1, 1]`` (C = 1 or 3)."""
     from PIL import Image
 
     b, c, h, w = x.shape
     if c not in (1, 3):
         raise ValueError(f"samples: a PNG grid needs 1 or 3 channels, got {c}")
-    nrow = nrow or max(1, int(round(b ** 0.5)))
+    nrow = nrow or max(1, round(b ** 0.5))
     rows = (b + nrow - 1) // nrow
     canvas = torch.ones(c, rows * (h + pad) + pad, nrow * (w + pad) + pad)
     img = ((x.detach().float().cpu().clamp(-1, 1) + 1) / 2)
@@ -133,7 +134,7 @@ def image_grid(x: Tensor, nrow: int | None = None, pad: int = 1, scale: int = 4)
     return pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
 
 
-def scatter_png(x: Tensor, size: int = 400, lim: float | None = None) -> "Any":
+def scatter_png(x: Tensor, size: int = 400, lim: float | None = None) -> Any:
     """A PIL scatter plot of 2-D points."""
     from PIL import Image, ImageDraw
 

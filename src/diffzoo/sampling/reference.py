@@ -12,8 +12,9 @@ import importlib.util
 import inspect
 import sys
 import types
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -42,7 +43,7 @@ def load_k_diffusion_sampling() -> types.ModuleType:
     spec = importlib.util.find_spec("k_diffusion")
     if spec is None or not spec.submodule_search_locations:
         raise ModuleNotFoundError("k_diffusion: not installed (pip install k-diffusion --no-deps)")
-    root = Path(list(spec.submodule_search_locations)[0])
+    root = Path(next(iter(spec.submodule_search_locations)))
     pkg = types.ModuleType(_KD_PACKAGE)
     pkg.__path__ = [str(root)]  # type: ignore[attr-defined]
     utils = types.ModuleType(f"{_KD_PACKAGE}.utils")
