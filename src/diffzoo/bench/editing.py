@@ -45,7 +45,7 @@ class EditBenchConfig:
 
     n: int = 40  # source scenes (one edit each, kinds cycled)
     steps: int = 50  # DDIM grid steps for every method
-    guidance: float = 7.5  # edit guidance (target branch) of the inversion methods
+    guidance: float = 5.0  # edit guidance of the inversion methods and SDEdit (TinySD samples at 5)
     edict_guidance: float = 3.0  # EDICT's inversion/edit guidance (official default for editing)
     ddpm_guidance: float = 3.5  # edit-friendly DDPM: inversion (cfg_src)
     ddpm_skip: float = 0.36  # T_skip as a fraction of the steps
