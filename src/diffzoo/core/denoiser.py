@@ -93,7 +93,7 @@ class Denoiser:
         """``(x0_hat, eps_hat)`` at model time ``t`` (exact conversion from the native prediction)."""
         pred = self(x, t, cond)
         tt = self._times(x, t).to(x.dtype)
-        a, s = self.schedule.alpha_sigma(tt)
+        a, s = self.schedule.alpha_sigma(tt, check=False)  # __call__ validated t
         da = ds = None
         if self.prediction_type == "velocity":
             da, ds = self.schedule.d_alpha_sigma(tt)

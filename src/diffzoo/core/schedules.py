@@ -54,7 +54,7 @@ class NoiseSchedule:
     t_end: float = 0.0
 
     # --- the two functions that define the process --------------------------------------------
-    def alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+    def alpha_sigma(self, t: Tensor | float, check: bool = True) -> tuple[Tensor, Tensor]:
         raise NotImplementedError
 
     def alpha(self, t: Tensor | float) -> Tensor:
@@ -124,25 +124,34 @@ class DiscreteSchedule(NoiseSchedule):
         acp = self.alphas_cumprod
         return 1 - acp / torch.cat([acp.new_ones(1), acp[:-1]])
 
-    def _abar(self, t: Tensor) -> Tensor:
-        """``abar`` at (possibly fractional) model time ``t``; ``t = -1`` gives the final value."""
-        acp = self.alphas_cumprod.to(t.device)
-        tf = t.to(torch.float64)
-        end = tf < 0
-        if bool(((tf < -1) | (tf > self.t_max)).any()) if not tf.requires_grad else False:
+    def check_times(self, t: Tensor) -> None:
+        """Raise ``ValueError`` naming ``t`` if any model time lies outside ``[-1, T-1]`` (one host sync)."""
+        tf = t.detach().to(torch.float64)
+        if bool(((tf < -1) | (tf > self.t_max)).any()):
             raise ValueError(f"t: discrete timesteps must lie in [-1, {self.t_max:g}] (got min "
                              f"{tf.min().item():g}, max {tf.max().item():g})")
+
+    def _abar(self, t: Tensor) -> Tensor:
+        """``abar`` at (possibly fractional) model time ``t``; ``t = -1`` gives the final value.
+
+        No validation and no host sync: this is on every sampler step's path.
+        """
+        tf = t.to(torch.float64)
         tc = tf.clamp(0, self.t_max)
         lo = tc.floor().long()
-        hi = tc.ceil().long()
-        w = tc - lo.to(tf.dtype)
+        w = tc - lo
+        hi = (lo + 1).clamp(max=self.num_train_timesteps - 1)
         log_ve = self._log_ve.to(t.device)
-        lv = (1 - w) * log_ve[lo] + w * log_ve[hi]
-        abar = torch.where(w == 0, acp[lo], 1.0 / (1.0 + torch.exp(2 * lv)))
-        return torch.where(end, torch.full_like(abar, self.final_alpha_cumprod), abar)
+        lv = torch.lerp(log_ve[lo], log_ve[hi], w)
+        abar = torch.where(w == 0, self.alphas_cumprod.to(t.device)[lo], torch.sigmoid(-2 * lv))
+        return torch.where(tf < 0, self.final_alpha_cumprod, abar)
 
-    def alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+    def alpha_sigma(self, t: Tensor | float, check: bool = True) -> tuple[Tensor, Tensor]:
+        """``(sqrt(abar_t), sqrt(1 - abar_t))``; ``check=False`` skips the range check (hot paths that
+        validated their times already)."""
         t = _as_time(t)
+        if check and not t.requires_grad:
+            self.check_times(t)
         abar = self._abar(t)
         out_dtype = t.dtype if t.is_floating_point() else torch.float64
         return abar.sqrt().to(out_dtype), (1 - abar).clamp(min=0).sqrt().to(out_dtype)
@@ -227,7 +236,7 @@ class ContinuousSchedule(NoiseSchedule):
         self.t_min, self.t_max, self.t_end = float(t_min), float(t_max), float(t_end)
         self.ve_sigma_fn_inv = ve_sigma_fn_inv
 
-    def alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+    def alpha_sigma(self, t: Tensor | float, check: bool = True) -> tuple[Tensor, Tensor]:
         t = _as_time(t)
         tf = t if t.is_floating_point() else t.to(torch.float64)
         return self.alpha_fn(tf), self.sigma_fn(tf)
