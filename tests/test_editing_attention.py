@@ -153,6 +153,9 @@ def test_local_blend_keeps_background(model):
         lat = torch.randn(2, 4, 8, 8, dtype=torch.float64)
         out = ctl.step_callback(lat)
         mask = ctl.local_blend.mask(ctl, (8, 8))[0, 0]
+        ctl.local_blend.normalize = "minmax"  # (m - min) / (max - min) <= m / max: a subset of the mask
+        mm = ctl.local_blend.mask(ctl, (8, 8))[0, 0]
+    assert bool(mm.any()) and not bool((mm & ~mask).any())
     assert torch.equal(out[0], lat[0])
     assert 0 < int(mask.sum()) < 64
     assert torch.equal(out[1][:, ~mask], lat[0][:, ~mask]) and torch.allclose(

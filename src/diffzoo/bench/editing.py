@@ -54,6 +54,8 @@ class EditBenchConfig:
     sdedit_strength: float = 0.6
     cross_steps: float = 0.8  # P2P windows
     self_steps: float = 0.4
+    blend_threshold: float = 0.7  # local blend on min-max normalised maps (TinySD's maps are diffuse)
+    blend_normalize: str = "minmax"
     nt_inner: int = 10  # null-text inner Adam steps
     n64: int = 4  # pairs measured in float64 (reconstruction only)
     n_drift: int = 8  # pairs of the reconstruction-vs-guidance table (DDIM inversion vs EDICT)
@@ -83,18 +85,17 @@ class MethodRun:
 
 
 def blend_words(pair: Any) -> list[list[str]] | None:
-    """Local-blend words of an edit: the edited object's words in source and target (none for a
-    background change, which is global)."""
+    """Local-blend phrases of an edit: the edited object's description (colour, shape, position) in the
+    source and the target caption, so that other objects sharing a word are not masked; none for a
+    background change, which is global."""
+    from diffzoo.data import shapes
+
     e = pair.edit
     if e.kind == "background":
         return None
-    so, to = pair.source.objects[e.index], pair.target.objects
-    tgt = (
-        next(o for o in to if (o.cell, o.shape, o.color) != (so.cell, so.shape, so.color))
-        if e.kind != "move"
-        else next(o for o in to if o.cell == int(e.value))
-    )
-    return [[so.color, so.shape], [tgt.color, tgt.shape]]
+    so = pair.source.objects[e.index]
+    to = next(o for o in pair.target.objects if o not in pair.source.objects)
+    return [[shapes.describe(so)], [shapes.describe(to)]]
 
 
 def _p2p(model: Any, pair: Any, cfg: EditBenchConfig, num_steps: int) -> Any:
@@ -109,6 +110,7 @@ def _p2p(model: Any, pair: Any, cfg: EditBenchConfig, num_steps: int) -> Any:
         cross=cfg.cross_steps,
         self_=cfg.self_steps,
         blend_words=blend_words(pair),
+        blend=dict(blend_threshold=cfg.blend_threshold, blend_normalize=cfg.blend_normalize),
     )
 
 
@@ -204,6 +206,8 @@ def _infedit(
         guidance=cfg.infedit_guidance,
         generator=torch.Generator().manual_seed(gen_seed),
         blend_words=blend_words(pair),
+        blend_threshold=cfg.blend_threshold,
+        blend_normalize=cfg.blend_normalize,
         **kw,
     )
     return MethodRun(edited=out.image, recon=rec.latents, nfe=out.nfe, seconds=out.seconds)
@@ -570,7 +574,8 @@ def _report(
         f"(EDICT {cfg.edict_guidance}, InfEdit {cfg.infedit_guidance} at strength "
         f"{cfg.infedit_strength}, "
         f"SDEdit strength {cfg.sdedit_strength}), P2P cross {cfg.cross_steps} / self {cfg.self_steps} "
-        f"with local blend on the edited object's words, null-text {cfg.nt_inner} inner steps; float64 "
+        f"with local blend on the edited object's phrase (threshold {cfg.blend_threshold} on "
+        f"{cfg.blend_normalize}-normalised maps), null-text {cfg.nt_inner} inner steps; float64 "
         f"reconstruction on the first {cfg.n64} pairs. Total {seconds:.0f} s on CPU.",
         "",
         "Reconstruction: invert with the source caption and regenerate (MSE in latent space; PSNR of the "

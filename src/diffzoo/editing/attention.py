@@ -297,21 +297,26 @@ class LocalBlend:
     ``words``: one tuple of words per branch (e.g. ``(("circle",), ("square",))``). The mask is the
     union over branches of ``maxpool(map) / max(map) > threshold`` where ``map`` is the accumulated,
     layer- and head-averaged cross-attention of the branch's words; blending starts at step
-    ``start_blend * num_steps``.
+    ``start_blend * num_steps``. ``pool`` is the max-pool radius on a 16x16 map (P2P's), scaled to the
+    latent size (radius 0 below 16x16 latents). ``normalize="minmax"`` subtracts each map's minimum
+    before dividing by its peak (a diffzoo option for the diffuse maps of small models; P2P: ``"max"``).
     """
 
     words: Sequence[Sequence[str]]
     threshold: float = 0.3
     start_blend: float = 0.2
     pool: int = 1
+    normalize: str = "max"
     token_weights: Tensor | None = field(default=None, repr=False)
 
     def mask(self, store: AttentionStore, size: tuple[int, int]) -> Tensor:
         """The boolean blend mask ``(1, 1, H, W)``."""
         maps = store.word_maps(size, self.token_weights)
-        k = self.pool
+        k = int(self.pool * min(size) / 16)
         if k > 0:
             maps = F.max_pool2d(maps, 2 * k + 1, stride=1, padding=k)
+        if self.normalize == "minmax":  # for diffuse maps (small models): stretch to [0, 1] first
+            maps = maps - maps.amin(dim=(2, 3), keepdim=True)
         peak = maps.amax(dim=(2, 3), keepdim=True).clamp_min(1e-12)
         return ((maps / peak) > self.threshold).any(0, keepdim=True)
 
@@ -517,6 +522,7 @@ def replace(
     self_replace_steps: float = 0.4,
     blend_words: Sequence[Sequence[str]] | None = None,
     blend_threshold: float = 0.3,
+    blend_normalize: str = "max",
     **kw: Any,
 ) -> PromptToPrompt:
     """P2P word swap: the edit prompt has the same token count as the source (e.g. a colour word swapped)."""
@@ -524,7 +530,7 @@ def replace(
     ls, lt = prompt_length(tokenize, prompts[0]), prompt_length(tokenize, prompts[1])
     if ls != lt:
         raise ValueError(f"prompts: replace needs the same token count ({ls} vs {lt}); use refine")
-    lb = _local_blend(tokenize, prompts, blend_words, threshold=blend_threshold)
+    lb = _local_blend(tokenize, prompts, blend_words, threshold=blend_threshold, normalize=blend_normalize)
     return PromptToPrompt(
         num_steps,
         "replace",
@@ -544,12 +550,13 @@ def refine(
     self_replace_steps: float = 0.4,
     blend_words: Sequence[Sequence[str]] | None = None,
     blend_threshold: float = 0.3,
+    blend_normalize: str = "max",
     **kw: Any,
 ) -> PromptToPrompt:
     """P2P refinement: words added to / changed in the prompt; aligned tokens take the source's maps."""
     _check_prompts(prompts)
     mapper, alphas = refinement_alignment(_ids(tokenize, prompts[0]), _ids(tokenize, prompts[1]))
-    lb = _local_blend(tokenize, prompts, blend_words, threshold=blend_threshold)
+    lb = _local_blend(tokenize, prompts, blend_words, threshold=blend_threshold, normalize=blend_normalize)
     return PromptToPrompt(
         num_steps,
         "refine",
@@ -571,6 +578,7 @@ def unified(
     self_replace_steps: float = 0.3,
     blend_words: Sequence[Sequence[str]] | None = None,
     blend_threshold: float = 0.3,
+    blend_normalize: str = "max",
 ) -> UnifiedAttentionControl:
     """InfEdit's unified attention control for ``[source; target; mutual]`` from ``[source, target]`` prompts.
 
@@ -584,7 +592,9 @@ def unified(
             raise ValueError(
                 f"blend_words: expected (source words, target words), got {len(blend_words)} entries"
             )
-        lb = LocalBlend(words=blend_words, threshold=blend_threshold, start_blend=0.0)
+        lb = LocalBlend(
+            words=blend_words, threshold=blend_threshold, start_blend=0.0, normalize=blend_normalize
+        )
         w = _word_weights(tokenize, prompts, blend_words)
         lb.token_weights = torch.stack([torch.zeros_like(w[1]), w[1], torch.zeros_like(w[1])])
     return UnifiedAttentionControl(
@@ -608,6 +618,7 @@ def reweight(
     self_replace_steps: float = 0.4,
     blend_words: Sequence[Sequence[str]] | None = None,
     blend_threshold: float = 0.3,
+    blend_normalize: str = "max",
     **kw: Any,
 ) -> PromptToPrompt:
     """P2P attention re-weighting: scale the edit branch's cross-attention to ``weights`` words of the
@@ -625,7 +636,7 @@ def reweight(
     mapper = alphas = None
     if mode == "refine":
         mapper, alphas = refinement_alignment(_ids(tokenize, prompts[0]), _ids(tokenize, prompts[1]))
-    lb = _local_blend(tokenize, prompts, blend_words, threshold=blend_threshold)
+    lb = _local_blend(tokenize, prompts, blend_words, threshold=blend_threshold, normalize=blend_normalize)
     return PromptToPrompt(
         num_steps,
         mode,

@@ -104,10 +104,14 @@ def make_controller(
     self_: float = 0.4,
     blend_words: list[list[str]] | None = None,
     weights: dict[str, float] | None = None,
+    blend: dict[str, Any] | None = None,
 ) -> Any:
-    """A prompt-to-prompt controller for ``[source; target]`` (``None``: mode "none" and no weights)."""
+    """A prompt-to-prompt controller for ``[source; target]`` (``None``: mode "none" and no weights).
+
+    ``blend``: local-blend options of the factories (``blend_threshold``, ``blend_normalize``)."""
     from diffzoo.editing import attention as A
 
+    blend = dict(blend or {})
     if weights:
         return A.reweight(
             model.tokenize,
@@ -117,6 +121,7 @@ def make_controller(
             cross_replace_steps=cross,
             self_replace_steps=self_,
             blend_words=blend_words,
+            **blend,
         )
     if mode == "none":
         return None
@@ -133,6 +138,7 @@ def make_controller(
         cross_replace_steps=cross,
         self_replace_steps=self_,
         blend_words=blend_words,
+        **blend,
     )
 
 

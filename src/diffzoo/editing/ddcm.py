@@ -146,6 +146,8 @@ def ddcm_edit(
     cross_replace_steps: float = 0.7,
     self_replace_steps: float = 0.3,
     blend_words: Any = None,
+    blend_threshold: float = 0.3,
+    blend_normalize: str = "max",
     decode: bool = True,
 ) -> DDCMResult:
     """InfEdit: edit an image (or latents) from ``source_prompt`` to ``target_prompt`` without inversion.
@@ -185,6 +187,8 @@ def ddcm_edit(
             cross_replace_steps=cross_replace_steps,
             self_replace_steps=self_replace_steps,
             blend_words=blend_words,
+            blend_threshold=blend_threshold,
+            blend_normalize=blend_normalize,
         )
     mutual = controller is not None and controller.num_branches == 3
     conds = torch.cat([emb, emb[:1]]) if mutual else emb
