@@ -101,7 +101,7 @@ def inverse_section(out_dir: Path, n: int = 16, steps: int = 50, seed: int = 0) 
                                    zeta=1.0)
             rows.append({"operator": op_name, "method": method, "steps": 0 if method == "pinv" else steps,
                          "PSNR dB": float(psnr(out.clamp(-1, 1), x)),
-                         "||Ax-y||": float(measurement_error(op, out, y).mean()),
+                         "‖Ax-y‖": float(measurement_error(op, out, y).mean()),
                          "wall s": time.perf_counter() - t0})
             grid.append(out.clamp(-1, 1))
     image_grid(torch.cat(grid), nrow=n).save(out_dir / "inverse_restorations.png")
