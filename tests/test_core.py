@@ -27,13 +27,6 @@ from diffzoo.core import (
 from diffzoo.core.analytic import GaussianMixture
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and fair to the other test files on a shared box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.mark.parametrize("ours,kind", [(linear, "linear"), (scaled_linear, "scaled_linear"),

@@ -15,13 +15,6 @@ from diffzoo.sampling import reference as ref
 pytest.importorskip("diffusers")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and fair to the other test files on a shared box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 TOL = 1e-5
 needs_kdiff = pytest.mark.skipif(importlib.util.find_spec("k_diffusion") is None or
                                  importlib.util.find_spec("torchsde") is None or

@@ -16,13 +16,6 @@ if importlib.util.find_spec("k_diffusion") is None:
 from diffzoo.bench import samplers as bench
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: one intra-op thread is faster and fair to the other test files on a shared box."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_rows_parity_and_nfe():
