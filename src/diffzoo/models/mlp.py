@@ -23,8 +23,9 @@ Tensor = torch.Tensor
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
     """Sinusoidal embedding ``[cos(t w_k), sin(t w_k)]`` with ``w_k = max_period^(-k / (dim/2))``."""
     half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = t.to(torch.float32)[:, None] * freqs[None]
+    dtype = t.dtype if t.dtype in (torch.float32, torch.float64) else torch.float32  # float64 nets stay float64
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=dtype, device=t.device) / half)
+    args = t.to(dtype)[:, None] * freqs[None]
     emb = torch.cat([args.cos(), args.sin()], -1)
     return nn.functional.pad(emb, (0, dim % 2)) if dim % 2 else emb
 
