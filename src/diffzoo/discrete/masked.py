@@ -62,8 +62,8 @@ def mask_tokens(x0: Tensor, t: Tensor, schedule: str | MaskSchedule, mask_id: in
     ``t``: shape ``(B,)``. Returns the masked sequence (same shape as ``x0``).
     """
     sched = get_mask_schedule(schedule)
-    a = sched.alpha(t.to(torch.float64)).view(-1, *([1] * (x0.ndim - 1)))
-    u = rand(x0.shape, generator, dtype=torch.float64, device=x0.device)
+    a = sched.alpha(t.to(torch.float64).cpu()).to(x0.device).view(-1, *([1] * (x0.ndim - 1)))
+    u = rand(x0.shape, generator, dtype=torch.float64).to(x0.device)  # CPU draw: generator-portable
     return torch.where(u < 1.0 - a, torch.full_like(x0, mask_id), x0)
 
 
@@ -79,7 +79,7 @@ def masked_diffusion_loss(model: TokenModel, x0: Tensor, schedule: str | MaskSch
     vocab = model_vocab(model)
     check_tokens(x0, vocab, "x0", allow_mask=False)
     b, length = x0.shape
-    u0 = rand((1,), generator, dtype=torch.float64, device=x0.device)
+    u0 = rand((1,), generator, dtype=torch.float64).to(x0.device)
     strat = (u0 + torch.arange(b, dtype=torch.float64, device=x0.device) / b) % 1.0
     if loss_type == "elbo":
         sched = get_mask_schedule(schedule)
@@ -88,7 +88,7 @@ def masked_diffusion_loss(model: TokenModel, x0: Tensor, schedule: str | MaskSch
         weight = sched.elbo_weight(t)
     else:
         k = (strat * length).floor().long() + 1
-        noise = rand(x0.shape, generator, dtype=torch.float64, device=x0.device)
+        noise = rand(x0.shape, generator, dtype=torch.float64).to(x0.device)
         rank = noise.argsort(dim=1).argsort(dim=1)
         xt = torch.where(rank < k[:, None], torch.full_like(x0, vocab), x0)
         weight = length / k.to(torch.float64)

@@ -1,14 +1,21 @@
-"""``diffzoo train masked-digits``: a time-agnostic masked diffusion model on the discrete digits view.
+"""Training recipes of masked discrete diffusion: ``diffzoo train masked-digits | masked-shapes``.
 
-Trains :class:`diffzoo.models.transformer.MaskedTransformer` (64 tokens x 17 levels + [MASK]) with the
-continuous-time masked-diffusion ELBO (:func:`diffzoo.discrete.masked.masked_diffusion_loss`) on the
-digits train split, with diffzoo's trainer, and ships the EMA model to the zoo.
+Both train :class:`diffzoo.models.transformer.MaskedTransformer` with the continuous-time masked-
+diffusion ELBO (:func:`diffzoo.discrete.masked.masked_diffusion_loss`) and diffzoo's trainer, then ship
+the EMA model to the zoo with its test negative ELBO:
+
+* ``masked-digits``: the discrete digits view, 64 tokens (one per pixel) over 17 grey levels.
+* ``masked-shapes``: the shapes world tokenised by a patch VQ (MaskGIT-style tokens, at toy scale):
+  every 4x4 RGB patch of a 32x32 scene is one of ``--codes`` k-means codes learned from rendered
+  scenes, so a scene is 64 tokens; the codebook ships inside the model (buffer ``codebook``) and
+  :func:`diffzoo.discrete.tokens.token_space` decodes tokens back to pixels.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable
 
 import torch
 
@@ -16,62 +23,142 @@ from diffzoo.discrete.masked import masked_diffusion_loss, negative_elbo
 from diffzoo.train.recipes import register_recipe
 
 log = logging.getLogger(__name__)
+Tensor = torch.Tensor
 
 
-def _add_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=2500)
-    p.add_argument("--batch-size", type=int, default=128)
+def _model_args(p: argparse.ArgumentParser, name: str, steps: int, d_model: int) -> None:
+    p.add_argument("--steps", type=int, default=steps)
+    p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--warmup-steps", type=int, default=100)
-    p.add_argument("--ema-decay", type=float, default=0.995)
+    p.add_argument("--warmup-steps", type=int, default=500)
+    p.add_argument("--ema-decay", type=float, default=0.999)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--schedule", default="linear", choices=["linear", "cosine"])
     p.add_argument("--loss-type", default="elbo", choices=["elbo", "any_order"])
-    p.add_argument("--d-model", type=int, default=64)
+    p.add_argument("--d-model", type=int, default=d_model)
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--n-heads", type=int, default=4)
     p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--out-dir", default="runs/masked-digits")
-    p.add_argument("--name", default="masked-digits", help="zoo name to save the EMA model under ('' = don't)")
+    p.add_argument("--out-dir", default=f"runs/{name}")
+    p.add_argument("--name", default=name, help="zoo name to save the EMA model under ('' = don't)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
 
 
-@register_recipe("masked-digits", "masked (absorbing) discrete diffusion on 8x8 digits (64 tokens, 17 levels)",
-                 _add_args)
-def train_masked_digits(args: argparse.Namespace) -> dict:
-    """Train, evaluate the test negative ELBO (nats/token, bits/token) and save to the zoo."""
-    from diffzoo.data import digits
+def _digits_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p, "masked-digits", steps=20000, d_model=96)
+
+
+def _shapes_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p, "masked-shapes", steps=20000, d_model=128)
+    p.add_argument("--train-scenes", type=int, default=60000, help="rendered training scenes")
+    p.add_argument("--codes", type=int, default=256, help="VQ codebook size K")
+    p.add_argument("--patch", type=int, default=4, help="patch side of one token (pixels)")
+    p.add_argument("--kmeans-scenes", type=int, default=4000, help="scenes whose patches fit the codebook")
+    p.add_argument("--kmeans-iters", type=int, default=30)
+
+
+def train_masked(args: argparse.Namespace, data: Tensor, test: Tensor, vocab: int, arch_extra: dict | None = None,
+                 dataset: str = "", extra_metrics: Callable[[torch.nn.Module], dict] | None = None,
+                 model_init: Callable[[torch.nn.Module], None] | None = None) -> dict:
+    """Shared body of the masked recipes: train on token rows ``data (N, L)``, evaluate the test
+    negative ELBO (nats/token and bits/token) and ship the EMA model as ``args.name``."""
     from diffzoo.models.registry import build
     from diffzoo.train.trainer import TrainConfig, train
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    arch_config = dict(vocab_size=digits.NUM_LEVELS, seq_len=64, d_model=args.d_model, n_layers=args.n_layers,
-                       n_heads=args.n_heads, dropout=args.dropout)
+    length = data.shape[1]
+    arch_config = dict(vocab_size=vocab, seq_len=length, d_model=args.d_model, n_layers=args.n_layers,
+                       n_heads=args.n_heads, dropout=args.dropout, **(arch_extra or {}))
     model = build("masked-transformer", **arch_config)
-    data = digits.load("train").levels
+    if model_init is not None:
+        model_init(model)
 
-    def sample_batch(step: int, gen: torch.Generator, bs: int) -> torch.Tensor:
+    def sample_batch(step: int, gen: torch.Generator, bs: int) -> Tensor:
         return data[torch.randint(len(data), (bs,), generator=gen)]
 
-    def loss_fn(m: torch.nn.Module, batch: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        m.vocab_size, m.seq_len = digits.NUM_LEVELS, 64  # visible through DDP wrappers too
+    def loss_fn(m: torch.nn.Module, batch: Tensor, gen: torch.Generator) -> Tensor:
+        m.vocab_size, m.seq_len = vocab, length  # visible through DDP wrappers too
         return masked_diffusion_loss(m, batch, args.schedule, gen, args.loss_type)
 
     cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
                       warmup_steps=args.warmup_steps, ema_decay=args.ema_decay, seed=args.seed,
-                      out_dir=args.out_dir, ckpt_every=250, log_every=50, extra=vars_json(args))
+                      out_dir=args.out_dir, ckpt_every=1000, log_every=100, extra=vars_json(args))
     res = train(model, loss_fn, sample_batch, cfg)
     ema = res.ema_model.eval()
     gen = torch.Generator().manual_seed(1234)
-    test = digits.load("test").levels
-    nelbo = negative_elbo(ema, test, args.schedule, n_t=32, generator=gen)
+    with torch.no_grad():  # on the training device; 16 stratified times over at most 1000 test rows
+        nelbo = negative_elbo(ema, test[:1000].to(next(ema.parameters()).device), args.schedule, n_t=16,
+                              generator=gen)
+    ema = ema.cpu()
     metrics = {"test_nelbo_nats_per_token": nelbo, "test_nelbo_bits_per_token": nelbo / 0.6931471805599453,
-               "final_train_loss": sum(res.losses[-50:]) / max(1, len(res.losses[-50:]))}
+               "final_train_loss": sum(res.losses[-100:]) / max(1, len(res.losses[-100:]))}
+    if extra_metrics is not None:
+        metrics.update(extra_metrics(ema))
     if args.name:
-        save_masked_model(args.name, ema, arch_config, args.schedule, args.seed, res.step, metrics)
+        save_masked_model(args.name, ema, arch_config, args.schedule, args.seed, res.step, metrics, dataset)
     return metrics
+
+
+@register_recipe("masked-digits", "masked (absorbing) discrete diffusion on 8x8 digits (64 tokens, 17 levels)",
+                 _digits_args)
+def train_masked_digits(args: argparse.Namespace) -> dict:
+    """Train on the digits train split (levels 0..16), evaluate on the test split, ship to the zoo."""
+    from diffzoo.data import digits
+
+    return train_masked(args, digits.load("train").levels, digits.load("test").levels, digits.NUM_LEVELS,
+                        dataset="digits-discrete (64 tokens, 17 levels, mask id 17)")
+
+
+def shapes_vq(n_scenes: int, codes: int, patch: int, iters: int, seed: int):
+    """The patch-VQ token space of the shapes world: k-means over the patches of ``n_scenes`` scenes."""
+    from diffzoo.data import shapes
+    from diffzoo.discrete.tokens import TokenSpace, kmeans
+
+    img = shapes.render_batch(shapes.random_scenes(n_scenes, seed + 7919)).to(torch.float64)
+    blank = TokenSpace(torch.zeros(1, 3 * patch * patch), (3, shapes.SIZE, shapes.SIZE), patch)
+    patches = blank.image_to_embed(img).reshape(-1, blank.dim)
+    cb = kmeans(patches, codes, iters, torch.Generator().manual_seed(seed))
+    return TokenSpace(cb, blank.image_shape, patch)
+
+
+def shapes_token_data(space, n: int, seed: int) -> tuple[list, Tensor]:
+    """``n`` scenes of the stream ``seed`` and their token ids ``(n, L)``."""
+    from diffzoo.data import shapes
+
+    scenes = shapes.random_scenes(n, seed)
+    toks = torch.cat([space.encode(shapes.render_batch(scenes[i:i + 2000]))
+                      for i in range(0, n, 2000)])
+    return scenes, toks
+
+
+@register_recipe("masked-shapes", "masked diffusion on patch-VQ tokens of shapes scenes (64 tokens, K codes)",
+                 _shapes_args)
+def train_masked_shapes(args: argparse.Namespace) -> dict:
+    """Fit the VQ codebook, tokenise ``--train-scenes`` scenes, train, and record the tokenizer's
+    reconstruction PSNR and the test NELBO on 2000 unseen scenes."""
+    from diffzoo.data import shapes
+    from diffzoo.metrics.image import psnr
+
+    torch.manual_seed(args.seed)
+    space = shapes_vq(args.kmeans_scenes, args.codes, args.patch, args.kmeans_iters, args.seed)
+    _, train_toks = shapes_token_data(space, args.train_scenes, args.seed)
+    test_scenes, test_toks = shapes_token_data(space, 2000, args.seed + 1)
+    recon = space.decode(test_toks).float()
+    tok_psnr = float(psnr(recon, shapes.render_batch(test_scenes)))
+    log.info("VQ tokenizer: %d codes of %dx%d patches, test PSNR %.2f dB", args.codes, args.patch, args.patch,
+             tok_psnr)
+
+    def init(model: torch.nn.Module) -> None:
+        model.codebook.copy_(space.codebook.to(model.codebook.dtype))
+
+    return train_masked(args, train_toks, test_toks, args.codes,
+                        dict(codebook_dim=space.dim, image_shape=list(space.image_shape),
+                             patch=args.patch),
+                        dataset=f"shapes-vq ({space.seq_len} tokens = {args.patch}x{args.patch} RGB patches, "
+                                f"{args.codes} k-means codes, mask id {args.codes})",
+                        extra_metrics=lambda m: {"vq_test_psnr_db": tok_psnr}, model_init=init)
 
 
 def vars_json(args: argparse.Namespace) -> dict:
@@ -79,7 +166,7 @@ def vars_json(args: argparse.Namespace) -> dict:
 
 
 def save_masked_model(name: str, model: torch.nn.Module, arch_config: dict, schedule: str, seed: int,
-                      steps: int, metrics: dict) -> None:
+                      steps: int, metrics: dict, dataset: str = "") -> None:
     """Ship a masked model to the zoo. ``schedule`` is ``None`` (no Gaussian schedule: ``denoiser()``
     refuses it); the masking schedule is recorded as ``mask_schedule``, the task as ``dataset``."""
     from diffzoo import zoo
@@ -87,5 +174,5 @@ def save_masked_model(name: str, model: torch.nn.Module, arch_config: dict, sche
 
     zoo.save(name, model, "masked-transformer", arch_config, schedule=None, prediction_type="masked-x0-logits",
              train_command=command_line(), seed=seed, steps=steps, metrics=metrics, mask_schedule=schedule,
-             dataset="digits-discrete (64 tokens, 17 levels, mask id 17)")
+             dataset=dataset)
     log.info("saved %s to the zoo", name)

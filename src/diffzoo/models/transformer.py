@@ -26,10 +26,14 @@ class MaskedTransformer(nn.Module):
     vocab_size: number of clean tokens ``K``; the mask id is ``K``.
     seq_len: sequence length ``L`` the model is trained for (other lengths are refused).
     d_model, n_layers, n_heads, ff_mult, dropout: the usual transformer sizes.
+    codebook_dim, image_shape, patch: for a patch-VQ token model (the shapes world), the buffer
+        ``codebook`` ``(K, codebook_dim)`` of patch codes, the image shape ``(C, H, W)`` and patch side it
+        decodes to (see :mod:`diffzoo.discrete.tokens`); ``codebook_dim = 0`` (default): pixel levels.
     """
 
     def __init__(self, vocab_size: int = 17, seq_len: int = 64, d_model: int = 64, n_layers: int = 4,
-                 n_heads: int = 4, ff_mult: int = 4, dropout: float = 0.0) -> None:
+                 n_heads: int = 4, ff_mult: int = 4, dropout: float = 0.0, codebook_dim: int = 0,
+                 image_shape: tuple[int, int, int] | list[int] | None = None, patch: int = 1) -> None:
         super().__init__()
         if vocab_size < 1 or seq_len < 1:
             raise ValueError(f"vocab_size/seq_len: expected positive values, got {vocab_size}, {seq_len}")
@@ -44,6 +48,11 @@ class MaskedTransformer(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size)
+        if codebook_dim:
+            if image_shape is None or len(image_shape) != 3:
+                raise ValueError(f"image_shape: a codebook model needs (C, H, W), got {image_shape}")
+            self.register_buffer("codebook", torch.zeros(vocab_size, int(codebook_dim)))
+            self.image_shape, self.patch = tuple(int(v) for v in image_shape), int(patch)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """Token + position embeddings of ids ``(B, L)`` or relaxed one-hots ``(B, L, K+1)``."""
