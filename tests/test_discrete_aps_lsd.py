@@ -7,7 +7,6 @@ from diffzoo.discrete import CallCounter, confidence_sample
 from diffzoo.discrete.aps import (
     aps_sample,
     codebook,
-    images_to_tokens,
     measure_tokens,
     quantized_expectation_guidance,
     replacement_sample,
@@ -25,11 +24,13 @@ from diffzoo.discrete.lsd import (
     train_lsd,
 )
 from diffzoo.discrete.samplers import ancestral_step_probs
+from diffzoo.discrete.tokens import levels_space
 from diffzoo.inverse.operators import get_operator
 from diffzoo.models.transformer import MaskedTransformer
 
 torch.set_num_threads(1)
 K, SHAPE = 17, (1, 4, 4)
+SPACE = levels_space(K, SHAPE)
 
 
 def _gen(s=0):
@@ -48,26 +49,26 @@ def x0():
 
 
 def test_codebook_round_trip(x0):
-    img = tokens_to_images(x0, K, SHAPE)
-    assert img.min() >= -1 and img.max() <= 1
-    assert torch.equal(images_to_tokens(img, K), x0)
+    img = tokens_to_images(x0, SPACE)
+    assert img.shape == (6, *SHAPE) and img.min() >= -1 and img.max() <= 1
+    assert torch.equal(SPACE.encode(img), x0)
     assert torch.allclose(codebook(17)[8], torch.tensor(0.0, dtype=torch.float64))
 
 
 def test_guidance_zero_at_consistent_code_and_finite(tiny, x0):
     """Straight-through signal is finite, and vanishes when the quantized expectation already fits y."""
     op = get_operator("gaussian_blur", SHAPE)
-    y = measure_tokens(x0, op, K)
+    y = measure_tokens(x0, op, SPACE)
     mask = torch.full_like(x0, K)
     logits = torch.randn(6, 16, K, generator=_gen(), dtype=torch.float64)
-    g = quantized_expectation_guidance(logits, mask, op, y, sigma=0.1, eta=1.0, iters=2)
+    g = quantized_expectation_guidance(logits, mask, op, y, sigma=0.1, space=SPACE, eta=1.0, iters=2)
     assert torch.isfinite(g).all() and not torch.allclose(g, logits)
     peaked = torch.nn.functional.one_hot(x0, K).double() * 60.0      # expectation = the true codes
-    g2 = quantized_expectation_guidance(peaked, mask, op, y, sigma=0.1, eta=1.0, iters=1)
+    g2 = quantized_expectation_guidance(peaked, mask, op, y, sigma=0.1, space=SPACE, eta=1.0, iters=1)
     assert torch.allclose(g2.argmax(-1), x0)
     op_lin = get_operator("box_inpaint", SHAPE)
-    y_in = measure_tokens(x0, op_lin, K)
-    g3 = quantized_expectation_guidance(peaked, mask, op_lin, y_in, sigma=0.1, eta=1.0, iters=1)
+    y_in = measure_tokens(x0, op_lin, SPACE)
+    g3 = quantized_expectation_guidance(peaked, mask, op_lin, y_in, sigma=0.1, space=SPACE, eta=1.0, iters=1)
     d = (g3 - peaked).gather(-1, x0[..., None])        # the true code's logit is unchanged (zero gradient)
     assert torch.allclose(d, torch.zeros_like(d), atol=1e-9)
 
@@ -76,11 +77,11 @@ def test_inpainting_likelihood_is_exact_quadratic():
     """For inpainting the guidance adds -(E_k - y_i)^2 / (2 sigma^2) up to a per-token constant."""
     op = get_operator("random_inpaint", SHAPE)
     x0 = torch.randint(0, K, (2, 16), generator=_gen(7))
-    y = measure_tokens(x0, op, K)
+    y = measure_tokens(x0, op, SPACE)
     base = torch.zeros(2, 16, K, dtype=torch.float64)
-    g = quantized_expectation_guidance(base, torch.full_like(x0, K), op, y, sigma=0.2, eta=1.0, iters=1)
+    g = quantized_expectation_guidance(base, torch.full_like(x0, K), op, y, sigma=0.2, space=SPACE, eta=1.0, iters=1)
     obs = op.mask.flatten()
-    target = -(codebook(K)[None, None] - tokens_to_images(x0, K, SHAPE).flatten(1)[..., None]) ** 2 / (2 * 0.04)
+    target = -(codebook(K)[None, None] - tokens_to_images(x0, SPACE).flatten(1)[..., None]) ** 2 / (2 * 0.04)
     diff = (g - target)[:, obs]
     assert torch.allclose(diff - diff[..., :1], torch.zeros_like(diff), atol=1e-8)
     assert torch.allclose(g[:, ~obs], base[:, ~obs])
@@ -88,7 +89,7 @@ def test_inpainting_likelihood_is_exact_quadratic():
 
 def test_aps_masks_decrease_to_zero_and_eta0_is_confidence(tiny, x0):
     op = get_operator("sr", SHAPE)
-    y = measure_tokens(x0, op, K, 0.05, _gen())
+    y = measure_tokens(x0, op, SPACE, 0.05, _gen())
     c = CallCounter(tiny)
     x = aps_sample(c, op, y, steps=5, generator=_gen(2))
     assert c.nfe == 5 and (x < K).all()
@@ -108,7 +109,7 @@ def test_aps_guidance_improves_inpainting_consistency():
 
     op = get_operator("random_inpaint", SHAPE)
     x0 = torch.randint(0, K, (8, 16), generator=_gen(5))
-    y = measure_tokens(x0, op, K, 0.02, _gen(6))
+    y = measure_tokens(x0, op, SPACE, 0.02, _gen(6))
     obs = op.mask.flatten()
     guided = aps_sample(Uniform(), op, y, steps=4, sigma_y=0.02, sigma_floor=0.02, generator=_gen(1))
     plain = aps_sample(Uniform(), op, y, steps=4, eta=0.0, generator=_gen(1))
@@ -118,27 +119,27 @@ def test_aps_guidance_improves_inpainting_consistency():
 
 def test_baselines_run_and_respect_observations(tiny, x0):
     op = get_operator("box_inpaint", SHAPE)
-    y = measure_tokens(x0, op, K)
+    y = measure_tokens(x0, op, SPACE)
     r = replacement_sample(tiny, op, y, generator=_gen())
     assert torch.equal(r[:, op.mask.flatten()], x0[:, op.mask.flatten()])
     s = smc_sample(tiny, op, y, steps=3, particles=3, generator=_gen())
     g = split_gibbs_sample(tiny, op, y, sweeps=2, generator=_gen())
     blur = get_operator("saturation", SHAPE)
-    g2 = split_gibbs_sample(tiny, blur, measure_tokens(x0, blur, K), sweeps=1, generator=_gen())
+    g2 = split_gibbs_sample(tiny, blur, measure_tokens(x0, blur, SPACE), sweeps=1, generator=_gen())
     for x in (s, g, g2):
         assert x.shape == x0.shape and (x < K).all()
     with pytest.raises(ValueError, match="inpainting"):
-        replacement_sample(tiny, get_operator("sr", SHAPE), measure_tokens(x0, get_operator("sr", SHAPE), K))
+        replacement_sample(tiny, get_operator("sr", SHAPE), measure_tokens(x0, get_operator("sr", SHAPE), SPACE))
 
 
 def test_aps_bad_input(tiny, x0):
     op = get_operator("sr", SHAPE)
     with pytest.raises(ValueError, match="x0"):
-        measure_tokens(torch.full_like(x0, K), op, K)               # a mask token in the measured signal
+        measure_tokens(torch.full_like(x0, K), op, SPACE)               # a mask token in the measured signal
     with pytest.raises(ValueError, match="y"):
         aps_sample(tiny, op, torch.zeros(6, 1, 3, 3))               # measurement of the wrong shape
-    with pytest.raises(ValueError, match="seq_len"):
-        aps_sample(tiny, get_operator("sr", (1, 8, 8)), torch.zeros(6, 1, 4, 4))   # 64 != 16 tokens
+    with pytest.raises(ValueError, match="op"):
+        aps_sample(tiny, get_operator("sr", (1, 8, 8)), torch.zeros(6, 1, 4, 4))   # 8x8 images, 16 tokens
 
 
 def test_student_phi1_uniform_is_plain_sampler(tiny):

@@ -24,10 +24,16 @@ def _pair(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def psnr(x: Tensor, y: Tensor, data_range: float = 2.0, reduction: str = "mean") -> Tensor:
-    """Peak signal-to-noise ratio ``10 log10(data_range^2 / MSE)`` per image (inf for identical images)."""
+    """Peak signal-to-noise ratio ``10 log10(data_range^2 / MSE)`` per image (inf for identical images).
+
+    ``reduction="pooled"``: the PSNR of the MSE over the whole batch (finite unless every image is exact;
+    use it where some reconstructions can be pixel-perfect, e.g. discrete tokens).
+    """
     x, y = _pair(x, y)
     check_range(data_range, "data_range", 0, None, lo_open=True)
     mse = ((x - y) ** 2).flatten(1).mean(1)
+    if reduction == "pooled":
+        return 10 * torch.log10(data_range ** 2 / mse.mean())
     return reduce(10 * torch.log10(data_range ** 2 / mse), reduction)
 
 
