@@ -9,12 +9,23 @@ Sample ``i`` uses its own generator seeded ``seed * 1_000_003 + i`` (batch-invar
 samples equal a run with ``-n 16``). ``--out`` may repeat; the format follows the suffix: ``.png``
 (an image grid, or a scatter plot for 2-D points), ``.npz`` or ``.safetensors`` (keys ``samples``
 and, for conditional models, ``labels``).
+
+Masked (discrete) zoo models (``prediction_type == "masked-x0-logits"``, e.g. ``masked-digits``) take
+the samplers ``fhs`` (default; first-hitting, one network call per token, or ``ceil(L / steps)`` tokens
+per call when ``--steps`` is given), ``ancestral`` (``--steps`` steps, float64, cached) or ``confidence``
+(MaskGIT, ``--steps`` calls); ``--steps`` defaults to the sequence length. ``samples`` are then the
+integer token ids ``(B, L)``; ``images`` (``(B, C, H, W)`` in ``[-1, 1]``, decoded by the model's token
+space) are saved beside them and drawn in the PNG::
+
+    diffzoo sample masked-digits --sampler fhs -n 64 --seed 0 --out samples.png --out samples.safetensors
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,12 +36,16 @@ import torch
 from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.guidance import cfg_denoiser
 from diffzoo.core.random import generators_from_seeds
+from diffzoo.discrete.samplers import SAMPLERS as MASKED_SAMPLERS
+from diffzoo.discrete.samplers import CallCounter, ancestral_sample, confidence_sample, first_hitting_sample
 from diffzoo.sampling import SAMPLERS, SPACINGS, STOCHASTIC, get_timesteps, initial_noise, sample
 
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 OUT_SUFFIXES = (".png", ".npz", ".safetensors")
 SEED_STRIDE = 1_000_003
+MASKED_PREDICTION = "masked-x0-logits"
+GAUSSIAN_STEPS = 20
 
 
 @dataclass
@@ -38,6 +53,21 @@ class SampleResult:
     samples: Tensor
     labels: Tensor | None
     nfe: int
+    images: Tensor | None = None    # masked models: the decoded token images (B, C, H, W) in [-1, 1]
+    seconds: float = 0.0            # wall time of the sampling loop
+
+
+def is_masked(config: dict[str, Any]) -> bool:
+    """Whether a zoo config describes a masked (discrete) diffusion model."""
+    return config.get("prediction_type") == MASKED_PREDICTION
+
+
+def check_sampler(sampler: str, masked: bool) -> None:
+    """Masked models take the discrete samplers, Gaussian ones the continuous samplers."""
+    valid = MASKED_SAMPLERS if masked else tuple(SAMPLERS)
+    if sampler not in valid:
+        kind = "a masked (discrete)" if masked else "a Gaussian"
+        raise ValueError(f"sampler: {sampler!r} cannot sample {kind} model; expected one of {sorted(valid)}")
 
 
 def sample_shape(config: dict[str, Any]) -> tuple[int, ...]:
@@ -95,13 +125,73 @@ def draw(den: Denoiser, shape: Sequence[int], n: int, sampler: str, steps: int, 
     return sample(sampler, den, x, ts, cond, generator=gens, progress=progress, **kwargs)
 
 
-def sample_zoo(name: str, sampler: str = "dpmpp_2m", steps: int = 20, spacing: str = "uniform",
+def decode_tokens(model: Any, x: Tensor) -> Tensor:
+    """Token ids ``(B, L)`` of a masked model -> images ``(B, C, H, W)`` in ``[-1, 1]`` (its token space:
+    pixel levels for digits, the patch-VQ codebook for shapes)."""
+    from diffzoo.discrete.tokens import token_space
+
+    return token_space(model).decode(x)
+
+
+@torch.no_grad()
+def draw_masked(model: Any, n: int, sampler: str, steps: int | None = None, seed: int = 0) -> tuple[Tensor, int]:
+    """``n`` token sequences from a masked model with a discrete sampler, per-sample seeded; returns
+    ``(tokens (n, L), NFE)``. ``steps`` (default ``L``): ancestral / confidence steps; for ``fhs`` the
+    number of network calls (``ceil(L / steps)`` tokens per call; ``L`` calls = the exact sampler)."""
+    check_sampler(sampler, masked=True)
+    length = int(model.seq_len)
+    steps = length if steps is None else int(steps)
+    if steps < 1:
+        raise ValueError(f"steps: expected >= 1, got {steps}")
+    gens = generators_from_seeds(seeds_for(seed, n))
+    counter = CallCounter(model)
+    if sampler == "fhs":
+        x = first_hitting_sample(counter, n, generator=gens, tokens_per_step=math.ceil(length / steps))
+    elif sampler == "ancestral":
+        x = ancestral_sample(counter, n, steps, generator=gens)
+    else:
+        x = confidence_sample(counter, n, steps, generator=gens)
+    return x, counter.nfe
+
+
+def sample_masked(zm: Any, sampler: str | None = None, steps: int | None = None, guidance: float = 1.0,
+                  class_label: str | None = None, n: int = 16, seed: int = 0, eta: float | None = None,
+                  shape: Sequence[int] | None = None, spacing: str = "uniform") -> SampleResult:
+    """Sample a loaded masked zoo model (options that only Gaussian models take are refused)."""
+    sampler = sampler or "fhs"
+    check_sampler(sampler, masked=True)
+    if guidance != 1.0:
+        raise ValueError("guidance: masked models take no classifier-free guidance (they are unconditional)")
+    if class_label is not None:
+        raise ValueError("class_label: masked models are unconditional; drop --class-label")
+    if eta is not None:
+        raise ValueError("eta: only the Gaussian ddim sampler takes eta")
+    if shape:
+        raise ValueError("shape: the sample shape of a masked model is fixed by its seq_len")
+    if spacing != "uniform":
+        raise ValueError("spacing: masked samplers use their own time grids; drop --spacing")
+    t0 = time.perf_counter()
+    x, nfe = draw_masked(zm.model, n, sampler, steps, seed)
+    seconds = time.perf_counter() - t0
+    return SampleResult(x, None, nfe, images=decode_tokens(zm.model, x), seconds=seconds)
+
+
+def sample_zoo(name: str, sampler: str | None = None, steps: int | None = None, spacing: str = "uniform",
                guidance: float = 1.0, class_label: str | None = None, n: int = 16, seed: int = 0,
                eta: float | None = None, shape: Sequence[int] | None = None, progress: bool = False) -> SampleResult:
-    """Load zoo model ``name`` and draw ``n`` samples (see the module docstring)."""
+    """Load zoo model ``name`` and draw ``n`` samples (see the module docstring).
+
+    ``sampler`` defaults to ``"dpmpp_2m"`` (Gaussian models) or ``"fhs"`` (masked models); ``steps`` to
+    20 (Gaussian) or the sequence length (masked).
+    """
     from diffzoo import zoo
 
     zm = zoo.load(name)
+    if is_masked(zm.config):
+        return sample_masked(zm, sampler, steps, guidance, class_label, n, seed, eta, shape, spacing)
+    sampler = sampler or "dpmpp_2m"
+    check_sampler(sampler, masked=False)
+    steps = GAUSSIAN_STEPS if steps is None else steps
     null = zm.config.get("null_class")
     labels = class_labels(class_label, n, null)
     den = guided(zm.denoiser(), guidance, null, labels)
@@ -109,9 +199,10 @@ def sample_zoo(name: str, sampler: str = "dpmpp_2m", steps: int = 20, spacing: s
     if eta is not None and sampler != "ddim":
         raise ValueError("eta: only the ddim sampler takes eta")
     before = den.nfe
+    t0 = time.perf_counter()
     x = draw(den, tuple(shape) if shape else sample_shape(zm.config), n, sampler, steps, spacing, seed, labels,
              progress=progress, **kw)
-    return SampleResult(x, labels, den.nfe - before)
+    return SampleResult(x, labels, den.nfe - before, seconds=time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -148,15 +239,22 @@ def scatter_png(x: Tensor, size: int = 400, lim: float | None = None) -> Any:
     return img
 
 
-def save_samples(path: str | Path, samples: Tensor, labels: Tensor | None = None) -> Path:
-    """Write samples by suffix: ``.png``, ``.npz`` or ``.safetensors``."""
+def save_samples(path: str | Path, samples: Tensor, labels: Tensor | None = None,
+                 images: Tensor | None = None) -> Path:
+    """Write samples by suffix: ``.png``, ``.npz`` or ``.safetensors``.
+
+    ``images`` (masked models: the decoded tokens, ``(B, C, H, W)``) is what the PNG draws, and is
+    stored beside ``samples`` (the token ids) in the tensor files.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in OUT_SUFFIXES:
         raise ValueError(f"out: unsupported file type {path.suffix!r}; expected one of {list(OUT_SUFFIXES)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".png":
-        if samples.ndim == 4:
+        if images is not None:
+            image_grid(images).save(path)
+        elif samples.ndim == 4:
             image_grid(samples).save(path)
         elif samples.ndim == 2 and samples.shape[1] == 2:
             scatter_png(samples).save(path)
@@ -168,6 +266,8 @@ def save_samples(path: str | Path, samples: Tensor, labels: Tensor | None = None
         arrays = {"samples": samples.detach().cpu().numpy()}
         if labels is not None:
             arrays["labels"] = labels.cpu().numpy()
+        if images is not None:
+            arrays["images"] = images.detach().cpu().numpy()
         np.savez(path, **arrays)
     else:
         from safetensors.torch import save_file
@@ -175,6 +275,8 @@ def save_samples(path: str | Path, samples: Tensor, labels: Tensor | None = None
         tensors = {"samples": samples.detach().cpu().contiguous()}
         if labels is not None:
             tensors["labels"] = labels.cpu().contiguous()
+        if images is not None:
+            tensors["images"] = images.detach().cpu().contiguous()
         save_file(tensors, str(path))
     return path
 
@@ -189,11 +291,20 @@ def _run(args: argparse.Namespace) -> int:
     res = sample_zoo(args.model, args.sampler, args.steps, args.spacing, args.guidance, args.class_label, args.n,
                      args.seed, args.eta, args.shape, progress=args.progress)
     for out in args.out:
-        log.info("wrote %s", save_samples(out, res.samples, res.labels))
+        log.info("wrote %s", save_samples(out, res.samples, res.labels, res.images))
+    wrote = "".join(f"\nwrote {o}" for o in args.out)
+    if res.images is not None:
+        sampler = args.sampler or "fhs"
+        steps = "" if sampler == "fhs" and args.steps is None else f"{args.steps or res.samples.shape[1]} steps, "
+        img = res.images.double()
+        print(f"{args.model}: {args.n} token sequences of length {res.samples.shape[1]} with {sampler} "
+              f"({steps}NFE {res.nfe}, {res.seconds:.2f} s); image mean {float(img.mean()):.4f}, "
+              f"std {float(img.std()):.4f}" + wrote)
+        return 0
     x = res.samples.double()
-    print(f"{args.model}: {args.n} samples of shape {tuple(x.shape[1:])} with {args.sampler} "
-          f"({args.steps} steps, {args.spacing}, NFE {res.nfe}); mean {float(x.mean()):.4f}, std {float(x.std()):.4f}"
-          + "".join(f"\nwrote {o}" for o in args.out))
+    print(f"{args.model}: {args.n} samples of shape {tuple(x.shape[1:])} with {args.sampler or 'dpmpp_2m'} "
+          f"({args.steps or GAUSSIAN_STEPS} steps, {args.spacing}, NFE {res.nfe}, {res.seconds:.2f} s); "
+          f"mean {float(x.mean()):.4f}, std {float(x.std()):.4f}" + wrote)
     return 0
 
 
@@ -201,8 +312,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("sample", help="draw samples from a zoo model", description=__doc__.splitlines()[0],
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("model", help="zoo model name (see diffzoo.zoo.names())")
-    p.add_argument("--sampler", default="dpmpp_2m", choices=sorted(SAMPLERS))
-    p.add_argument("--steps", type=int, default=20, help="number of sampler steps")
+    p.add_argument("--sampler", default=None, choices=sorted(SAMPLERS) + sorted(MASKED_SAMPLERS),
+                   help="default: dpmpp_2m (Gaussian models) or fhs (masked models; fhs, ancestral, confidence)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="number of sampler steps (default: 20; masked models: the sequence length)")
     p.add_argument("--spacing", default="uniform", choices=SPACINGS)
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
     p.add_argument("--class-label", default=None, help="class for conditional models: an integer or 'all'")
