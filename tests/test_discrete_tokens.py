@@ -115,3 +115,25 @@ def test_token_space_bad_input(space, vq_model):
         kmeans(torch.zeros(3, 2), 4)
     with pytest.raises(ValueError, match="op"):
         aps_sample(vq_model, get_operator("sr", (1, 8, 8)), torch.zeros(1, 1, 4, 4))
+
+
+def test_token_hessian_gives_the_exact_single_token_likelihood_change(space):
+    """For a linear A: NLL(q with token i -> E_k) - NLL(q) = g_i.(E_k - q_i) + (E_k - q_i)^T H_i (E_k - q_i) / 2."""
+    from diffzoo.discrete.aps import token_hessian
+
+    op = get_operator("sr", SHAPE, factor=4)           # every pooled pixel mixes 16 pixels of one token
+    h = token_hessian(op, space)
+    assert h.shape == (4, 48, 48) and torch.allclose(h, h.transpose(1, 2))
+    q = space.codebook[torch.tensor([[1, 5, 7, 2]])].clone().requires_grad_(True)      # (1, L, d)
+    y = torch.randn(1, *op.meas_shape(), generator=_gen(8), dtype=torch.float64)
+
+    def nll(e):
+        return 0.5 * ((op.forward(space.embed_to_image(e)) - y) ** 2).sum()
+
+    (g,) = torch.autograd.grad(nll(q), q)
+    for i, k in ((0, 3), (2, 9), (3, 11)):
+        q2 = q.detach().clone()
+        q2[0, i] = space.codebook[k]
+        delta = space.codebook[k] - q[0, i].detach()
+        pred = g[0, i] @ delta + 0.5 * delta @ h[i] @ delta
+        assert torch.allclose(nll(q2) - nll(q.detach()), pred, atol=1e-9)

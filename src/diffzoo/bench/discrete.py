@@ -1,4 +1,4 @@
-"""``diffzoo bench discrete``: masked discrete diffusion on the digits tokens (zoo model ``masked-digits``).
+"""``diffzoo bench discrete``: masked discrete diffusion (zoo models ``masked-digits`` and ``masked-shapes``).
 
 Tables (written to ``docs/results/bench_discrete[_quick].md``, posterior samples to ``bench_discrete*.png``):
 
@@ -7,12 +7,15 @@ Tables (written to ``docs/results/bench_discrete[_quick].md``, posterior samples
    space; per-sample token entropy) of the first-hitting sampler against the ancestral sampler with
    and without caching, beside the paper's "~20x" speed-up.
 2. **Float precision**: the same cached ancestral sampler with float32 vs float64 categorical draws as
-   the step count grows (paper: fp32 lowers token entropy, more so with more steps).
+   the step count grows (paper: fp32 lowers token entropy, more so with more steps), on the digits
+   model (17 levels) and on an exact i.i.d. Zipf oracle at a text-like vocabulary
+   (:mod:`diffzoo.discrete.precision`).
 3. **LSD / LSD+** (arXiv 2509.19962, LSD-like): N-step students vs the plain N-step sampler and the
    exact teacher (FHS).
 4. **APS-like posterior sampling** (arXiv 2510.02291; equations not available -- reconstruction, see
    :mod:`diffzoo.discrete.aps`) vs replacement, SMC and split-Gibbs baselines on five operators with
-   measurement noise ``sigma_y = 0.05``.
+   measurement noise ``sigma_y = 0.05``, on test digits and (5.) on unseen shapes scenes in
+   ``masked-shapes``' patch-VQ token space (classifier-checked).
 """
 
 from __future__ import annotations
@@ -114,7 +117,7 @@ def oracle_law_table(quick: bool) -> list[dict]:
 def fhs_vs_ancestral(model, quick: bool) -> list[dict]:
     from diffzoo.discrete import CallCounter, ancestral_sample, first_hitting_sample
 
-    n = 128 if quick else 200
+    n = 64 if quick else 200
     rows = []
     c = CallCounter(model)
     x, sec = _timed(lambda: first_hitting_sample(c, n, generator=torch.Generator().manual_seed(0)))
@@ -133,7 +136,7 @@ def fhs_vs_ancestral(model, quick: bool) -> list[dict]:
                                                      tokens_per_step=k))
         rows.append({"sampler": f"FHS parallel, {k} tokens/call", "steps": 64 // k, "cache": "-", "NFE": c.nfe,
                      "net evals/sample": c.rows / n, "wall s": sec, **_quality(x), "speed-up of FHS": sec / fhs_sec, "paper": ""})
-    settings = [(64, True), (1024, True), (64, False), (256, False)] if quick else \
+    settings = [(64, True), (1024, True), (256, False)] if quick else \
         [(64, True), (1024, True), (4096, True), (64, False), (256, False), (1024, False)]
     for steps, cache in settings:
         c = CallCounter(model)
@@ -185,6 +188,12 @@ def precision_effect(model, quick: bool) -> list[dict]:
     return rows
 
 
+def _precision_oracle(quick: bool) -> list[dict]:
+    from diffzoo.discrete.precision import precision_table
+
+    return precision_table(quick)
+
+
 def lsd_table(model, quick: bool) -> list[dict]:
     from diffzoo.discrete import first_hitting_sample
     from diffzoo.discrete.lsd import StudentSampler, student_sample, teacher_trajectories, train_lsd
@@ -195,7 +204,7 @@ def lsd_table(model, quick: bool) -> list[dict]:
     x = first_hitting_sample(model, n_eval, generator=torch.Generator().manual_seed(9))
     rows = [{"sampler": "teacher (FHS, exact)", "N": 64, **_quality(x), "phi": "", "times": "",
              "train s": 0.0, "paper": "LSD/LSD+ beat the plain sampler at low NFE (numbers not found)"}]
-    for steps in ((4,) if quick else (4, 8)):
+    for steps in ((4, 8) if quick else (4, 8, 16)):
         students = [("plain N-step ancestral", StudentSampler(steps), 0.0)]
         for plus in (False, True):
             res, sec = _timed(lambda: train_lsd(model, steps, learn_times=plus, iters=20 if quick else 30,
@@ -210,52 +219,92 @@ def lsd_table(model, quick: bool) -> list[dict]:
     return rows
 
 
-def aps_table(model, quick: bool) -> tuple[list[dict], dict]:
-    from diffzoo.data import digits
-    from diffzoo.discrete.aps import (
-        aps_sample,
-        measure_tokens,
-        replacement_sample,
-        smc_sample,
-        split_gibbs_sample,
-        tokens_to_images,
-    )
+def aps_methods(model, space, steps: int = 16) -> list[tuple[str, Callable, int]]:
+    """The posterior samplers compared per task: (name, fn(op, y, generator), network calls per sample)."""
+    from diffzoo.discrete.aps import aps_sample, replacement_sample, smc_sample, split_gibbs_sample
+
+    kw = dict(sigma_y=SIGMA_Y, space=space)
+    length = space.seq_len
+    return [
+        ("APS-like", lambda op, y, g: aps_sample(model, op, y, steps, generator=g, **kw), steps),
+        ("APS-like, no anchoring", lambda op, y, g: aps_sample(model, op, y, steps, anchor=False, generator=g, **kw),
+         steps),
+        ("unguided (eta=0)", lambda op, y, g: aps_sample(model, op, y, steps, eta=0.0, generator=g, **kw), steps),
+        ("replacement", lambda op, y, g: replacement_sample(model, op, y, generator=g, space=space), length),
+        ("SMC (8 particles)", lambda op, y, g: smc_sample(model, op, y, steps, 8, generator=g, **kw), steps * 8),
+        ("split-Gibbs", lambda op, y, g: split_gibbs_sample(model, op, y, 8, generator=g, **kw), length + 8),
+    ]
+
+
+def posterior_rows(model, space, x0: Tensor, tasks, scorer: Callable[[Tensor], float | None], truth: Tensor,
+                   op_kwargs: dict | None = None) -> tuple[list[dict], dict]:
+    """Every method on every task for clean tokens ``x0``: PSNR/SSIM to ``truth`` (the decoded tokens),
+    token accuracy, measurement residual, ``scorer`` (classifier accuracy), NFE and wall time."""
+    from diffzoo.discrete.aps import measure_tokens
     from diffzoo.inverse.operators import get_operator
     from diffzoo.inverse.posterior import measurement_error
     from diffzoo.metrics.image import psnr, ssim
 
-    n = 16 if quick else 48
-    test = digits.load("test")
-    x0, labels = test.levels[:n], test.labels[:n]
-    gt = tokens_to_images(x0, 17, (1, 8, 8)).float()
-    methods: list[tuple[str, Callable, Callable[[int], int]]] = [
-        ("APS-like", lambda op, y, g: aps_sample(model, op, y, 16, SIGMA_Y, generator=g), lambda b: 16),
-        ("APS-like, no anchoring", lambda op, y, g: aps_sample(model, op, y, 16, SIGMA_Y, anchor=False, generator=g),
-         lambda b: 16),
-        ("unguided (eta=0)", lambda op, y, g: aps_sample(model, op, y, 16, SIGMA_Y, eta=0.0, generator=g),
-         lambda b: 16),
-        ("replacement", lambda op, y, g: replacement_sample(model, op, y, generator=g), lambda b: 64),
-        ("SMC (8 particles)", lambda op, y, g: smc_sample(model, op, y, 16, 8, SIGMA_Y, generator=g),
-         lambda b: 16 * 8),
-        ("split-Gibbs", lambda op, y, g: split_gibbs_sample(model, op, y, 8, SIGMA_Y, generator=g), lambda b: 72),
-    ]
     rows, panels = [], {}
-    for task in (TASKS[:3] + TASKS[4:] if quick else TASKS):
-        op = get_operator(task, (1, 8, 8))
-        y = measure_tokens(x0, op, 17, SIGMA_Y, torch.Generator().manual_seed(3))
-        panels[task] = {"ground truth": gt}
-        for name, fn, nfe in methods:
+    for task in tasks:
+        op = get_operator(task, space.image_shape, **(op_kwargs or {}).get(task, {}))
+        y = measure_tokens(x0, op, space, SIGMA_Y, torch.Generator().manual_seed(3))
+        panels[task] = {"ground truth": truth.float()}
+        for name, fn, nfe in aps_methods(model, space):
             if name == "replacement" and not hasattr(op, "mask"):
                 continue
             x, sec = _timed(lambda: fn(op, y, torch.Generator().manual_seed(4)))
-            img = tokens_to_images(x, 17, (1, 8, 8)).float()
+            img = space.decode(x).float()
             panels[task][name] = img
-            rows.append({"task": task, "method": name, "PSNR": float(psnr(img, gt)), "SSIM": float(ssim(img, gt)),
-                         "token acc": float((x == x0).float().mean()),
+            rows.append({"task": task, "method": name, "PSNR": float(psnr(img, truth.float(), reduction="pooled")),
+                         "SSIM": float(ssim(img, truth.float())), "token acc": float((x == x0).float().mean()),
                          "residual ||y-Ax||": float(measurement_error(op, img.double(), y).mean()),
                          "noise level ||n||": SIGMA_Y * math.sqrt(math.prod(op.meas_shape())),
-                         "class acc": _class_acc(img, labels), "net evals/sample": nfe(n), "wall s": sec})
+                         "class acc": scorer(img), "net evals/sample": nfe, "wall s": sec})
     return rows, panels
+
+
+def aps_table(model, quick: bool) -> tuple[list[dict], dict]:
+    """APS-like vs baselines on test digits (64 pixel-level tokens)."""
+    from diffzoo.data import digits
+    from diffzoo.discrete.tokens import token_space
+
+    n = 16 if quick else 48
+    test = digits.load("test")
+    x0, labels = test.levels[:n], test.labels[:n]
+    space = token_space(model)
+    return posterior_rows(model, space, x0, TASKS, lambda img: _class_acc(img, labels), space.decode(x0))
+
+
+def shapes_aps_table(quick: bool) -> tuple[list[dict], dict, dict]:
+    """APS-like vs baselines on unseen shapes scenes tokenised by ``masked-shapes``' patch VQ.
+
+    ``class acc``: fraction of reconstructions whose every grid cell and background the zoo
+    ``shapes-classifier`` reads as the true scene's. Also returns the tokenizer's own ceiling.
+    """
+    from diffzoo import zoo
+    from diffzoo.data import shapes
+    from diffzoo.discrete.tokens import token_space
+    from diffzoo.metrics.image import psnr
+    from diffzoo.models.tinysd import scene_correct
+
+    model = load_model("masked-shapes")
+    space = token_space(model)
+    n = 8 if quick else 32
+    scenes = shapes.random_scenes(n, 424242)
+    real = shapes.render_batch(scenes)
+    x0 = space.encode(real)
+    clf = zoo.load("shapes-classifier").model.eval()
+
+    def scorer(img: Tensor) -> float:
+        with torch.no_grad():
+            return float(scene_correct(clf.predict(img.float()), scenes).float().mean())
+
+    rows, panels = posterior_rows(model, space, x0, TASKS, scorer, space.decode(x0),
+                                  {"sr": {"factor": 4}, "gaussian_blur": {"sigma": 1.5}})
+    ceiling = {"VQ tokenizer PSNR to the true render": float(psnr(space.decode(x0).float(), real, reduction="pooled")),
+               "classifier on true renders": scorer(real), "classifier on tokenised truth": scorer(space.decode(x0))}
+    return rows, panels, ceiling
 
 
 def _class_acc(img: Tensor, labels: Tensor) -> float | None:
@@ -267,20 +316,21 @@ def _class_acc(img: Tensor, labels: Tensor) -> float | None:
         return None
 
 
-def save_png(panels: dict, path) -> None:
-    """A grid: one block per task, one row per method, 8 digits per row."""
+def save_png(panels: dict, path, scale: int = 4) -> None:
+    """A grid: one block per task, one row per method (table order), 8 images per row (grey or RGB)."""
     import numpy as np
     from PIL import Image
 
     rows = []
-    for task, methods in panels.items():
+    for methods in panels.values():
         for img in methods.values():
-            tiles = ((img[:8, 0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
-            tiles = np.pad(tiles, ((0, 0), (1, 1), (1, 1)), constant_values=255)
+            x = img[:8].clamp(-1, 1).expand(-1, 3, -1, -1) if img.shape[1] == 1 else img[:8].clamp(-1, 1)
+            tiles = ((x + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+            tiles = np.pad(tiles, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=255)
             rows.append(np.concatenate(list(tiles), axis=1))
-        rows.append(np.full((4, rows[-1].shape[1]), 128, np.uint8))
+        rows.append(np.full((4, *rows[-1].shape[1:]), 128, np.uint8))
     grid = np.concatenate(rows, axis=0)
-    Image.fromarray(grid).resize((grid.shape[1] * 4, grid.shape[0] * 4), Image.NEAREST).save(path)
+    Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST).save(path)
 
 
 # ---------------------------------------------------------------------------------------------- run
@@ -302,6 +352,11 @@ def run(args: argparse.Namespace) -> int:
          "Token entropy = mean entropy (nats) of each sample's own 17-level histogram. `tail drawn/expected` = "
          "tokens drawn with model probability < 1e-3, divided by the exact expected count over the same unmask "
          "events (1 = unbiased; < 1 = the tail is under-sampled, i.e. a lower effective temperature)."),
+        ("2b. Float32 vs float64 at a text-like vocabulary (exact i.i.d. Zipf oracle)",
+         lambda: _precision_oracle(args.quick),
+         "The oracle predicts the same Zipf law at every masked position, so a correct sampler's tokens are i.i.d. "
+         "Zipf: `true entropy` / `true tail mass` are exact. NLL = mean oracle negative log-likelihood of the sampled "
+         "tokens (log generative perplexity). Paper: fp32 lowers entropy and perplexity, more with more steps."),
         ("3. LSD / LSD+ students (LSD-like; MMD trajectory alignment to the FHS teacher)",
          lambda: lsd_table(model, args.quick), "`phi`: learned per-step logit scales; `times`: the student grid."),
     ]
@@ -321,6 +376,17 @@ def run(args: argparse.Namespace) -> int:
               "residual of the ground truth itself.",
               f"Posterior samples: `{png.name}` (per task: ground truth, then one row per method in table order).",
               f"({sec:.0f} s)\n"]
+    print("\n".join(parts[-6:]), flush=True)
+    (rows, panels, ceiling), sec = _timed(lambda: shapes_aps_table(args.quick))
+    png = results_dir() / f"bench_discrete_shapes{suffix}.png"
+    save_png(panels, png, scale=2)
+    parts += ["## 5. APS-like vs baselines on shapes scenes (zoo `masked-shapes`: 64 patch-VQ tokens, 256 codes)\n",
+              format_table(rows), "",
+              "Ground truth = the scene's own tokens decoded (PSNR/SSIM/token accuracy against it); `class acc` = "
+              "fraction of reconstructions the zoo `shapes-classifier` reads as the true scene (every grid cell "
+              "and the background). Operators act on 3x32x32 RGB: SR is 4x average pooling, blur sigma 1.5 px. "
+              "Ceilings: " + "; ".join(f"{k} {v:.3g}" for k, v in ceiling.items()) + ".",
+              f"Posterior samples: `{png.name}`.", f"({sec:.0f} s)\n"]
     print("\n".join(parts[-6:]), flush=True)
     out = atomic_write_text(results_dir() / f"bench_discrete{suffix}.md", "\n".join(parts) + "\n")
     print(f"wrote {out}")

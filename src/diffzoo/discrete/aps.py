@@ -73,25 +73,32 @@ def _problem(model: TokenModel, op, y: Tensor, space: TokenSpace | None) -> tupl
     return space, vocab, length
 
 
-def _diag_gauss_newton(op, space: TokenSpace) -> Tensor:
-    """``diag(A^T A)`` per token coordinate ``(L, d)`` (the curvature of ``||A z - y||^2 / 2``); 0 if nonlinear."""
+def token_hessian(op, space: TokenSpace) -> Tensor:
+    """Per-token blocks ``A_i^T A_i`` ``(L, d, d)`` of ``A^T A`` (zeros for a nonlinear ``A``).
+
+    ``||A(D(q')) - y||^2 / 2`` changes, when only token ``i`` moves by ``delta``, by exactly
+    ``g_i . delta + delta^T A_i^T A_i delta / 2`` for a linear ``A`` -- the local model the guidance uses.
+    """
     if not getattr(op, "linear", False):
-        return torch.zeros(space.seq_len, space.dim, dtype=torch.float64)
-    diag = (op.matrix(torch.float64) ** 2).sum(0)
-    return space.image_to_embed(diag.reshape(1, *space.image_shape))[0]
+        return torch.zeros(space.seq_len, space.dim, space.dim, dtype=torch.float64)
+    a = op.matrix(torch.float64)
+    n = a.shape[1]
+    idx = space.image_to_embed(torch.arange(n, dtype=torch.float64).reshape(1, *space.image_shape))[0].long()
+    cols = a[:, idx]                                                          # (m, L, d)
+    return torch.einsum("mld,mle->lde", cols, cols)
 
 
 def quantized_expectation_guidance(logits: Tensor, x: Tensor, op, y: Tensor, sigma: float, space: TokenSpace,
-                                   eta: float = 1.0, iters: int = 3) -> Tensor:
-    """Guided logits ``l_ik - eta [ (E_k - q_i) . g_i + 0.5 (E_k - q_i)^T diag(h_i) (E_k - q_i) ]`` on masked tokens.
+                                   eta: float = 1.0, iters: int = 3, hessian: Tensor | None = None) -> Tensor:
+    """Guided logits ``l_ik - eta [ (E_k - q_i) . g_i + 0.5 (E_k - q_i)^T H_i (E_k - q_i) ]`` on masked tokens.
 
     ``e_i = sum_k softmax(l)_ik E_k`` (the expected embedding, under the current guided logits), ``q_i``
     its nearest code, ``q~ = e + sg(q - e)`` (straight-through); ``g = grad_{q~} ||y - A(D(q~))||^2 / (2 sigma^2)``
-    is the gradient-like signal in embedding space, ``h = diag(A^T A) / sigma^2`` its Gauss-Newton
-    curvature (0 for nonlinear ``A``). The bracket is the local quadratic model of the negative
-    log-likelihood of code ``E_k`` at token ``i`` (exact for inpainting), so ``eta = 1`` is the
-    linearised Bayes posterior; ``iters`` re-linearises around the new expectation. Clean tokens of
-    ``x`` enter ``D`` with their own code. Returns float64, detached.
+    is the gradient-like signal in embedding space, ``H_i = A_i^T A_i / sigma^2`` the token's Gauss-Newton
+    block (:func:`token_hessian`; 0 for nonlinear ``A``). The bracket is the change of the negative
+    log-likelihood when token ``i`` alone switches from ``q_i`` to code ``E_k`` (exact for linear ``A``),
+    so ``eta = 1`` is the per-token Bayes posterior around the current expectation; ``iters`` re-linearises.
+    Clean tokens of ``x`` enter ``D`` with their own code. Returns float64, detached.
     """
     vocab = space.vocab_size
     e_k = space.codebook.to(logits.device)                                   # (K, d)
@@ -100,8 +107,8 @@ def quantized_expectation_guidance(logits: Tensor, x: Tensor, op, y: Tensor, sig
     base = logits.detach().to(torch.float64)
     if eta == 0 or iters == 0:
         return base
-    h = _diag_gauss_newton(op, space).to(base.device) / sigma ** 2          # (L, d)
-    hee = (e_k ** 2) @ h.T                                                   # (K, L): sum_d h E_k^2
+    h = (token_hessian(op, space) if hessian is None else hessian).to(base.device) / sigma ** 2   # (L, d, d)
+    ehe = torch.einsum("kd,lde,ke->lk", e_k, h, e_k)                         # E_k^T H_i E_k
     guided = base
     for _ in range(iters):
         e = (torch.softmax(guided, -1) @ e_k).requires_grad_(True)
@@ -110,8 +117,9 @@ def quantized_expectation_guidance(logits: Tensor, x: Tensor, op, y: Tensor, sig
         img = space.embed_to_image(torch.where(masked[..., None], q_st, clean))
         nll = ((op.forward(img) - y.to(img.dtype)) ** 2).flatten(1).sum(1) / (2 * sigma ** 2)
         (g,) = torch.autograd.grad(nll.sum(), e)
+        hq = torch.einsum("lde,ble->bld", h, q)
         linear = g @ e_k.T - (g * q).sum(-1, keepdim=True)                   # (E_k - q) . g
-        quad = hee.T[None] - 2 * (h * q) @ e_k.T + (h * q * q).sum(-1, keepdim=True)
+        quad = ehe[None] - 2 * hq @ e_k.T + (q * hq).sum(-1, keepdim=True)   # (E_k - q)^T H (E_k - q)
         guided = torch.where(masked[..., None], base - eta * (linear + 0.5 * quad), base)
     return guided.detach()
 
@@ -129,10 +137,11 @@ def aps_sample(model: TokenModel, op, y: Tensor, steps: int = 16, sigma_y: float
     check_range(eta, "eta", 0.0)
     sigma = math.sqrt(sigma_y ** 2 + sigma_floor ** 2)
     x = torch.full((y.shape[0], length), vocab, dtype=torch.long, device=_device(model))
+    hessian = token_hessian(op, space) if eta > 0 else None
     for k in cosine_unmask_counts(length, steps):
         logits = model(x)
         with torch.enable_grad():
-            guided = quantized_expectation_guidance(logits, x, op, y, sigma, space, eta, guidance_iters)
+            guided = quantized_expectation_guidance(logits, x, op, y, sigma, space, eta, guidance_iters, hessian)
         probs = torch.softmax(guided, -1)
         draw = sample_categorical(probs, generator)
         score = probs.gather(-1, draw[..., None])[..., 0] if anchor else rand(draw.shape, generator, torch.float64)
@@ -193,13 +202,15 @@ def smc_sample(model: TokenModel, op, y: Tensor, steps: int = 16, particles: int
     return x.view(b, particles, length)[torch.arange(b), best]
 
 
-def _z_step(op, y: Tensor, x_img: Tensor, sigma_y: float, rho: float, generator: Generator) -> Tensor:
-    """Sample ``z ~ N(y; A z, sigma^2) N(z; x, rho^2)``: exact Gaussian for linear ``A``, else Langevin."""
+def _z_step(op, y: Tensor, x_img: Tensor, sigma_y: float, rho: float, generator: Generator,
+            a: Tensor | None = None) -> Tensor:
+    """Sample ``z ~ N(y; A z, sigma^2) N(z; x, rho^2)``: exact Gaussian for linear ``A`` (dense matrix ``a``,
+    built from ``op`` when not given), else Langevin."""
     s2 = max(sigma_y, 1e-3) ** 2
     flat = x_img.flatten(1).to(torch.float64)
     n = flat.shape[1]
     if getattr(op, "linear", False):
-        a = op.matrix(torch.float64)                                            # (m, n)
+        a = op.matrix(torch.float64) if a is None else a                       # (m, n)
         prec = a.T @ a / s2 + torch.eye(n, dtype=torch.float64) / rho ** 2
         chol = torch.linalg.cholesky(prec)
         rhs = (y.flatten(1).to(torch.float64) @ a) / s2 + flat / rho ** 2
@@ -233,9 +244,10 @@ def split_gibbs_sample(model: TokenModel, op, y: Tensor, sweeps: int = 8, sigma_
     space, vocab, _ = _problem(model, op, y, space)
     x = first_hitting_sample(model, y.shape[0], generator=generator)
     e_k = space.codebook
+    a = op.matrix(torch.float64) if getattr(op, "linear", False) else None
     for j in range(sweeps):
         rho = rho_max * (rho_min / rho_max) ** (j / max(1, sweeps - 1))
-        z = space.image_to_embed(_z_step(op, y, space.decode(x), sigma_y, rho, generator))   # (B, L, d)
+        z = space.image_to_embed(_z_step(op, y, space.decode(x), sigma_y, rho, generator, a))   # (B, L, d)
         drop = rand(x.shape, generator, torch.float64) < remask
         xm = torch.where(drop, torch.full_like(x, vocab), x)
         probs = predictive_probs(model, xm)
