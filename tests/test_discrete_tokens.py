@@ -137,3 +137,19 @@ def test_token_hessian_gives_the_exact_single_token_likelihood_change(space):
         delta = space.codebook[k] - q[0, i].detach()
         pred = g[0, i] @ delta + 0.5 * delta @ h[i] @ delta
         assert torch.allclose(nll(q2) - nll(q.detach()), pred, atol=1e-9)
+
+
+def test_token_hessian_of_a_saturating_operator_is_the_jacobian_gauss_newton(space):
+    """For y = tanh(g L x): the blocks equal J_i^T J_i with J the autograd Jacobian at the given image."""
+    from diffzoo.discrete.aps import _token_columns, token_hessian
+
+    op = get_operator("saturation", SHAPE)
+    img = torch.randn(1, *SHAPE, generator=_gen(9), dtype=torch.float64) * 0.5
+    jac = torch.autograd.functional.jacobian(lambda z: op.forward(z), img).reshape(-1, 3 * 8 * 8)
+    idx = space.image_to_embed(torch.arange(192, dtype=torch.float64).reshape(1, *SHAPE))[0].long()
+    cols = jac[:, idx]                                                     # (m, L, d), dense
+    want = torch.einsum("mld,mle->lde", cols, cols)
+    rows, vals = _token_columns(jac, space)
+    assert torch.allclose(torch.einsum("lrd,lre->lde", vals, vals), want, atol=1e-10)
+    got = token_hessian(op, space)(img)
+    assert got.shape == (1, 4, 48, 48) and torch.allclose(got[0], want, atol=1e-10)

@@ -30,6 +30,7 @@ model); the operator acts on ``space.image_shape`` images.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -73,30 +74,51 @@ def _problem(model: TokenModel, op, y: Tensor, space: TokenSpace | None) -> tupl
     return space, vocab, length
 
 
-def token_hessian(op, space: TokenSpace) -> Tensor:
-    """Per-token blocks ``A_i^T A_i`` ``(L, d, d)`` of ``A^T A`` (zeros for a nonlinear ``A``).
+def _token_columns(a: Tensor, space: TokenSpace) -> tuple[Tensor, Tensor]:
+    """Columns of a dense ``(m, n)`` operator matrix grouped by token, restricted to the rows each token
+    touches: row ids ``(L, r)`` and values ``(L, r, d)`` (``r`` = the most rows any token touches; padding
+    rows have zero values). Local operators (blur, pooling) touch few rows, which keeps the blocks cheap."""
+    idx = space.image_to_embed(torch.arange(a.shape[1], dtype=torch.float64).reshape(1, *space.image_shape))[0]
+    cols = a[:, idx.long()].permute(1, 0, 2)                                  # (L, m, d)
+    touched = cols.abs().amax(-1) > 0                                         # (L, m)
+    r = max(1, int(touched.sum(1).max()))
+    rows = touched.to(torch.int8).argsort(dim=1, descending=True, stable=True)[:, :r]   # touched rows first
+    return rows, cols.gather(1, rows[..., None].expand(-1, -1, cols.shape[-1]))
 
-    ``||A(D(q')) - y||^2 / 2`` changes, when only token ``i`` moves by ``delta``, by exactly
-    ``g_i . delta + delta^T A_i^T A_i delta / 2`` for a linear ``A`` -- the local model the guidance uses.
+
+def token_hessian(op, space: TokenSpace) -> Tensor | Callable[[Tensor], Tensor]:
+    """Per-token Gauss-Newton blocks ``J_i^T J_i`` of the measurement (``J_i``: the columns of token ``i``).
+
+    Linear ``A``: the constant ``(L, d, d)`` blocks of ``A^T A`` -- ``||A(D(q')) - y||^2 / 2`` changes, when
+    only token ``i`` moves by ``delta``, by exactly ``g_i . delta + delta^T A_i^T A_i delta / 2``.
+    Operators ``f(L x)`` with an elementwise ``f`` that expose ``jacobian_scale`` and ``inner`` (e.g.
+    saturation): a function of the images ``(B, C, H, W)`` returning per-image blocks ``(B, L, d, d)`` of
+    ``J^T J`` with ``J = diag(f') L`` (re-linearised where it is called). Other operators: zeros.
     """
-    if not getattr(op, "linear", False):
-        return torch.zeros(space.seq_len, space.dim, space.dim, dtype=torch.float64)
-    a = op.matrix(torch.float64)
-    n = a.shape[1]
-    idx = space.image_to_embed(torch.arange(n, dtype=torch.float64).reshape(1, *space.image_shape))[0].long()
-    cols = a[:, idx]                                                          # (m, L, d)
-    return torch.einsum("mld,mle->lde", cols, cols)
+    if getattr(op, "linear", False):
+        _, vals = _token_columns(op.matrix(torch.float64), space)
+        return torch.einsum("lrd,lre->lde", vals, vals)
+    if hasattr(op, "jacobian_scale") and getattr(getattr(op, "inner", None), "linear", False):
+        rows, vals = _token_columns(op.inner.matrix(torch.float64), space)
+
+        def blocks(img: Tensor) -> Tensor:
+            w = op.jacobian_scale(img.to(torch.float64)) ** 2                  # (B, m)
+            return torch.einsum("blr,lrd,lre->blde", w[:, rows], vals, vals)
+        return blocks
+    return torch.zeros(space.seq_len, space.dim, space.dim, dtype=torch.float64)
 
 
 def quantized_expectation_guidance(logits: Tensor, x: Tensor, op, y: Tensor, sigma: float, space: TokenSpace,
-                                   eta: float = 1.0, iters: int = 3, hessian: Tensor | None = None) -> Tensor:
+                                   eta: float = 1.0, iters: int = 3,
+                                   hessian: Tensor | Callable[[Tensor], Tensor] | None = None) -> Tensor:
     """Guided logits ``l_ik - eta [ (E_k - q_i) . g_i + 0.5 (E_k - q_i)^T H_i (E_k - q_i) ]`` on masked tokens.
 
     ``e_i = sum_k softmax(l)_ik E_k`` (the expected embedding, under the current guided logits), ``q_i``
     its nearest code, ``q~ = e + sg(q - e)`` (straight-through); ``g = grad_{q~} ||y - A(D(q~))||^2 / (2 sigma^2)``
-    is the gradient-like signal in embedding space, ``H_i = A_i^T A_i / sigma^2`` the token's Gauss-Newton
-    block (:func:`token_hessian`; 0 for nonlinear ``A``). The bracket is the change of the negative
-    log-likelihood when token ``i`` alone switches from ``q_i`` to code ``E_k`` (exact for linear ``A``),
+    is the gradient-like signal in embedding space, ``H_i = J_i^T J_i / sigma^2`` the token's Gauss-Newton
+    block (:func:`token_hessian`; re-linearised at the current image for saturating operators). The
+    bracket is the change of the negative log-likelihood when token ``i`` alone switches from ``q_i`` to
+    code ``E_k`` (exact for linear ``A``),
     so ``eta = 1`` is the per-token Bayes posterior around the current expectation; ``iters`` re-linearises.
     Clean tokens of ``x`` enter ``D`` with their own code. Returns float64, detached.
     """
@@ -107,8 +129,7 @@ def quantized_expectation_guidance(logits: Tensor, x: Tensor, op, y: Tensor, sig
     base = logits.detach().to(torch.float64)
     if eta == 0 or iters == 0:
         return base
-    h = (token_hessian(op, space) if hessian is None else hessian).to(base.device) / sigma ** 2   # (L, d, d)
-    ehe = torch.einsum("kd,lde,ke->lk", e_k, h, e_k)                         # E_k^T H_i E_k
+    hessian = token_hessian(op, space) if hessian is None else hessian
     guided = base
     for _ in range(iters):
         e = (torch.softmax(guided, -1) @ e_k).requires_grad_(True)
@@ -117,9 +138,12 @@ def quantized_expectation_guidance(logits: Tensor, x: Tensor, op, y: Tensor, sig
         img = space.embed_to_image(torch.where(masked[..., None], q_st, clean))
         nll = ((op.forward(img) - y.to(img.dtype)) ** 2).flatten(1).sum(1) / (2 * sigma ** 2)
         (g,) = torch.autograd.grad(nll.sum(), e)
-        hq = torch.einsum("lde,ble->bld", h, q)
+        h = hessian(img.detach()) if callable(hessian) else hessian
+        h = h.to(base.device).expand(x.shape[0], *h.shape[-3:]) / sigma ** 2              # (B, L, d, d)
+        ehe = torch.einsum("kd,blde,ke->blk", e_k, h, e_k)                              # E_k^T H_i E_k
+        hq = torch.einsum("blde,ble->bld", h, q)
         linear = g @ e_k.T - (g * q).sum(-1, keepdim=True)                   # (E_k - q) . g
-        quad = ehe[None] - 2 * hq @ e_k.T + (q * hq).sum(-1, keepdim=True)   # (E_k - q)^T H (E_k - q)
+        quad = ehe - 2 * hq @ e_k.T + (q * hq).sum(-1, keepdim=True)   # (E_k - q)^T H (E_k - q)
         guided = torch.where(masked[..., None], base - eta * (linear + 0.5 * quad), base)
     return guided.detach()
 

@@ -374,6 +374,10 @@ class Saturation(Operator):
     def forward(self, x: Tensor) -> Tensor:
         return torch.tanh(self.gain * self.inner.forward(x))
 
+    def jacobian_scale(self, x: Tensor) -> Tensor:
+        """``gain (1 - tanh^2(gain L x))`` ``(B, m)``: the Jacobian at ``x`` is ``diag(scale) L`` (Gauss-Newton)."""
+        return self.gain * (1 - torch.tanh(self.gain * self.inner.forward(x)) ** 2).flatten(1)
+
     def invert(self, y: Tensor) -> Tensor:
         z = torch.atanh(self.check_measurement(y).clamp(-1 + 1e-6, 1 - 1e-6)) / self.gain
         return self.inner.pinv(z)
