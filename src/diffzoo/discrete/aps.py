@@ -13,7 +13,7 @@ from the abstract's two ideas, unverified against the paper:
 * **Anchored remasking.** All masked tokens are drawn from the guided posterior; the ``k_n`` (cosine
   schedule, MaskGIT) most confident under it are anchored (kept) and the rest remasked. With
   ``anchor=False`` a uniformly random ``k_n``-subset is kept instead (the ablation); with ``eta = 0``
-  and anchoring the sampler is a MaskGIT confidence sampler.
+  and anchoring the sampler is a MaskGIT confidence sampler (choice temperature 0).
 
 Baselines (same model, same operator, no retraining): :func:`replacement_sample` (inpainting: observed
 pixels clamped to their measured level), :func:`smc_sample` (derivative-free SMC: particles unmask in random order,

@@ -178,19 +178,30 @@ def cosine_unmask_counts(length: int, steps: int) -> list[int]:
 
 @torch.no_grad()
 def confidence_sample(model: TokenModel, n: int, steps: int, generator: Generator = None,
-                      seq_len: int | None = None, x_init: Tensor | None = None, temperature: float = 1.0
-                      ) -> Tensor:
-    """MaskGIT-style sampling: draw every masked token, keep the ``k_n`` most confident (cosine schedule)."""
+                      seq_len: int | None = None, x_init: Tensor | None = None, temperature: float = 1.0,
+                      choice_temperature: float = 4.5) -> Tensor:
+    """MaskGIT-style sampling: draw every masked token, keep the ``k_n`` most confident (cosine schedule).
+
+    Confidence is ``log p(draw) + tau_n g`` with Gumbel noise ``g`` and ``tau_n = choice_temperature
+    (1 - (n+1)/N)`` annealed to 0 (MaskGIT's "choice temperature", 4.5 in Chang et al. 2022); with
+    ``choice_temperature = 0`` the order is purely by confidence, which on digits collapses to a few
+    stroke-like modes.
+    """
     check_range(temperature, "temperature", 0.0, None, lo_open=True)
+    check_range(choice_temperature, "choice_temperature", 0.0)
     vocab = model_vocab(model)
     x = _init(model, n, seq_len, x_init, _device(model))
     counts = cosine_unmask_counts(int((x == vocab).sum(1).max()), steps)
-    for k in counts:
+    for i, k in enumerate(counts):
         probs = predictive_probs(model, x)
         if temperature != 1.0:
             probs = torch.softmax(probs.clamp_min(1e-300).log() / temperature, dim=-1)
         draw = sample_categorical(probs, generator)
-        conf = probs.gather(-1, draw[..., None])[..., 0]
+        conf = probs.gather(-1, draw[..., None])[..., 0].clamp_min(1e-300).log()
+        tau = choice_temperature * (1.0 - (i + 1) / len(counts))
+        if tau > 0:
+            u = rand(conf.shape, generator, dtype=torch.float64, device=conf.device)
+            conf = conf + tau * -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))
         x = unmask_top(x, draw, conf, k, vocab)
     return x
 
