@@ -16,7 +16,8 @@ teacher's. Its loss is not in the repository; ours is a documented assumption:
 * **Relaxed objective**: the student's states are made differentiable with straight-through
   Gumbel-softmax (float64 noise) and, at each student time ``t_{i+1}``, compared with the teacher's
   states at the same time by the unbiased MMD^2 (RBF, median bandwidth) of their features
-  ``(pixel value * revealed, revealed)``; the per-step terms are summed. The reference code reuses one
+  ``(pixel value * revealed, revealed)``; the per-step terms are summed and the final-state term is
+  weighted by ``N``. The reference code reuses one
   seed every iteration (common random numbers), which aligns its student with a noise-coupled teacher;
   our teacher is not noise-coupled, and one fixed noise draw lets ``phi`` over-fit that draw, so fresh
   student noise each iteration is the default (``crn=True`` restores the fixed seed).
@@ -150,12 +151,15 @@ class LSDResult:
 def train_lsd(model: TokenModel, steps: int, learn_times: bool = False, iters: int = 60, batch: int = 64,
               lr: float = 0.05, teacher_n: int = 512, schedule: str | MaskSchedule = "linear", seed: int = 0,
               teacher: tuple[Tensor, Tensor] | None = None, crn: bool = False,
-              teacher_batch: int | None = None) -> LSDResult:
+              teacher_batch: int | None = None, final_weight: float | None = None) -> LSDResult:
     """Distil an ``steps``-step student (LSD; LSD+ with ``learn_times``) from the FHS teacher.
 
     Adam on ``log_phi`` (and ``w``); the network stays frozen. Each iteration draws ``batch`` student
     trajectories (fresh noise; the same seed every iteration with ``crn``) and compares them with a fresh
     teacher subset of size ``teacher_batch`` (default ``4 * batch``, capped by the teacher set).
+    Loss: the per-step MMD^2 terms plus ``final_weight`` (default ``N``) times the final-state term, so the
+    output law weighs as much as the whole trajectory: with learnable times (LSD+) an unweighted sum can
+    be lowered by moving grid points to where states are nearly empty or full, without better samples.
     """
     check_choice(learn_times, (True, False), "learn_times")
     model.requires_grad_(False)
@@ -170,9 +174,9 @@ def train_lsd(model: TokenModel, steps: int, learn_times: bool = False, iters: i
         states = run_student(model, student, batch, schedule,
                              torch.Generator().manual_seed(seed + 1 + (0 if crn else it)))
         ts = student.times()
-        loss = sum(_mmd2(state_features(s), state_features(teacher_state(x0[idx], hit[idx], ts[i + 1].detach(),
-                                                                          vocab)))
-                   for i, s in enumerate(states))
+        terms = [_mmd2(state_features(s), state_features(teacher_state(x0[idx], hit[idx], ts[i + 1].detach(), vocab)))
+                 for i, s in enumerate(states)]
+        loss = sum(terms[:-1]) + (steps if final_weight is None else final_weight) * terms[-1]
         opt.zero_grad()
         loss.backward()
         opt.step()
