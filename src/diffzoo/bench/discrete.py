@@ -111,9 +111,10 @@ def oracle_law_table(quick: bool) -> list[dict]:
         counts = torch.bincount(oracle.state_index(x), minlength=27).double()
         res = stats.chisquare(counts.numpy(), (oracle.joint * m).numpy())
         tv = 0.5 * float((counts / m - oracle.joint).abs().sum())
+        expected = "exact" if name == "FHS" else "near-exact (many-step limit)" if "256" in name else \
+            ("biased (independent unmasking)" if "1 steps" in name or "parallel" in name else "")
         rows.append({"sampler": name, "samples": m, "chi2": float(res.statistic), "p-value": float(res.pvalue),
-                     "TV to true law": tv, "expected": "exact" if name == "FHS" else "near-exact (many-step limit)" if "256" in name else
-                     ("biased (independent unmasking)" if "1 steps" in name or "parallel" in name else "")})
+                     "TV to true law": tv, "expected": expected})
     return rows
 
 
@@ -138,14 +139,16 @@ def fhs_vs_ancestral(model, quick: bool) -> list[dict]:
         x, sec = _timed(lambda: first_hitting_sample(c, n, generator=torch.Generator().manual_seed(0),
                                                      tokens_per_step=k))
         rows.append({"sampler": f"FHS parallel, {k} tokens/call", "steps": 64 // k, "cache": "-", "NFE": c.nfe,
-                     "net evals/sample": c.rows / n, "wall s": sec, **_quality(x), "speed-up of FHS": sec / fhs_sec, "paper": ""})
+                     "net evals/sample": c.rows / n, "wall s": sec, **_quality(x), "speed-up of FHS": sec / fhs_sec,
+                     "paper": ""})
     settings = [(64, True), (1024, True), (256, False)] if quick else \
         [(64, True), (1024, True), (4096, True), (64, False), (256, False), (1024, False)]
     for steps, cache in settings:
         c = CallCounter(model)
         x, sec = _timed(lambda: ancestral_sample(c, n, steps, generator=torch.Generator().manual_seed(0), cache=cache))
         rows.append({"sampler": "ancestral", "steps": steps, "cache": "yes" if cache else "no", "NFE": c.nfe,
-                     "net evals/sample": c.rows / n, "wall s": sec, **_quality(x), "speed-up of FHS": sec / fhs_sec, "paper": ""})
+                     "net evals/sample": c.rows / n, "wall s": sec, **_quality(x), "speed-up of FHS": sec / fhs_sec,
+                     "paper": ""})
     return rows
 
 
@@ -356,8 +359,9 @@ def run(args: argparse.Namespace) -> int:
         ("2. Float32 vs float64 categorical sampling (cached ancestral)", lambda: precision_effect(model, args.quick),
          "Token entropy = mean entropy (nats) of each sample's own 17-level histogram. `tail drawn/expected` = "
          "tokens drawn with model probability < 1e-3, divided by the exact expected count over the same unmask "
-         "events (`tail expected`; 1 = unbiased; < 1 = the tail is under-sampled, i.e. a lower effective temperature). "
-         "The digits model puts little mass below 1e-3, so its entropy barely moves; see 2b for a text-like vocabulary."),
+         "events (`tail expected`; 1 = unbiased; < 1 = the tail is under-sampled, i.e. a lower effective "
+         "temperature). The digits model puts little mass below 1e-3, so its entropy barely moves; see 2b for a "
+         "text-like vocabulary."),
         ("2b. Float32 vs float64 at a text-like vocabulary (exact i.i.d. Zipf oracle)",
          lambda: _precision_oracle(args.quick),
          "The oracle predicts the same Zipf law at every masked position, so a correct sampler's tokens are i.i.d. "
