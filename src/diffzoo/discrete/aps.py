@@ -251,7 +251,7 @@ def _z_step(op, y: Tensor, x_img: Tensor, sigma_y: float, rho: float, generator:
             energy = ((op.forward(img) - y.to(img.dtype)) ** 2).flatten(1).sum(1) / (2 * s2) \
                 + ((z - flat) ** 2).sum(1) / (2 * rho ** 2)
             (g,) = torch.autograd.grad(energy.sum(), z)
-        z = z - step * g + math.sqrt(2 * step) * randn(z.shape, None, torch.float64)
+        z = z - step * g + math.sqrt(2 * step) * randn(z.shape, _single(generator), torch.float64)
     return z.detach().reshape(x_img.shape)
 
 
