@@ -50,7 +50,7 @@ def test_zoo_masked_digits_nelbo_and_samples():
 def test_cli_registrations():
     from diffzoo.cli import build_parser
     from diffzoo.models.registry import archs
-    from diffzoo.train.recipes import recipes
+    from diffzoo.recipes.registry import recipes
 
     assert {"masked-digits", "masked-shapes"} <= set(recipes()) and "masked-transformer" in archs()
     args = build_parser().parse_args(["bench", "discrete", "--quick"])
@@ -63,9 +63,9 @@ def test_zoo_masked_shapes_tokens_nelbo_and_samples():
     from diffzoo import zoo
     from diffzoo.data import shapes
     from diffzoo.discrete import first_hitting_sample, negative_elbo
-    from diffzoo.discrete.recipes import shapes_token_data
     from diffzoo.discrete.tokens import token_space
     from diffzoo.metrics.image import psnr
+    from diffzoo.recipes.masked import shapes_token_data
 
     if "masked-shapes" not in zoo.names():
         pytest.skip("zoo model masked-shapes not shipped in this build")

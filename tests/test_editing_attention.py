@@ -7,8 +7,8 @@ import torch
 
 from diffzoo.core.guidance import cfg_denoiser
 from diffzoo.core.parameterization import ddim_step
-from diffzoo.editing import attention as A
-from diffzoo.editing.latent import tiny_random_latent_model
+from diffzoo.latent import attention as A
+from diffzoo.latent.model import tiny_random_latent_model
 
 torch.set_num_threads(1)  # 2 shared cores: extra threads only contend
 

@@ -7,6 +7,7 @@ import torch
 
 from diffzoo.bench import editing as B
 from diffzoo.models.tinysd import ShapesClassifier, TinySD
+from diffzoo.zoo.latent import latent_model
 
 torch.set_num_threads(1)  # 2 shared cores: extra threads only contend
 
@@ -21,7 +22,7 @@ def small():
         ),
         text=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
     )
-    return sd.eval().requires_grad_(False).latent_model(), ShapesClassifier(width=8).eval()
+    return latent_model(sd.eval().requires_grad_(False)), ShapesClassifier(width=8).eval()
 
 
 def test_bench_runs_every_method_and_exact_ones_are_exact(small):

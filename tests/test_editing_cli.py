@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 from diffzoo.cli import main
-from diffzoo.editing.cli import load_image, save_image
+from diffzoo.io import read_image as load_image
+from diffzoo.io import save_image
+from diffzoo.zoo.latent import latent_model
 
 torch.set_num_threads(1)  # 2 shared cores: extra threads only contend
 
@@ -116,7 +118,7 @@ def test_cli_errors(tmp_path, capsys):
 
 
 def test_demo_edit(tmp_path, monkeypatch):
-    import diffzoo.editing.cli as C
+    import diffzoo.demo as C
     from diffzoo.models.tinysd import TinySD
 
     torch.manual_seed(0)
@@ -127,8 +129,8 @@ def test_demo_edit(tmp_path, monkeypatch):
         ),
         text=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
     )
-    lm = sd.eval().requires_grad_(False).latent_model()
-    monkeypatch.setattr(C, "load_model", lambda spec, dtype=torch.float32: lm)  # stand-in for the zoo TinySD
+    lm = latent_model(sd.eval().requires_grad_(False))
+    monkeypatch.setattr(C, "load_latent_model", lambda spec, dtype=torch.float32: lm)  # stand-in for the zoo TinySD
     paths = C.demo_edit(tmp_path, steps=3)
     assert set(paths) == {"source", "ground_truth", "infedit", "direct"}
     assert all(load_image(p).shape == (1, 3, 32, 32) for p in paths.values())

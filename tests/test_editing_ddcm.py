@@ -7,7 +7,7 @@ import torch
 
 from diffzoo.editing.anchored import anchored_latent, as_latent, sdedit, start_index
 from diffzoo.editing.ddcm import ddcm_edit
-from diffzoo.editing.latent import LatentModel, tiny_random_components, tiny_random_latent_model
+from diffzoo.latent.model import LatentModel, tiny_random_components, tiny_random_latent_model
 
 torch.set_num_threads(1)  # 2 shared cores: extra threads only contend
 
@@ -132,7 +132,7 @@ def test_ddcm_on_a_stable_diffusion_pipeline(tokdir):
 def test_unified_attention_control(model):
     """InfEdit's UAC: three branches [source; target; mutual]; identical prompts stay exact, the
     mutual branch attends with the target's queries to the source's keys/values after the window."""
-    from diffzoo.editing import attention as A
+    from diffzoo.latent import attention as A
 
     img = _image(model.dtype, 4)
     z0 = as_latent(model, img)

@@ -7,8 +7,8 @@ from torch import nn
 
 from diffzoo.core import linear
 from diffzoo.inverse import CompressedSensing
-from diffzoo.inverse.reversible import RevCoupling, SavedTensorMeter, rev_sequence
 from diffzoo.models.idm import IDMChain, IDMStep
+from diffzoo.models.reversible import RevCoupling, SavedTensorMeter, rev_sequence
 
 
 class TinyEps(nn.Module):
@@ -140,8 +140,8 @@ def test_bad_inputs():
 def test_shipped_idm_reproduces_recorded_metrics(name):
     """Zoo integration: the shipped IDM chain re-measured on the test split matches its JSON metrics."""
     from diffzoo import zoo
-    from diffzoo.bench.inverse import load_idm
-    from diffzoo.inverse.recipes import evaluate_idm
+    from diffzoo.recipes.idm import evaluate_idm
+    from diffzoo.zoo.idm import load_idm
 
     if name not in zoo.names():
         pytest.skip(f"{name} not shipped")

@@ -10,9 +10,9 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from diffzoo.editing.latent import LatentModel, tiny_random_latent_model
 from diffzoo.inversion import METHODS, edit, invert, reconstruct
 from diffzoo.inversion.common import ddim_transfer
+from diffzoo.latent.model import LatentModel, tiny_random_latent_model
 
 torch.set_num_threads(1)
 PROMPT, TARGET = "the red circle", "the blue square"
@@ -172,7 +172,7 @@ def test_ddim_inversion_matches_diffusers_inverse_scheduler(tmp_path):
     set_alpha_to_one False), at guidance 3 -- our inverse step is the forward transfer run backwards."""
     from diffusers import DDIMInverseScheduler
 
-    from diffzoo.editing.latent import tiny_random_components
+    from diffzoo.latent.model import tiny_random_components
 
     c = tiny_random_components(str(tmp_path), seed=0)
     model = LatentModel.from_components(c["unet"], c["vae"], c["text_encoder"], c["tokenizer"], c["scheduler"])
@@ -228,7 +228,7 @@ def test_direct_inversion_source_branch_exact(model64):
 
 @pytest.mark.parametrize("method", ["edict", "ddim", "ddpm", "direct"])
 def test_controller_keeps_source_branch(model64, method):
-    attention = pytest.importorskip("diffzoo.editing.attention")
+    attention = pytest.importorskip("diffzoo.latent.attention")
     z = _latent(torch.float64)
     r = invert(method, model64, z, PROMPT, num_steps=6, guidance=3.0, dtype=torch.float64,
                generator=torch.Generator().manual_seed(0))

@@ -10,6 +10,7 @@ pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
 from diffzoo.inversion import invert, reconstruct
+from diffzoo.zoo.latent import latent_model
 
 torch.set_num_threads(1)
 
@@ -18,7 +19,7 @@ def _tinysd_random(dtype):
     from diffzoo.models.tinysd import TinySD
 
     torch.manual_seed(0)
-    return TinySD().eval().requires_grad_(False).to(dtype).latent_model()
+    return latent_model(TinySD().eval().requires_grad_(False).to(dtype))
 
 
 def _tinysd_zoo(dtype):
@@ -26,7 +27,7 @@ def _tinysd_zoo(dtype):
 
     if "tinysd" not in zoo.names():
         pytest.skip("zoo weights 'tinysd' not shipped")
-    from diffzoo.models.tinysd import load_tinysd
+    from diffzoo.zoo.latent import load_tinysd
 
     return load_tinysd("tinysd").to(dtype=dtype)
 

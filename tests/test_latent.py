@@ -8,7 +8,7 @@ import torch
 pytest.importorskip("diffusers")
 pytest.importorskip("transformers")
 
-from diffzoo.editing.latent import LatentModel, tiny_clip_tokenizer, tiny_random_components
+from diffzoo.latent.model import LatentModel, tiny_clip_tokenizer, tiny_random_components
 
 torch.set_num_threads(1)
 
@@ -92,7 +92,7 @@ def test_denoiser_and_ddim_sampling_match_pipeline(pipe, model):
 
 
 def test_float64_cast(tmp_path):
-    from diffzoo.editing.latent import tiny_random_latent_model
+    from diffzoo.latent.model import tiny_random_latent_model
 
     m = tiny_random_latent_model(str(tmp_path), dtype=torch.float64)
     assert m.dtype == torch.float64

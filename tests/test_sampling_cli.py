@@ -8,10 +8,9 @@ import torch
 
 from diffzoo import zoo
 from diffzoo.cli import main
+from diffzoo.io import save_samples
 from diffzoo.models.registry import build
-from diffzoo.sampling.cli import class_labels, sample_zoo, save_samples
-
-
+from diffzoo.zoo.sampling import class_labels, sample_zoo
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ import torch
 
 from diffzoo import zoo
 from diffzoo.cli import main
-from diffzoo.sampling.cli import check_sampler, sample_zoo
+from diffzoo.zoo.sampling import check_sampler, sample_zoo
 
 pytestmark = pytest.mark.skipif("masked-digits" not in zoo.names(), reason="masked-digits is not in the zoo")
 

@@ -8,6 +8,7 @@ import torch
 
 from diffzoo.data import shapes as S
 from diffzoo.models import tinysd as T
+from diffzoo.zoo.latent import latent_model, load_tinysd
 
 TINY = dict(vae=dict(block_out_channels=(8, 8, 8), norm_num_groups=4),
             unet=dict(block_out_channels=(16, 32), norm_num_groups=8, attention_head_dim=2, cross_attention_dim=32),
@@ -47,7 +48,7 @@ def test_default_sizes_match_the_issue():
 
 
 def test_latent_model_wiring(tiny):
-    lm = tiny.latent_model()
+    lm = latent_model(tiny)
     e = lm.encode_prompt(["red circle center on white", ""])
     assert e.shape == (2, T.MAX_LENGTH, 32)
     assert torch.allclose(lm.null_embedding(1), e[1:])
@@ -66,10 +67,10 @@ def test_latent_model_wiring(tiny):
 
 def test_from_components_matches_native(tiny):
     """The same modules through the generic diffusers-components path give the same model."""
-    from diffzoo.editing.latent import LatentModel
+    from diffzoo.latent.model import LatentModel
 
     tiny.scaling_factor.fill_(0.75)
-    native = tiny.latent_model()
+    native = latent_model(tiny)
     generic = LatentModel.from_components(tiny.unet, tiny.vae, tiny.text_encoder, tiny.tokenizer,
                                           T.scheduler_config())
     assert generic.max_length == native.max_length
@@ -84,7 +85,7 @@ def test_from_components_matches_native(tiny):
 
 
 def test_unet_loss_trains_text_encoder_not_vae():
-    from diffzoo.editing.recipes import unet_loss
+    from diffzoo.recipes.tinysd import unet_loss
 
     torch.manual_seed(0)
     m = T.TinySD(**TINY)
@@ -101,7 +102,7 @@ def test_unet_loss_trains_text_encoder_not_vae():
 
 
 def test_vae_loss_kl_term():
-    from diffzoo.editing.recipes import vae_loss
+    from diffzoo.recipes.tinysd import vae_loss
 
     torch.manual_seed(0)
     vae = T.TinySD(**TINY).vae
@@ -150,7 +151,7 @@ def _zoo_json(name):
 
 def test_zoo_classifier_accuracy():
     from diffzoo import zoo
-    from diffzoo.editing.recipes import classifier_accuracy
+    from diffzoo.recipes.tinysd import classifier_accuracy
 
     _zoo_json("shapes-classifier")
     clf = zoo.load("shapes-classifier").model.eval()
@@ -161,10 +162,10 @@ def test_zoo_classifier_accuracy():
 def test_zoo_tinysd_heldout_metric_reproduces():
     """The first samples of the recorded held-out evaluation, regenerated, score as recorded."""
     from diffzoo import zoo
-    from diffzoo.editing.recipes import heldout_captions, sample_tinysd
+    from diffzoo.recipes.tinysd import heldout_captions, sample_tinysd
 
     meta = _zoo_json("tinysd")
-    lm = T.load_tinysd()
+    lm = load_tinysd()
     assert lm.scaling_factor > 0 and lm.image_size == 32
     m = zoo.load("tinysd").model.eval()
     clf = zoo.load("shapes-classifier").model.eval()

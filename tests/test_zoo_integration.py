@@ -8,7 +8,7 @@ import torch
 from diffzoo import zoo
 from diffzoo.data import digits, toy2d
 from diffzoo.metrics import digits_accuracy, sliced_wasserstein
-from diffzoo.zoo.recipes import ddim_sample, digits_denoiser
+from diffzoo.recipes.foundation import ddim_sample, digits_denoiser
 
 FOUNDATION = {"digits-classifier", "digits-unet", "toy2d-ring8", "toy2d-moons"}
 

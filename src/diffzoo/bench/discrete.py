@@ -28,9 +28,26 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import torch
+from PIL import Image
 
-from diffzoo.bench.common import atomic_write_text, format_table, results_dir
+from diffzoo import zoo
+from diffzoo.bench.common import results_dir
+from diffzoo.data import digits, shapes
+from diffzoo.data.digits import levels_to_images
+from diffzoo.discrete import CallCounter, JointOracle, ancestral_sample, first_hitting_sample
+from diffzoo.discrete.aps import aps_sample, measure_tokens, replacement_sample, smc_sample, split_gibbs_sample
+from diffzoo.discrete.lsd import StudentSampler, student_sample, teacher_trajectories, train_lsd
+from diffzoo.discrete.precision import precision_table
+from diffzoo.discrete.tokens import token_space
+from diffzoo.inverse.operators import get_operator
+from diffzoo.inverse.posterior import measurement_error
+from diffzoo.io import atomic_write_text, format_table
+from diffzoo.metrics.digits import digits_accuracy, digits_fd
+from diffzoo.metrics.distances import mmd
+from diffzoo.metrics.image import psnr, ssim
+from diffzoo.models.tinysd import scene_correct
 
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
@@ -40,7 +57,6 @@ TASKS = ("box_inpaint", "random_inpaint", "sr", "gaussian_blur", "saturation")
 
 # ----------------------------------------------------------------------------------------- helpers
 def _images(x: Tensor) -> Tensor:
-    from diffzoo.data.digits import levels_to_images
 
     return levels_to_images(x.reshape(-1, 64))
 
@@ -48,8 +64,6 @@ def _images(x: Tensor) -> Tensor:
 def _fd(x: Tensor) -> float | None:
     """FD-digits, or ``None`` when the zoo has no digits classifier yet."""
     try:
-        from diffzoo.metrics.digits import digits_fd
-
         return digits_fd(_images(x))
     except (ValueError, FileNotFoundError, ImportError) as e:  # classifier not shipped
         log.warning("FD-digits unavailable: %s", e)
@@ -57,8 +71,6 @@ def _fd(x: Tensor) -> float | None:
 
 
 def _mmd_test(x: Tensor) -> float:
-    from diffzoo.data import digits
-    from diffzoo.metrics.distances import mmd
 
     return float(mmd(_images(x).flatten(1).double(), digits.load("test").images.flatten(1).double()))
 
@@ -81,7 +93,6 @@ def _quality(x: Tensor) -> dict[str, Any]:
 
 
 def load_model(name: str) -> torch.nn.Module:
-    from diffzoo import zoo
 
     m = zoo.load(name).model
     m.eval()
@@ -93,7 +104,6 @@ def oracle_law_table(quick: bool) -> list[dict]:
     """Chi-square test of each sampler's output law against a known joint (3 tokens x 3 levels, correlated)."""
     from scipy import stats
 
-    from diffzoo.discrete import JointOracle, ancestral_sample, first_hitting_sample
 
     oracle = JointOracle(torch.rand(3, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) ** 3)
     n = 6000 if quick else 20000
@@ -119,7 +129,6 @@ def oracle_law_table(quick: bool) -> list[dict]:
 
 
 def fhs_vs_ancestral(model, quick: bool) -> list[dict]:
-    from diffzoo.discrete import CallCounter, ancestral_sample, first_hitting_sample
 
     n = 64 if quick else 200
     rows = []
@@ -129,7 +138,6 @@ def fhs_vs_ancestral(model, quick: bool) -> list[dict]:
     rows.append({"sampler": "FHS (exact)", "steps": 64, "cache": "-", "NFE": c.nfe, "net evals/sample": c.rows / n,
                  "wall s": sec,
                  **_quality(x), "speed-up of FHS": 1.0, "paper": "FHS ~20x faster than ancestral"})
-    from diffzoo.data import digits
 
     real = digits.load("train").levels[torch.randperm(1497, generator=torch.Generator().manual_seed(0))[:n]]
     rows.append({"sampler": f"real digits (train split, n={n})", "steps": "", "cache": "", "NFE": 0,
@@ -173,8 +181,6 @@ class TailCounter:
 
 
 def precision_effect(model, quick: bool) -> list[dict]:
-    from diffzoo.data import digits
-    from diffzoo.discrete import ancestral_sample
 
     n = 48 if quick else 200
     ref = token_entropy(digits.load("test").levels)
@@ -196,14 +202,11 @@ def precision_effect(model, quick: bool) -> list[dict]:
 
 
 def _precision_oracle(quick: bool) -> list[dict]:
-    from diffzoo.discrete.precision import precision_table
 
     return precision_table(quick)
 
 
 def lsd_table(model, quick: bool) -> list[dict]:
-    from diffzoo.discrete import first_hitting_sample
-    from diffzoo.discrete.lsd import StudentSampler, student_sample, teacher_trajectories, train_lsd
 
     n_eval = 128 if quick else 400
     teacher = teacher_trajectories(model, 128 if quick else 384, torch.Generator().manual_seed(5))
@@ -228,7 +231,6 @@ def lsd_table(model, quick: bool) -> list[dict]:
 
 def aps_methods(model, space, steps: int = 16) -> list[tuple[str, Callable, int]]:
     """The posterior samplers compared per task: (name, fn(op, y, generator), network calls per sample)."""
-    from diffzoo.discrete.aps import aps_sample, replacement_sample, smc_sample, split_gibbs_sample
 
     kw = dict(sigma_y=SIGMA_Y, space=space)
     length = space.seq_len
@@ -247,10 +249,6 @@ def posterior_rows(model, space, x0: Tensor, tasks, scorer: Callable[[Tensor], f
                    op_kwargs: dict | None = None) -> tuple[list[dict], dict]:
     """Every method on every task for clean tokens ``x0``: PSNR/SSIM to ``truth`` (the decoded tokens),
     token accuracy, measurement residual, ``scorer`` (classifier accuracy), NFE and wall time."""
-    from diffzoo.discrete.aps import measure_tokens
-    from diffzoo.inverse.operators import get_operator
-    from diffzoo.inverse.posterior import measurement_error
-    from diffzoo.metrics.image import psnr, ssim
 
     rows, panels = [], {}
     for task in tasks:
@@ -273,8 +271,6 @@ def posterior_rows(model, space, x0: Tensor, tasks, scorer: Callable[[Tensor], f
 
 def aps_table(model, quick: bool) -> tuple[list[dict], dict]:
     """APS-like vs baselines on test digits (64 pixel-level tokens)."""
-    from diffzoo.data import digits
-    from diffzoo.discrete.tokens import token_space
 
     n = 16 if quick else 48
     test = digits.load("test")
@@ -289,11 +285,6 @@ def shapes_aps_table(quick: bool) -> tuple[list[dict], dict, dict]:
     ``class acc``: fraction of reconstructions whose every grid cell and background the zoo
     ``shapes-classifier`` reads as the true scene's. Also returns the tokenizer's own ceiling.
     """
-    from diffzoo import zoo
-    from diffzoo.data import shapes
-    from diffzoo.discrete.tokens import token_space
-    from diffzoo.metrics.image import psnr
-    from diffzoo.models.tinysd import scene_correct
 
     model = load_model("masked-shapes")
     space = token_space(model)
@@ -316,17 +307,13 @@ def shapes_aps_table(quick: bool) -> tuple[list[dict], dict, dict]:
 
 def _class_acc(img: Tensor, labels: Tensor) -> float | None:
     try:
-        from diffzoo.metrics.digits import digits_accuracy
-
         return digits_accuracy(img, labels)
-    except (ValueError, FileNotFoundError, ImportError):
+    except (ValueError, FileNotFoundError):
         return None
 
 
 def save_png(panels: dict, path, scale: int = 4) -> None:
     """A grid: one block per task, one row per method (table order), 8 images per row (grey or RGB)."""
-    import numpy as np
-    from PIL import Image
 
     rows = []
     for methods in panels.values():

@@ -27,11 +27,22 @@ import logging
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
-from diffzoo.bench.common import atomic_write_text, format_table, results_dir
+from diffzoo import inversion, zoo
+from diffzoo.bench.common import results_dir
+from diffzoo.data import shapes
+from diffzoo.editing.anchored import sdedit
+from diffzoo.editing.api import make_controller
+from diffzoo.editing.ddcm import ddcm_edit
+from diffzoo.io import atomic_write_text, format_table, save_image
+from diffzoo.metrics.image import psnr, ssim
+from diffzoo.models.tinysd import TinySD, scene_correct
+from diffzoo.train.checkpoint import read_safetensors
+from diffzoo.zoo.latent import latent_model, load_tinysd
 
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
@@ -88,7 +99,6 @@ def blend_words(pair: Any) -> list[list[str]] | None:
     """Local-blend phrases of an edit: the edited object's description (colour, shape, position) in the
     source and the target caption, so that other objects sharing a word are not masked; none for a
     background change, which is global."""
-    from diffzoo.data import shapes
 
     e = pair.edit
     if e.kind == "background":
@@ -99,7 +109,6 @@ def blend_words(pair: Any) -> list[list[str]] | None:
 
 
 def _p2p(model: Any, pair: Any, cfg: EditBenchConfig, num_steps: int) -> Any:
-    from diffzoo.editing.cli import make_controller
 
     return make_controller(
         model,
@@ -125,7 +134,6 @@ def _inversion_method(
     recon_only: bool = False,
     guidance: float | None = None,
 ) -> MethodRun:
-    from diffzoo import inversion
 
     base = name.split("+")[0]
     kw: dict[str, Any] = {}
@@ -176,7 +184,6 @@ def _infedit(
     dtype: torch.dtype,
     recon_only: bool = False,
 ) -> MethodRun:
-    from diffzoo.editing.ddcm import ddcm_edit
 
     kw = dict(
         num_steps=cfg.steps,
@@ -222,7 +229,6 @@ def _sdedit(
     dtype: torch.dtype,
     recon_only: bool = False,
 ) -> MethodRun:
-    from diffzoo.editing.anchored import sdedit
 
     kw = dict(strength=cfg.sdedit_strength, num_steps=cfg.steps, guidance=cfg.guidance, dtype=dtype)
     rec = sdedit(
@@ -260,7 +266,6 @@ def run_method(
 
 def masked_psnr_ssim(x: Tensor, y: Tensor, mask: Tensor) -> tuple[float, float]:
     """PIE-Bench's background metrics: PSNR and SSIM of ``x * (1 - m)`` vs ``y * (1 - m)``."""
-    from diffzoo.metrics.image import psnr, ssim
 
     keep = (~mask.bool()).to(x.dtype)[None, None]
     a, b = x * keep, y * keep
@@ -292,10 +297,7 @@ class _Acc:
 def load_tinysd_checkpoint(path: str) -> Any:
     """A TinySD :class:`LatentModel` from a training checkpoint (``diffzoo train tinysd-unet --out DIR``):
     the EMA weights of ``DIR/checkpoint.safetensors``; the UNet widths are read off the tensors."""
-    from pathlib import Path
 
-    from diffzoo.models.tinysd import TinySD
-    from diffzoo.train.checkpoint import read_safetensors
 
     f = Path(path)
     f = f / "checkpoint.safetensors" if f.is_dir() else f
@@ -311,13 +313,11 @@ def load_tinysd_checkpoint(path: str) -> Any:
         i += 1
     model = TinySD(unet=dict(block_out_channels=tuple(widths)))
     model.load_state_dict(ema)
-    return model.eval().requires_grad_(False).latent_model()
+    return latent_model(model.eval().requires_grad_(False))
 
 
 def load_models(cfg: EditBenchConfig) -> tuple[Any, Any]:
     """The TinySD :class:`LatentModel` (zoo, or ``cfg.checkpoint``) and the shapes classifier from the zoo."""
-    from diffzoo import zoo
-    from diffzoo.models.tinysd import load_tinysd
 
     names = (cfg.classifier,) if cfg.checkpoint else (cfg.model, cfg.classifier)
     for name in names:
@@ -340,8 +340,6 @@ def run_bench(
 ) -> tuple[str, Tensor, dict[str, dict[str, float]]]:
     """Run the benchmark; returns the markdown report, the example grid ``(3, H, W)`` in ``[-1, 1]`` and
     the per-method means ``{method: {metric: value}}`` (plus ``"baseline"``)."""
-    from diffzoo.data import shapes
-    from diffzoo.models.tinysd import scene_correct
 
     for m in cfg.methods:
         if m not in METHODS:
@@ -420,7 +418,6 @@ def reconstruction_drift(
     """DDIM inversion vs EDICT reconstruction at each guidance of ``cfg.drift_guidance`` (EDICT paper,
     Sec. 5.1: DDIM inversion drifts as guidance grows, EDICT does not). Means over ``pairs`` of the
     latent MSE, the max abs latent error and the image MSE against the source (VAE error included)."""
-    from diffzoo import inversion
 
     out: dict[tuple[str, float], dict[str, list[float]]] = {}
     for pair in pairs:
@@ -462,7 +459,6 @@ def _drift_table(drift: dict[tuple[str, float], dict[str, float]], cfg: EditBenc
 
 
 def _psnr(x: Tensor, y: Tensor) -> float:
-    from diffzoo.metrics.image import psnr
 
     return float(psnr(x, y))
 
@@ -515,7 +511,6 @@ def _report(
     seconds: float,
     drift: dict | None = None,
 ) -> str:
-    from diffzoo.data import shapes
 
     cols = [
         "method",
@@ -683,7 +678,6 @@ QUICK = dict(n=8, steps=15, n64=1, nt_inner=4, examples=4, n_drift=2)
 
 
 def cmd_bench_editing(args: argparse.Namespace) -> int:
-    from diffzoo.editing.cli import save_image
 
     torch.set_num_threads(max(1, int(args.threads)))
     cfg = EditBenchConfig(

@@ -12,14 +12,27 @@ relative difference of their gradients. The papers' claims are printed beside ou
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
-from diffzoo.bench.common import atomic_write_text, format_table, results_dir
+from diffzoo import zoo
+from diffzoo.bench.common import results_dir
+from diffzoo.data import digits
+from diffzoo.inverse.operators import CompressedSensing, get_operator
+from diffzoo.inverse.posterior import measurement_error, posterior_sample
+from diffzoo.io import atomic_write_text, format_table
+from diffzoo.metrics import digits_fd, psnr, ssim
+from diffzoo.models.idm import IDMChain
+from diffzoo.models.reversible import SavedTensorMeter
+from diffzoo.zoo.idm import load_idm
 
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
@@ -49,26 +62,12 @@ CLAIMS = {
 
 def load_prior(name: str):
     """The digits prior as a Denoiser (unconditional: ``cond=None`` = the null class) and its ZooModel."""
-    from diffzoo import zoo
 
     zm = zoo.load(name)
     return zm.denoiser(), zm
 
 
-def load_idm(name: str):
-    """A shipped IDM chain (``idm-*``) and its CS operator."""
-    from diffzoo import zoo
-    from diffzoo.inverse.operators import CompressedSensing
-
-    zm = zoo.load(name)
-    opc = zm.config.get("operator") or {}
-    op = CompressedSensing((1, 8, 8), float(opc["ratio"]), True, int(opc.get("seed", 0)))
-    return zm.model, op, zm
-
-
 def _metrics(out: Tensor, x: Tensor, op: Any, y: Tensor) -> dict[str, float]:
-    from diffzoo.inverse.posterior import measurement_error
-    from diffzoo.metrics import digits_fd, psnr, ssim
 
     o = out.to(torch.float32)
     oc = o.clamp(-1, 1)
@@ -77,7 +76,6 @@ def _metrics(out: Tensor, x: Tensor, op: Any, y: Tensor) -> dict[str, float]:
 
 
 def _timed(fn: Any, params: list[Tensor]) -> tuple[Tensor, float, float]:
-    from diffzoo.inverse.reversible import SavedTensorMeter
 
     t0 = time.perf_counter()
     with SavedTensorMeter(exclude=params) as meter:
@@ -88,9 +86,6 @@ def _timed(fn: Any, params: list[Tensor]) -> tuple[Tensor, float, float]:
 def run_tasks(den: Any, prior_params: list[Tensor], tasks: list[str], nfes: list[int], dps_steps: list[int],
               n: int, seed: int, zeta: float, eta: float, idm_models: list[tuple[str, Any, Any]]) -> tuple[list[dict], dict]:
     """All restoration rows, plus a few example outputs per task for the figure."""
-    from diffzoo.data import digits
-    from diffzoo.inverse.operators import get_operator
-    from diffzoo.inverse.posterior import posterior_sample
 
     x = digits.load("test").images[:n]
     rows, examples = [], {}
@@ -146,8 +141,6 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024.0)
 
 def rss_delta_mb(prior: str, steps: int, batch: int, invertible: bool) -> float:
     """Growth of the peak RSS (MB) of a fresh process over one IDM training step (Linux ``ru_maxrss``)."""
-    import subprocess
-    import sys
 
     out = subprocess.run([sys.executable, "-c", _RSS_CHILD, prior, str(steps), str(batch), "1" if invertible else "0"],
                          capture_output=True, text=True, check=True)
@@ -157,12 +150,7 @@ def rss_delta_mb(prior: str, steps: int, batch: int, invertible: bool) -> float:
 def idm_memory_rows(den: Any, zm: Any, idm_models: list[tuple[str, Any, Any]], steps_list: list[int],
                     batch: int, prior: str | None = None, rss_batch: int = 1024) -> list[dict]:
     """Training-step activation memory of the IDM chain: plain vs invertible backward, and grad agreement."""
-    import copy
 
-    from diffzoo.data import digits
-    from diffzoo.inverse.operators import CompressedSensing
-    from diffzoo.inverse.reversible import SavedTensorMeter
-    from diffzoo.models.idm import IDMChain
 
     x = digits.load("train").images[:batch]
     rows = []
@@ -197,7 +185,6 @@ def idm_memory_rows(den: Any, zm: Any, idm_models: list[tuple[str, Any, Any]], s
 
 def save_figure(examples: dict[str, dict[str, Tensor]], path: Path) -> None:
     """A PNG: one row per task; column blocks truth | A+y | ddnm | ddnm+ | dps | idm, 4 digits each (x8)."""
-    from PIL import Image
 
     cols = ["truth", "A+y", "ddnm", "ddnm+", "dps", "idm"]
     rows = []
@@ -240,7 +227,6 @@ def _claims(rows: list[dict], mem_rows: list[dict]) -> list[dict]:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from diffzoo import zoo
 
     torch.set_num_threads(args.threads)
     den, zm = load_prior(args.prior)

@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from diffzoo.core.errors import check_choice
 from diffzoo.core.random import Generator
+from diffzoo.core.stats import mmd
 from diffzoo.discrete.aps import codebook
 from diffzoo.discrete.categorical import gumbel_softmax_st, sample_categorical
 from diffzoo.discrete.masked import TokenModel, model_seq_len, model_vocab
@@ -133,8 +134,7 @@ def teacher_trajectories(model: TokenModel, n: int, generator: Generator = None)
 
 
 def _mmd2(a: Tensor, b: Tensor) -> Tensor:
-    """Unbiased MMD^2 (:func:`diffzoo.metrics.distances.mmd`) with median bandwidths fixed from detached data."""
-    from diffzoo.metrics.distances import mmd
+    """Unbiased MMD^2 (:func:`diffzoo.core.stats.mmd`) with median bandwidths fixed from detached data."""
 
     pooled = torch.cat([a.detach(), b.detach()])
     d2 = torch.cdist(pooled, pooled).pow(2)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from diffzoo.core.errors import check_tensor
+from diffzoo.discrete.masked import check_tokens
 
 Tensor = torch.Tensor
 
@@ -81,7 +82,6 @@ class TokenSpace:
 
     def check(self, x: Tensor, arg: str = "x", allow_mask: bool = False) -> Tensor:
         """Integer ids ``(B, L)`` in ``[0, K-1]`` (``[0, K]`` with ``allow_mask``; ``K`` = [MASK])."""
-        from diffzoo.discrete.masked import check_tokens
 
         check_tensor(x, arg, ndim=2, floating=False)
         if x.shape[1] != self.seq_len:

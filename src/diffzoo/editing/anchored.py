@@ -24,6 +24,8 @@ from diffzoo.core.errors import check_choice, check_range, check_tensor
 from diffzoo.core.guidance import cfg_denoiser
 from diffzoo.core.parameterization import ddim_step
 from diffzoo.core.random import Generator, randn
+from diffzoo.sampling.ddim import ddim
+from diffzoo.sampling.timesteps import get_timesteps
 
 Tensor = torch.Tensor
 
@@ -103,8 +105,6 @@ def sdedit(
     is ``spacing`` with ``steps_offset`` (SD's scheduler: leading, offset 1).
     Returns the latents at the end of sampling (and their decoding when ``decode``).
     """
-    from diffzoo.sampling.ddim import ddim
-    from diffzoo.sampling.timesteps import get_timesteps
 
     model.require_conditional("sdedit")
     check_range(guidance, "guidance", 1.0, None)

@@ -20,7 +20,7 @@ inversion"). With ``eta = 1`` (the paper's setting) this is a multi-step consist
 
 Unified attention control (Sec. 4) runs a third, *mutual* branch (source prompt, source guidance)
 beside source and target, all in one batched call:
-:class:`~diffzoo.editing.attention.UnifiedAttentionControl` refines the target's cross-attention from
+:class:`~diffzoo.latent.attention.UnifiedAttentionControl` refines the target's cross-attention from
 the source's, injects the source's self-attention maps early and lets the mutual branch attend with the
 target's queries to the source's keys/values later; its local blend takes the target from the mutual
 branch outside the target words' mask. The plain P2P controllers (two branches) work as well.
@@ -40,7 +40,8 @@ from diffzoo.core.guidance import cfg_combine
 from diffzoo.core.parameterization import ddim_step
 from diffzoo.core.random import Generator, randn
 from diffzoo.editing.anchored import as_latent, start_index
-from diffzoo.editing.attention import AttentionController, attention_control, refine, unified
+from diffzoo.latent.attention import AttentionController, attention_control, refine, unified
+from diffzoo.sampling.timesteps import get_timesteps
 
 Tensor = torch.Tensor
 
@@ -155,10 +156,9 @@ def ddcm_edit(
     Defaults follow the official demo (15 steps, strength 0.7, target guidance 2, source guidance 1,
     eta 1, cross-attention control 0.7, self-attention control 0.3). ``controller``: ``"unified"``
     (InfEdit's unified attention control on ``[source; target; mutual]``), ``"refine"`` (P2P refine on
-    ``[source; target]``), ``None``, or an :class:`~diffzoo.editing.attention.AttentionController` for
+    ``[source; target]``), ``None``, or an :class:`~diffzoo.latent.attention.AttentionController` for
     ``[source; target]`` (2 branches) or ``[source; target; mutual]`` (3 branches).
     """
-    from diffzoo.sampling.timesteps import get_timesteps
 
     model.require_conditional("InfEdit/DDCM editing")
     check_range(guidance, "guidance", 1.0, None)

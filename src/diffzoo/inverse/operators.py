@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from diffzoo.core.errors import check_finite, check_range, check_tensor
+from diffzoo.core.errors import check_choice, check_finite, check_range, check_tensor
 from diffzoo.core.random import randn
 
 Tensor = torch.Tensor
@@ -398,7 +398,6 @@ def get_operator(name: str, in_shape: Sequence[int], *, ratio: float = 0.25, fac
     ``gaussian_blur`` (``sigma``), ``motion_blur`` (``length``, ``angle``), ``colorize``, ``cs`` (orthogonal,
     ``ratio``), ``cs_gaussian`` (``ratio``), ``saturation`` (tanh of a Gaussian blur, ``gain``), ``zero``. ``rcond``: relative singular-value cut of the
     blur pseudo-inverses (truncated SVD; raise it, e.g. to 0.1, for noisy measurements)."""
-    from diffzoo.core.errors import check_choice
 
     check_choice(name, OPERATORS, "operator")
     if name == "box_inpaint":

@@ -18,6 +18,7 @@ from diffzoo.core.random import Generator, randn
 from diffzoo.inverse.ddnm import DDNMDenoiser
 from diffzoo.inverse.dps import DPSDenoiser
 from diffzoo.inverse.operators import LinearOperator, Operator, Saturation
+from diffzoo.sampling import ddim, get_timesteps
 
 Tensor = torch.Tensor
 METHODS = ("ddnm", "dps", "prior", "pinv")
@@ -46,7 +47,6 @@ def posterior_sample(method: str, denoiser: Denoiser, op: Operator, y: Tensor, n
     ``x_T`` (default: standard normal from ``generator``) is the start; ``eta`` is DDNM's noise mix;
     ``zeta`` the DPS step size. Returns ``(B, C, H, W)`` in ``dtype``.
     """
-    from diffzoo.sampling import ddim, get_timesteps
 
     check_choice(method, METHODS, "method")
     y = op.check_measurement(y)

@@ -3,7 +3,7 @@
 ``invert(method, model, image_or_latent, prompt, ...) -> InversionResult``, then
 ``reconstruct(result)`` (back to ``z_0``, or the image with ``decode=True``) and
 ``edit(result, target_prompt, guidance=..., controller=...)`` (an attention controller from
-:mod:`diffzoo.editing.attention`, installed on the UNet's attention processors for the edit pass,
+:mod:`diffzoo.latent.attention`, installed on the UNet's attention processors for the edit pass,
 which denoises the batch ``[source; target]``).
 
 =============  ================================================================  ======================
@@ -21,7 +21,7 @@ method         idea                                                             
                the pivot each step
 =============  ================================================================  ======================
 
-Every method works on any :class:`~diffzoo.editing.latent.LatentModel` (TinySD, or a diffusers
+Every method works on any :class:`~diffzoo.latent.model.LatentModel` (TinySD, or a diffusers
 ``StableDiffusionPipeline``'s components) and every step uses the shared DDIM transfer
 (:func:`~diffzoo.inversion.common.ddim_transfer`: core ``to_x0_eps`` + ``ddim_step``) and the shared
 CFG combination (core ``cfg_combine``). Other modules may add methods with :func:`register_method`.
@@ -29,8 +29,8 @@ CFG combination (core ``cfg_combine``). Other modules may add methods with :func
 Example (the zoo's TinySD, or Stable Diffusion weights already on disk -- nothing is downloaded)::
 
     from diffzoo.inversion import invert, reconstruct, edit
-    from diffzoo.editing.latent import LatentModel
-    from diffzoo.editing.attention import replace
+    from diffzoo.latent.model import LatentModel
+    from diffzoo.latent.attention import replace
 
     model = diffzoo.models.tinysd.load_tinysd()                       # or, for SD 1.x on disk:
     # pipe = diffusers.StableDiffusionPipeline.from_pretrained("/path/to/sd-1.4", local_files_only=True)
@@ -113,7 +113,7 @@ def invert(method: str, model: Any, image_or_latent: Tensor, prompt: str | Seque
     Parameters
     ----------
     method: ``ddim``, ``edict``, ``ddpm``, ``null_text``, ``direct`` (or a registered name).
-    model: a text-conditional :class:`~diffzoo.editing.latent.LatentModel`.
+    model: a text-conditional :class:`~diffzoo.latent.model.LatentModel`.
     num_steps: DDIM steps on the grid (``spacing``/``steps_offset``: SD's ``leading`` grid by default).
     guidance: the classifier-free guidance of inversion and reconstruction (method default if None:
         ddim 1, edict 3, ddpm 3.5, null_text 7.5, direct 7.5).

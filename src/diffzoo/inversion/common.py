@@ -20,6 +20,7 @@ Inversion methods differ only in where ``eps`` is evaluated:
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,10 @@ from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.errors import check_range, check_tensor
 from diffzoo.core.guidance import cfg_combine
 from diffzoo.core.parameterization import ddim_step, to_x0_eps
+from diffzoo.latent.attention import attention_control
+from diffzoo.latent.model import LatentModel
+from diffzoo.sampling.ddim import ddim_noise_scale
+from diffzoo.sampling.timesteps import get_timesteps
 
 Tensor = torch.Tensor
 
@@ -49,7 +54,7 @@ class InversionResult:
     Attributes
     ----------
     method: the method name (``ddim``, ``edict``, ``ddpm``, ``null_text``, ``direct``).
-    model: the :class:`~diffzoo.editing.latent.LatentModel` that was inverted.
+    model: the :class:`~diffzoo.latent.model.LatentModel` that was inverted.
     prompt: the source prompts (one per sample).
     cond: source prompt embeddings ``(B, L, D)``.
     timesteps: the decreasing grid ``t_0 > ... > t_N = t_end`` (float64, length ``N + 1``).
@@ -131,10 +136,9 @@ class Timer:
 
 def check_model(model: Any, method: str) -> None:
     """Every method needs a text-conditional :class:`LatentModel`."""
-    from diffzoo.editing.latent import LatentModel
 
     if not isinstance(model, LatentModel):
-        raise TypeError(f"model: {method} inversion expects a diffzoo.editing.latent.LatentModel, got "
+        raise TypeError(f"model: {method} inversion expects a diffzoo.latent.model.LatentModel, got "
                         f"{type(model).__name__}")
     model.require_conditional(f"{method} inversion")
 
@@ -182,10 +186,6 @@ def to_latent(model: Any, image_or_latent: Tensor, dtype: torch.dtype, is_latent
 def grid(model: Any, num_steps: int, spacing: str = "leading", steps_offset: int = 1) -> Tensor:
     """The decreasing sampling grid of ``num_steps`` steps (default: Stable Diffusion's DDIM grid,
     ``leading`` spacing with ``steps_offset = 1``), from :func:`diffzoo.sampling.get_timesteps`."""
-    try:
-        from diffzoo.sampling import get_timesteps  # type: ignore[attr-defined]
-    except ImportError:  # the package may not re-export it
-        from diffzoo.sampling.timesteps import get_timesteps
     if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps!r}")
     if num_steps > model.schedule.num_train_timesteps:
@@ -257,7 +257,6 @@ def ddim_eta_std(sched: Any, t: Tensor | float, s: Tensor | float, eta: float, l
     ``eta sigma_s sqrt(1 - exp(lambda_t - lambda_s))`` -- for a VP schedule
     ``eta sqrt((1 - abar_s)/(1 - abar_t) (1 - abar_t/abar_s))``; eta = 1 is DDPM's posterior std.
     The formula is :func:`diffzoo.sampling.ddim.ddim_noise_scale` (one place)."""
-    from diffzoo.sampling.ddim import ddim_noise_scale
 
     sch = getattr(sched, "schedule", sched)
     tt, ss = (torch.as_tensor(v, dtype=torch.float64) for v in (t, s))
@@ -287,17 +286,15 @@ def branch_conditions(result: InversionResult, target_prompt: str | Sequence[str
 
 
 def controlled(model: Any, controller: Any, batch: int) -> Any:
-    """Context installing an attention controller (:mod:`diffzoo.editing.attention`) on the UNet.
+    """Context installing an attention controller (:mod:`diffzoo.latent.attention`) on the UNet.
 
     Controllers act on one edit ``[source; target]``, so a controlled edit needs batch size 1.
     """
-    import contextlib
 
     if controller is None:
         return contextlib.nullcontext()
     if batch != 1:
         raise ValueError(f"controller: attention control edits one image at a time, got a batch of {batch}")
-    from diffzoo.editing.attention import attention_control
 
     return attention_control(model.unet, controller)
 

@@ -37,6 +37,7 @@ from diffzoo.inversion.common import (
     ddim_transfer,
     guided_eps,
 )
+from diffzoo.sampling.base import steps
 
 Tensor = torch.Tensor
 
@@ -70,7 +71,6 @@ def invert(model: Any, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor,
            progress: bool = False) -> InversionResult:
     """Pivotal inversion at guidance 1, then per-step null-embedding optimisation for guidance ``w``
     (default 7.5). ``progress`` shows a tqdm bar over the steps."""
-    from diffzoo.sampling.base import steps
 
     w = check_guidance(DEFAULT_GUIDANCE if guidance is None else guidance)
     if not isinstance(inner_steps, int) or inner_steps < 0:

@@ -12,7 +12,9 @@ from functools import lru_cache
 
 import torch
 
+from diffzoo import zoo
 from diffzoo.core.errors import check_tensor
+from diffzoo.data import digits
 from diffzoo.metrics.distances import frechet_distance, gaussian_stats
 
 Tensor = torch.Tensor
@@ -22,7 +24,6 @@ CLASSIFIER = "digits-classifier"
 @lru_cache(maxsize=1)
 def digit_classifier() -> torch.nn.Module:
     """The shipped held-out digit classifier (eval mode, CPU)."""
-    from diffzoo import zoo
 
     return zoo.load(CLASSIFIER).model
 
@@ -56,7 +57,6 @@ def digit_features(samples: Tensor, classifier: torch.nn.Module | None = None) -
 
 @torch.no_grad()
 def _test_stats(classifier: torch.nn.Module | None) -> tuple[Tensor, Tensor]:
-    from diffzoo.data import digits
 
     return gaussian_stats(digit_features(digits.load("test").images, classifier))
 

@@ -5,26 +5,15 @@ All take two sample sets of shape ``(n, d)`` (images are flattened) and compute 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from diffzoo.core.errors import check_choice, check_tensor
+from diffzoo.core.errors import check_choice
+from diffzoo.core.stats import flat_samples as _flat
+from diffzoo.core.stats import mmd, same_dim as _same_dim
 
 Tensor = torch.Tensor
-
-
-def _flat(x: Tensor, arg: str) -> Tensor:
-    check_tensor(x, arg, floating=True)
-    if x.ndim < 2:
-        raise ValueError(f"{arg}: expected (n, d) samples, got shape {tuple(x.shape)}")
-    return x.reshape(x.shape[0], -1).to(torch.float64)
-
-
-def _same_dim(x: Tensor, y: Tensor) -> None:
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"y: expected {x.shape[1]} features like x, got {y.shape[1]}")
 
 
 def sliced_wasserstein(x: Tensor, y: Tensor, num_projections: int = 256, p: int = 2,
@@ -45,38 +34,6 @@ def sliced_wasserstein(x: Tensor, y: Tensor, num_projections: int = 256, p: int 
         q = (torch.arange(m, dtype=torch.float64) + 0.5) / m
         px, py = torch.quantile(px, q, dim=0), torch.quantile(py, q, dim=0)
     return ((px - py).abs() ** p).mean().pow(1.0 / p)
-
-
-def _sqdist(a: Tensor, b: Tensor) -> Tensor:
-    return ((a * a).sum(1)[:, None] + (b * b).sum(1)[None] - 2 * a @ b.T).clamp(min=0)
-
-
-def mmd(x: Tensor, y: Tensor, bandwidths: Sequence[float] | None = None) -> Tensor:
-    """Unbiased MMD^2 with a sum of RBF kernels (Gretton et al. 2012, Eq. 3).
-
-    ``k(a, b) = sum_h exp(-|a - b|^2 / (2 h^2))``; by default ``h`` is the median pairwise distance of
-    the pooled samples times 0.5, 1 and 2. The estimate can be slightly negative when ``x ~ y``.
-    """
-    x, y = _flat(x, "x"), _flat(y, "y")
-    _same_dim(x, y)
-    n, m = x.shape[0], y.shape[0]
-    if n < 2 or m < 2:
-        raise ValueError("x, y: the unbiased MMD needs at least 2 samples in each set")
-    dxx, dyy, dxy = _sqdist(x, x), _sqdist(y, y), _sqdist(x, y)
-    if bandwidths is None:
-        pooled = torch.cat([dxx.flatten(), dyy.flatten(), dxy.flatten()])
-        med = pooled[pooled > 0].median().sqrt() if bool((pooled > 0).any()) else torch.tensor(1.0, dtype=torch.float64)
-        bandwidths = [float(med) * s for s in (0.5, 1.0, 2.0)]
-    if any(h <= 0 for h in bandwidths):
-        raise ValueError(f"bandwidths: expected positive values, got {list(bandwidths)}")
-
-    def k(d2: Tensor) -> Tensor:
-        return sum(torch.exp(-d2 / (2 * h * h)) for h in bandwidths)
-
-    kxx, kyy, kxy = k(dxx), k(dyy), k(dxy)
-    sxx = (kxx.sum() - kxx.diagonal().sum()) / (n * (n - 1))
-    syy = (kyy.sum() - kyy.diagonal().sum()) / (m * (m - 1))
-    return sxx + syy - 2 * kxy.mean()
 
 
 def gaussian_stats(features: Tensor) -> tuple[Tensor, Tensor]:
@@ -118,3 +75,5 @@ def nll(samples: Tensor, dataset: Any) -> Tensor:
 def reduce(values: Tensor, reduction: str) -> Tensor:
     check_choice(reduction, ("mean", "none", "sum"), "reduction")
     return values.mean() if reduction == "mean" else values.sum() if reduction == "sum" else values
+
+__all__ = ["frechet_distance", "gaussian_stats", "mmd", "nll", "reduce", "sliced_wasserstein"]

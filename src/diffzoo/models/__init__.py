@@ -1,8 +1,13 @@
-"""Small networks: MLP denoiser (toy data), class-conditional digits UNet, digit classifier.
+"""Networks only (no algorithms): MLP denoiser (toy data), class-conditional digits UNet, digit classifier,
+masked transformer, TinySD and its attribute classifier, the IDM chain and its reversible blocks.
 
-Build any registered architecture with ``diffzoo.models.registry.build(arch, **config)``.
+Build any registered architecture with :func:`build` (``build(arch, **config)``); every model module is
+imported here, so a zoo config naming an architecture always finds it.
 """
 
+from diffzoo.models import classifier, idm, mlp, tinysd, transformer, unet
 from diffzoo.models.registry import archs, build, register_arch
 
-__all__ = ["archs", "build", "register_arch"]
+MODULES = (mlp, unet, classifier, transformer, tinysd, idm)
+
+__all__ = ["MODULES", "archs", "build", "register_arch"]

@@ -13,7 +13,7 @@ A ``T``-step DDIM chain becomes the reconstruction network and is trained end to
 
 Level 1 (sampling steps) and level 2 (the injector network ``R``: reversible coupling blocks whose
 ``G`` contains IDM's measurement-injection module ``h += i2f([f2i(h), A^T A f2i(h), A^T y])``) both run
-under :func:`diffzoo.inverse.reversible.rev_sequence`. Scale-down honestly stated: the pretrained
+under :func:`diffzoo.models.reversible.rev_sequence`. Scale-down honestly stated: the pretrained
 digits UNet (concatenated skips) is *not* itself made reversible -- its activations are recomputed one
 step at a time in the backward pass (level 1 still removes the ``T``-fold activation stack); the
 reversible level-2 blocks are the injector branch. The model time fed to the UNet is the (detached)
@@ -22,17 +22,29 @@ fractional timestep whose ``abar`` equals the learned ``abar_k``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
 from diffzoo.core.schedules import NoiseSchedule, get_schedule
-from diffzoo.inverse.operators import LinearOperator
-from diffzoo.inverse.reversible import RevCoupling, rev_sequence
 from diffzoo.models.registry import build, register_arch
+from diffzoo.models.reversible import RevCoupling, rev_sequence
 
 Tensor = torch.Tensor
+
+
+class LinearOperator(Protocol):
+    """What the chain needs of its measurement operator (e.g. :class:`diffzoo.inverse.CompressedSensing`,
+    passed in at call time: a network never imports an algorithm)."""
+
+    def forward(self, x: Tensor) -> Tensor: ...  # A x
+
+    def adjoint(self, y: Tensor) -> Tensor: ...  # A^T y
+
+    def At(self, y: Tensor) -> Tensor: ...  # A^T y in image shape
+
+    def project(self, x: Tensor, y: Tensor) -> Tensor: ...  # x + A^+ (y - A x)
 
 
 class MeasurementContext:

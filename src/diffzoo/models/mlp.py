@@ -54,6 +54,7 @@ class MLPDenoiser(nn.Module):
                  fourier_octaves: int = 0):
         super().__init__()
         self.dim, self.num_classes = int(dim), int(num_classes)
+        self.sample_shape = (self.dim,)  # one sample: a point in R^dim
         self.time_every_block = bool(time_every_block)
         self.fourier_octaves = int(fourier_octaves)
         self.time = TimeMLP(time_dim, hidden, time_scale)

@@ -9,9 +9,9 @@ Built from the same library classes as Stable Diffusion (Rombach et al. 2022, Se
 
 :class:`TinySD` holds the three as one ``nn.Module`` (one state dict, one safetensors file in the zoo);
 its ``forward(z_t, t, cond)`` is the UNet's epsilon prediction with ``cond`` = text embeddings, so a
-generic denoiser wraps it. :meth:`TinySD.latent_model` turns it into the
-:class:`~diffzoo.editing.latent.LatentModel` every inversion/editing method uses; :func:`load_tinysd`
-does so for the zoo's ``tinysd``.
+generic denoiser wraps it. :func:`diffzoo.zoo.latent.latent_model` turns it into the
+:class:`~diffzoo.latent.LatentModel` every inversion/editing method uses (a network never imports an
+algorithm); :func:`diffzoo.zoo.latent.load_tinysd` does so for the zoo's ``tinysd``.
 
 :class:`ShapesClassifier` is a small CNN that reads a 32x32 image and predicts, for each cell of the
 3x3 grid, "empty" or one (shape, colour) pair, and the background: the attribute metric of issue 3.
@@ -43,7 +43,7 @@ class ShapesTokenizer:
     ``""`` encodes to ``[<bos>, <eos>, <pad>...]`` (the null prompt of classifier-free guidance). A word
     outside the vocabulary or a prompt longer than ``max_length - 2`` words raises ``ValueError`` (no
     silent truncation). Callable as ``tokenizer(list_of_prompts) -> LongTensor (B, max_length)``, so it
-    is the ``tokenize`` of a :class:`~diffzoo.editing.latent.LatentModel`.
+    is the ``tokenize`` of a :class:`~diffzoo.latent.model.LatentModel`.
     """
 
     def __init__(self, words: Sequence[str] = shapes.VOCAB, max_length: int = MAX_LENGTH):
@@ -190,32 +190,11 @@ class TinySD(nn.Module):
         """``s * mean(E(x))`` of images in [-1, 1] (the UNet's data)."""
         return self.vae.encode(img).latent_dist.mean * self.scaling_factor
 
-    def latent_model(self) -> Any:
-        """This model as a :class:`~diffzoo.editing.latent.LatentModel` (modules shared, not copied)."""
-        from diffzoo.editing.latent import LatentModel
-
-        self.vae.register_to_config(scaling_factor=float(self.scaling_factor))
-        return LatentModel(unet=self.unet, vae=self.vae, text_encoder=self.text_encoder, tokenize=self.tokenizer,
-                           schedule=tinysd_schedule(), scaling_factor=float(self.scaling_factor),
-                           max_length=self.tokenizer.max_length, prediction_type="epsilon",
-                           image_size=shapes.SIZE)
-
 
 @register_arch("tinysd")
 def build_tinysd(**config: Any) -> TinySD:
     """Registry builder: ``build("tinysd", vae=..., unet=..., text=..., max_length=...)``."""
     return TinySD(**config)
-
-
-def load_tinysd(name: str = "tinysd") -> Any:
-    """The zoo's TinySD as a :class:`~diffzoo.editing.latent.LatentModel` (EMA weights, eval mode)."""
-    from diffzoo import zoo
-
-    zm = zoo.load(name)
-    model = zm.model
-    if not isinstance(model, TinySD):
-        raise TypeError(f"name: zoo model {name!r} is a {type(model).__name__}, not a TinySD")
-    return model.eval().requires_grad_(False).latent_model()
 
 
 # -------------------------------------------------------------------------------------------------

@@ -65,6 +65,7 @@ class DigitsUNet(nn.Module):
                  num_classes: int = 10, emb_dim: int = 128, time_scale: float = 1.0, attention: bool = True):
         super().__init__()
         self.in_ch, self.num_classes = int(in_ch), int(num_classes)
+        self.sample_shape = (self.in_ch, 8, 8)  # the resolution it is built for
         self.time = TimeMLP(ch, emb_dim, time_scale)
         self.label = nn.Embedding(num_classes + 1, emb_dim) if num_classes > 0 else None
         self.inp = nn.Conv2d(in_ch, ch, 3, padding=1)

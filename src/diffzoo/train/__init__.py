@@ -1,7 +1,7 @@
 """Training: the Accelerate-based trainer, EMA, atomic safetensors checkpoints, the recipe registry.
 
 ``train(model, loss_fn, sample_batch, TrainConfig(...)) -> TrainResult`` (see :mod:`diffzoo.train.trainer`);
-``diffzoo train RECIPE [options]`` runs a registered recipe (:mod:`diffzoo.train.recipes`).
+``diffzoo train RECIPE [options]`` runs a registered recipe (:mod:`diffzoo.recipes.registry`).
 """
 
 from diffzoo.train.checkpoint import (

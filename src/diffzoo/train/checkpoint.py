@@ -10,74 +10,20 @@ either the old checkpoint or the new one, never a torn file. Nothing is ever unp
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
+
+from diffzoo.io import META_KEY, atomic_save_safetensors, atomic_write_json, read_safetensors
 
 Tensor = torch.Tensor
-META_KEY = "diffzoo"
 CKPT_NAME = "checkpoint.safetensors"
-_FILE_MODE = 0o644  # mkstemp creates 0600, too strict for shipped weights
+__all__ = ["CKPT_NAME", "META_KEY", "atomic_save_safetensors", "atomic_write_json", "load_checkpoint",
+           "read_safetensors", "save_checkpoint"]
 
 
-def atomic_save_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, meta: dict[str, Any] | None = None
-                            ) -> Path:
-    """Write ``tensors`` (+ JSON ``meta`` in the header) to ``path`` atomically (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
-    metadata = {META_KEY: json.dumps(meta or {}, sort_keys=True)}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(flat, tmp, metadata=metadata)
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
-    """Write ``obj`` as indented JSON to ``path`` atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.chmod(tmp, _FILE_MODE)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    """Read every tensor and the JSON header of a safetensors file (raises ``ValueError`` naming the file)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            raw = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as e:  # safetensors raises its own error types for torn / foreign files
-        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
-    try:
-        meta = json.loads(raw[META_KEY]) if META_KEY in raw else {}
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{path}: corrupt JSON header ({e})") from e
-    return tensors, meta
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:

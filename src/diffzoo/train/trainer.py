@@ -36,6 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from diffzoo.core.errors import check_range
+from diffzoo.core.parameterization import canonical_prediction_type, from_x0_eps
 from diffzoo.train.checkpoint import load_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
@@ -198,7 +199,6 @@ def diffusion_loss(model: torch.nn.Module, x0: torch.Tensor, schedule: Any, gene
     ``prediction_type`` by :func:`diffzoo.core.parameterization.from_x0_eps`. Noise is drawn on the
     CPU from ``generator`` (resume-exact) and moved to ``x0``'s device.
     """
-    from diffzoo.core.parameterization import canonical_prediction_type, from_x0_eps
 
     prediction_type = canonical_prediction_type(prediction_type)
     b = x0.shape[0]

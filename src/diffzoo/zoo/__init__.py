@@ -2,8 +2,10 @@
 
 ``names()`` lists them, ``load(name)`` returns a :class:`ZooModel` (EMA weights, eval mode) whose
 ``denoiser()`` is a :class:`diffzoo.core.Denoiser` on the recorded schedule and prediction type.
-The JSON records ``arch``, ``arch_config``, ``schedule`` (``{"name": ..., "kwargs": {...}}``),
-``prediction_type``, ``train_command``, ``seed``, ``steps`` and the measured ``metrics``.
+The JSON records ``kind`` (see :data:`KINDS`), ``arch``, ``arch_config``, ``schedule``
+(``{"name": ..., "kwargs": {...}}``), ``prediction_type``, ``sample_shape``, ``train_command``, ``seed``,
+``steps`` and the measured ``metrics``. Commands dispatch on ``ZooModel.kind`` and read
+``ZooModel.sample_shape``; nothing guesses them from the architecture.
 
 Safety: only safetensors are read (no pickle, so loading never runs code); ``.pt``/``.pth``/``.bin``/
 ``.ckpt``/``.pkl`` files are refused; a torn file, a missing or unexpected tensor, or a state dict of
@@ -22,12 +24,32 @@ import torch
 
 from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.schedules import NoiseSchedule, get_schedule
-from diffzoo.models.registry import build
-from diffzoo.train.checkpoint import atomic_save_safetensors, atomic_write_json, read_safetensors
+from diffzoo.io import atomic_save_safetensors, atomic_write_json, read_safetensors
+from diffzoo.models import build
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".joblib")
 REQUIRED_KEYS = ("arch", "arch_config")
+MASKED_PREDICTION = "masked-x0-logits"
+
+#: What a zoo model is, which decides what the commands can do with it:
+#: ``diffusion`` (a Gaussian denoiser: ``diffzoo sample`` with the continuous samplers, ``restore``),
+#: ``masked`` (masked discrete diffusion over tokens: the discrete samplers),
+#: ``latent-diffusion`` (a text-to-image latent model: ``invert``, ``edit``),
+#: ``idm`` (an invertible reconstruction chain for one measurement operator: ``restore --method idm``),
+#: ``classifier`` (a feature extractor / classifier used by metrics).
+KINDS = ("diffusion", "masked", "latent-diffusion", "idm", "classifier")
+
+
+def default_kind(config: dict[str, Any]) -> str:
+    """The kind of a config that does not record one (older JSONs): the one rule, in one place."""
+    if config.get("prediction_type") == MASKED_PREDICTION:
+        return "masked"
+    if config.get("arch") == "tinysd":
+        return "latent-diffusion"
+    if config.get("arch") == "idm_cs":
+        return "idm"
+    return "diffusion" if config.get("schedule") else "classifier"
 
 
 @dataclass
@@ -65,6 +87,26 @@ class ZooModel:
     @property
     def null_class(self) -> int | None:
         return self.config.get("null_class")
+
+    @property
+    def kind(self) -> str:
+        """One of :data:`KINDS`."""
+        return self.config["kind"]
+
+    def require_kind(self, *kinds: str, arg: str = "model") -> ZooModel:
+        """This model, or a ``ValueError`` naming ``arg`` when its kind is not one of ``kinds``."""
+        if self.kind not in kinds:
+            raise ValueError(f"{arg}: zoo model {self.name!r} is a {self.kind} model; expected a "
+                             f"{' or '.join(kinds)} model")
+        return self
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """The shape of one sample: ``config['sample_shape']``, else the network's own ``sample_shape``."""
+        shape = self.config.get("sample_shape") or getattr(self.model, "sample_shape", None)
+        if not shape:
+            raise ValueError(f"shape: zoo model {self.name!r} records no sample_shape; pass one explicitly")
+        return tuple(int(v) for v in shape)
 
 
 def _weights_dir(weights_dir: str | os.PathLike | None) -> Path:
@@ -112,6 +154,9 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     missing = [k for k in REQUIRED_KEYS if k not in cfg]
     if missing:
         raise ValueError(f"{path}: missing key(s) {missing}")
+    cfg.setdefault("kind", default_kind(cfg))
+    if cfg["kind"] not in KINDS:
+        raise ValueError(f"{path}: unknown kind {cfg['kind']!r}; expected one of {list(KINDS)}")
     return cfg
 
 
@@ -137,10 +182,11 @@ def save(name: str, model: torch.nn.Module, arch: str, arch_config: dict[str, An
          schedule: dict[str, Any] | None = None, prediction_type: str | None = None,
          train_command: str = "", seed: int | None = None, steps: int | None = None,
          metrics: dict[str, Any] | None = None, weights_dir: str | os.PathLike | None = None,
-         **extra: Any) -> Path:
+         kind: str | None = None, sample_shape: tuple[int, ...] | None = None, **extra: Any) -> Path:
     """Ship ``model``'s weights and JSON config to the zoo (both files written atomically).
 
-    ``schedule`` is ``{"name": <core schedule name>, "kwargs": {...}}``; ``extra`` keys (e.g.
+    ``schedule`` is ``{"name": <core schedule name>, "kwargs": {...}}``; ``kind`` defaults to
+    :func:`default_kind`, ``sample_shape`` to the network's own; ``extra`` keys (e.g.
     ``null_class``, ``dataset``) are stored in the JSON as well.
     """
     if not name or "/" in name or name.startswith("."):
@@ -149,6 +195,12 @@ def save(name: str, model: torch.nn.Module, arch: str, arch_config: dict[str, An
     cfg = {"name": name, "arch": arch, "arch_config": arch_config, "schedule": schedule,
            "prediction_type": prediction_type, "train_command": train_command, "seed": seed, "steps": steps,
            "metrics": metrics or {}, **extra}
+    cfg["kind"] = kind or default_kind(cfg)
+    if cfg["kind"] not in KINDS:
+        raise ValueError(f"kind: expected one of {list(KINDS)}, got {cfg['kind']!r}")
+    shape = sample_shape or getattr(model, "sample_shape", None)
+    if shape:
+        cfg["sample_shape"] = [int(v) for v in shape]
     path = atomic_save_safetensors(dict(model.state_dict()), d / f"{name}.safetensors", {"name": name})
     atomic_write_json(cfg, d / f"{name}.json")
     return path
@@ -167,4 +219,4 @@ def report(weights_dir: str | os.PathLike | None = None) -> str:
     return "\n".join([head, *rows])
 
 
-__all__ = ["WEIGHTS_DIR", "ZooModel", "load", "names", "read_config", "report", "save"]
+__all__ = ["KINDS", "WEIGHTS_DIR", "ZooModel", "default_kind", "load", "names", "read_config", "report", "save"]

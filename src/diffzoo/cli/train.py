@@ -8,18 +8,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import sys
 
-from diffzoo.train.recipes import recipes
-
-
-def command_line() -> str:
-    """The ``diffzoo train ...`` command of this process, shell-quoted (recorded in zoo JSONs)."""
-    argv = sys.argv[1:]
-    if "train" in argv:
-        argv = argv[argv.index("train"):]
-    return "diffzoo " + " ".join(shlex.quote(a) for a in argv)
+from diffzoo.recipes import recipes
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -14,60 +14,34 @@ from pathlib import Path
 
 import torch
 
-from diffzoo.inverse.operators import OPERATORS
-
-
-def read_image(path: str | Path, channels: int, size: tuple[int, int]) -> torch.Tensor:
-    """``(1, C, H, W)`` in ``[-1, 1]`` from an image file."""
-    from PIL import Image
-
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"IMAGE: no such file {str(p)!r}")
-    img = Image.open(p).convert("L" if channels == 1 else "RGB").resize((size[1], size[0]), Image.BOX)
-    t = torch.tensor(list(img.getdata()), dtype=torch.float32).reshape(size[0], size[1], channels)
-    return (t.permute(2, 0, 1)[None] / 127.5 - 1.0).contiguous()
-
-
-def write_strip(images: list[torch.Tensor], path: str | Path, scale: int = 16) -> None:
-    """Save ``(1, C, H, W)`` images side by side, nearest-upscaled by ``scale``."""
-    from PIL import Image
-
-    strip = torch.cat([im[0].clamp(-1, 1) for im in images], 2)
-    arr = ((strip + 1) * 127.5).round().to(torch.uint8).repeat_interleave(scale, 1).repeat_interleave(scale, 2)
-    c = arr.shape[0]
-    np_arr = arr[0].numpy() if c == 1 else arr.permute(1, 2, 0).numpy()
-    Image.fromarray(np_arr, mode="L" if c == 1 else "RGB").save(path)
+from diffzoo import zoo
+from diffzoo.inverse.operators import OPERATORS, get_operator
+from diffzoo.inverse.posterior import measurement_error, pinv_estimate, posterior_sample
+from diffzoo.io import read_image, save_strip
+from diffzoo.metrics import psnr
+from diffzoo.zoo.idm import load_idm
 
 
 def _main(args: argparse.Namespace) -> int:
-    from diffzoo import zoo
-    from diffzoo.inverse.operators import get_operator
-    from diffzoo.inverse.posterior import measurement_error, pinv_estimate, posterior_sample
-    from diffzoo.metrics import psnr
-
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(args.seed)
     if args.method == "idm":
-        from diffzoo.bench.inverse import load_idm
-
         chain, op, _ = load_idm(args.model)
-        x = read_image(args.image, op.in_shape[0], op.in_shape[1:])
+        x = read_image(args.image, arg="IMAGE", channels=op.in_shape[0], size=op.in_shape[1:])
         y = op.measure(x, args.sigma_y, gen)
         with torch.no_grad():
             out = chain.eval()(y, op)
     else:
-        zm = zoo.load(args.model)
-        cfg = zm.config["arch_config"]
-        shape = (int(cfg.get("in_ch", 1)), 8, 8) if zm.config["arch"] == "digits_unet" else tuple(args.shape)
+        zm = zoo.load(args.model).require_kind("diffusion")
+        shape = tuple(args.shape) if args.shape else zm.sample_shape
         op = get_operator(args.operator, shape, ratio=args.ratio, factor=args.factor, missing=args.missing,
                           sigma=args.blur_sigma, seed=args.op_seed)
-        x = read_image(args.image, shape[0], shape[1:])
+        x = read_image(args.image, arg="IMAGE", channels=shape[0], size=shape[1:])
         y = op.measure(x, args.sigma_y, gen)
         out = posterior_sample(args.method, zm.denoiser(), op, y, args.steps, sigma_y=args.sigma_y, eta=args.eta,
                                zeta=args.zeta, generator=gen)
     out_path = Path(args.out or Path(args.image).with_suffix("").as_posix() + f"_{args.method}.png")
-    write_strip([x, pinv_estimate(op, y), out], out_path)
+    save_strip([x, pinv_estimate(op, y), out], out_path)
     print(f"{out_path}: PSNR {float(psnr(out.clamp(-1, 1), x)):.2f} dB, "
           f"||Ax-y|| {float(measurement_error(op, out, y)[0]):.3g}")
     return 0
@@ -89,7 +63,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--eta", type=float, default=0.85, help="DDNM eta")
     p.add_argument("--zeta", type=float, default=1.5, help="DPS step size")
-    p.add_argument("--shape", type=int, nargs=3, default=(1, 8, 8), help="C H W for non-digits priors")
+    p.add_argument("--shape", type=int, nargs=3, default=None, help="C H W (default: the prior's sample_shape)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="output PNG (default IMAGE_<method>.png)")

@@ -29,11 +29,20 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 
-from diffzoo.core.random import randn
+from diffzoo import zoo
+from diffzoo.core.guidance import cfg_denoiser
+from diffzoo.core.random import generators_from_seeds, randn
 from diffzoo.data import shapes
+from diffzoo.io import save_grid
 from diffzoo.models.tinysd import ShapesClassifier, TinySD, scene_correct, tinysd_schedule
-from diffzoo.train.recipes import register_recipe
+from diffzoo.recipes.registry import command_line, register_recipe
+from diffzoo.sampling.ddim import ddim
+from diffzoo.sampling.timesteps import get_timesteps
+from diffzoo.train.checkpoint import META_KEY, atomic_save_safetensors, read_safetensors
+from diffzoo.train.trainer import TrainConfig, train
+from diffzoo.zoo.latent import latent_model
 
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
@@ -106,7 +115,6 @@ def classifier_loss(clf: ShapesClassifier, batch: dict[str, Tensor], generator: 
 # -------------------------------------------------------------------------------------------------
 
 def _train_cfg(args: argparse.Namespace, **extra: Any) -> Any:
-    from diffzoo.train.trainer import TrainConfig
 
     return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
                        ema_decay=args.ema, grad_clip=1.0, seed=args.seed, out_dir=args.out,
@@ -134,23 +142,19 @@ def _setup(args: argparse.Namespace) -> None:
 
 
 def _command() -> str:
-    from diffzoo.train.cli import command_line
 
     return command_line()
 
 
 def save_component(path: str | Path, module: torch.nn.Module, meta: dict[str, Any]) -> Path:
     """Write ``module``'s state dict (+ JSON meta in the header) atomically as safetensors."""
-    from diffzoo.train.checkpoint import atomic_save_safetensors
 
     return atomic_save_safetensors(dict(module.state_dict()), path, meta)
 
 
 def load_component(path: str | Path, module: torch.nn.Module) -> dict[str, Any]:
     """Load a :func:`save_component` file into ``module`` (strict); returns its JSON meta."""
-    from safetensors import safe_open
 
-    from diffzoo.train.checkpoint import META_KEY
 
     with safe_open(str(path), framework="pt") as f:
         sd = {k: f.get_tensor(k) for k in f.keys()}
@@ -162,7 +166,6 @@ def load_component(path: str | Path, module: torch.nn.Module) -> dict[str, Any]:
 def export_to_zoo(name: str, arch: str, arch_config: dict[str, Any], model: torch.nn.Module,
                   info: dict[str, Any]) -> Path:
     """Ship ``model`` as zoo entry ``name`` (``zoo/weights/<name>.safetensors`` + ``<name>.json``)."""
-    from diffzoo import zoo
 
     return zoo.save(name, model, arch=arch, arch_config=arch_config, **info)
 
@@ -199,7 +202,6 @@ def reconstruction_psnr(vae: torch.nn.Module, n: int = 256, seed: int = 999) -> 
 
 @register_recipe("tinysd-vae", "TinySD stage 1: AutoencoderKL 32x32x3 -> 8x8x4 on shapes scenes", _vae_args)
 def train_tinysd_vae(args: argparse.Namespace) -> dict:
-    from diffzoo.train.trainer import train
 
     _setup(args)
     model = TinySD()
@@ -265,7 +267,6 @@ def latent_bank(model: TinySD, n: int, seed: int) -> dict[str, Any]:
 @register_recipe("tinysd-unet", "TinySD stage 2: UNet + CLIP text encoder on frozen VAE latents (eps, CFG dropout)",
                  _unet_args)
 def train_tinysd_unet(args: argparse.Namespace) -> dict:
-    from diffzoo.train.trainer import train
 
     _setup(args)
     model = TinySD(unet=dict(block_out_channels=tuple(args.unet_channels)))
@@ -307,7 +308,6 @@ def train_tinysd_unet(args: argparse.Namespace) -> dict:
 def swap_decoder(model: TinySD, path: str) -> dict[str, Any]:
     """Load a decoder-fine-tuned VAE into ``model`` after checking its encoder is bit-identical (so
     the UNet's latents are unchanged); returns the file's meta."""
-    from diffzoo.train.checkpoint import read_safetensors
 
     tensors, meta = read_safetensors(path)
     own = model.vae.state_dict()
@@ -347,12 +347,8 @@ def sample_tinysd(model: TinySD, prompts: Sequence[str], num_steps: int = 50, gu
                   seed: int = 0, batch: int = 50) -> Tensor:
     """Images (B, 3, 32, 32) in [-1, 1] for ``prompts``: DDIM (eta 0, ``num_steps`` uniform steps)
     with classifier-free guidance ``guidance`` on the null prompt, per-sample seeds ``seed + i``."""
-    from diffzoo.core.guidance import cfg_denoiser
-    from diffzoo.core.random import generators_from_seeds
-    from diffzoo.sampling.ddim import ddim
-    from diffzoo.sampling.timesteps import get_timesteps
 
-    lm = model.latent_model()
+    lm = latent_model(model)
     den = cfg_denoiser(lm.denoiser(), guidance, lm.null_embedding(1))
     ts = get_timesteps(lm.schedule, num_steps, "leading", steps_offset=1)
     out = []
@@ -374,7 +370,6 @@ def evaluate_tinysd(model: TinySD, classifier_name: str = "shapes-classifier", n
     same criterion on VAE reconstructions of the true scenes (the ceiling the decoder allows).
     ``png``: write the first 16 ground-truth renders (top row) above their samples (bottom row)."""
     if classifier is None:
-        from diffzoo import zoo
 
         classifier = zoo.load(classifier_name).model
     classifier = classifier.eval()
@@ -384,7 +379,7 @@ def evaluate_tinysd(model: TinySD, classifier_name: str = "shapes-classifier", n
     ok = scene_correct(classifier.predict(imgs), scenes)
     ok_obj = scene_correct(classifier.predict(imgs), scenes, background=False)
     counts = torch.tensor([len(s.objects) for s in scenes])
-    lm = model.latent_model()
+    lm = latent_model(model)
     recon = lm.decode(lm.encode_image(shapes.render_batch(scenes)))
     recon_ok = scene_correct(classifier.predict(recon), scenes)
     res: dict[str, Any] = dict(heldout_correct=float(ok.float().mean()), heldout_objects_correct=float(ok_obj.float().mean()),
@@ -393,28 +388,12 @@ def evaluate_tinysd(model: TinySD, classifier_name: str = "shapes-classifier", n
                                first16_correct=ok[:16].tolist(), eval_wall_s=round(time.time() - t0, 1),
                                vae_recon_correct=float(recon_ok.float().mean()))
     if png:
-        save_grid(png, torch.cat([shapes.render_batch(scenes[:16]), imgs[:16]]), nrow=16)
+        save_grid(torch.cat([shapes.render_batch(scenes[:16]), imgs[:16]]), png, nrow=16, pad=0)
     for k in (1, 2, 3):
         sel = counts == k
         if bool(sel.any()):
             res[f"heldout_correct_{k}obj"] = float(ok[sel].float().mean())
     return res
-
-
-def save_grid(path: str | Path, images: Tensor, nrow: int = 16, scale: int = 4) -> Path:
-    """Write images (B, 3, H, W) in [-1, 1] as a PNG grid with ``nrow`` columns (nearest upscaling)."""
-    from PIL import Image
-
-    b, c, h, w = images.shape
-    rows = -(-b // nrow)
-    pad = torch.full((rows * nrow - b, c, h, w), 1.0)
-    x = torch.cat([images.detach().float().cpu(), pad]).clamp(-1, 1)
-    x = x.view(rows, nrow, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, nrow * w, c)
-    arr = ((x + 1) * 127.5).round().to(torch.uint8).numpy()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(arr).resize((nrow * w * scale, rows * h * scale), Image.NEAREST).save(path)
-    return path
 
 
 # -------------------------------------------------------------------------------------------------
@@ -446,7 +425,6 @@ def classifier_accuracy(clf: ShapesClassifier, n: int = 2000, seed: int = 4242, 
 @register_recipe("shapes-classifier", "CNN attribute classifier (per-cell shape+colour, background) for shapes scenes",
                  _clf_args)
 def train_shapes_classifier(args: argparse.Namespace) -> dict:
-    from diffzoo.train.trainer import train
 
     _setup(args)
     clf = ShapesClassifier(width=args.width)

@@ -10,7 +10,6 @@ Everything runs offline from ``src/diffzoo/zoo/weights``.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import time
 from functools import partial
@@ -19,7 +18,18 @@ from typing import Any, Callable
 
 import torch
 
-from diffzoo.bench.common import format_table
+from diffzoo import zoo
+from diffzoo.core.random import generators_from_seeds
+from diffzoo.data import digits, shapes
+from diffzoo.demo.discrete import demo as discrete_section
+from diffzoo.editing.api import run_edit
+from diffzoo.inverse import get_operator, measurement_error, posterior_sample
+from diffzoo.inversion import invert, reconstruct
+from diffzoo.io import format_table, save_grid, save_image
+from diffzoo.metrics import digits_accuracy, digits_fd, psnr
+from diffzoo.sampling import steps_for_nfe
+from diffzoo.zoo.latent import load_latent_model
+from diffzoo.zoo.sampling import sample_zoo
 
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
@@ -33,9 +43,6 @@ def digits_section(out_dir: Path, n: int = 200, steps: tuple[int, ...] = (15, 25
     """Sample the digits model with every sampler at each NFE budget in ``steps`` (samplers whose minimum
     NFE exceeds a budget are skipped); return table rows and the grid's row names, and write
     ``digits_samplers.png`` (one row per sampler at the largest budget, one column per class)."""
-    from diffzoo.metrics import digits_accuracy, digits_fd
-    from diffzoo.sampling import steps_for_nfe
-    from diffzoo.sampling.cli import image_grid, sample_zoo
 
     rows, grid_rows, grid_names = [], [], []
     for nfe_budget in steps:
@@ -52,23 +59,54 @@ def digits_section(out_dir: Path, n: int = 200, steps: tuple[int, ...] = (15, 25
             if nfe_budget == max(steps):
                 grid_rows.append(x[:10])
                 grid_names.append(name)
-    image_grid(torch.cat(grid_rows), nrow=10).save(out_dir / "digits_samplers.png")
+    save_grid(torch.cat(grid_rows), out_dir / "digits_samplers.png", nrow=10)
     return rows, grid_names
+
+
+def demo_edit(out_dir: str | Path, model: str = "tinysd", steps: int = 20, seed: int = 0) -> dict[str, Path]:
+    """An editing example for ``diffzoo demo``: a shapes-world scene, one colour edit by InfEdit and
+    by Direct Inversion + P2P, written as PNGs (source, ground truth, edits) under ``out_dir``.
+
+    Uses the zoo's TinySD (``model``); returns the written paths.
+    """
+    pair = shapes.edit_pairs(1, seed=seed, kinds=("color",), max_objects=1)[0]
+    lm = load_latent_model(model)
+    img = pair.source_image[None].float()
+    out = Path(out_dir)
+    paths = {
+        "source": save_image(img, out / "edit_source.png"),
+        "ground_truth": save_image(pair.target_image[None], out / "edit_ground_truth.png"),
+    }
+    blend = None
+    obj_words = [w for w in pair.source_caption.split() if w in shapes.SHAPES][:1]
+    if obj_words:
+        blend = [obj_words, obj_words]
+    for method in ("infedit", "direct"):
+        edited = run_edit(
+            lm,
+            img,
+            method,
+            pair.source_caption,
+            pair.target_caption,
+            steps=steps,
+            p2p="replace",
+            blend_words=blend,
+            seed=seed,
+        )
+        paths[method] = save_image(edited, out / f"edit_{method}.png")
+    log.info("demo edit %r -> %r written to %s", pair.source_caption, pair.target_caption, out)
+    return paths
 
 
 def editing_section(out_dir: Path, steps: int = 20, seed: int = 0) -> str:
     """Edit a rendered shapes scene with TinySD (InfEdit, Direct Inversion + P2P) and check EDICT's
     exact round trip on the same image."""
-    from diffzoo import zoo
-    from diffzoo.data import shapes
-    from diffzoo.editing.cli import demo_edit, load_model
-    from diffzoo.inversion import invert, reconstruct
 
     if "tinysd" not in zoo.names():
         return "(zoo model 'tinysd' not shipped)"
     paths = demo_edit(out_dir, "tinysd", steps=steps, seed=seed)
     pair = shapes.edit_pairs(1, seed=seed, kinds=("color",), max_objects=1)[0]
-    lm = load_model("tinysd")
+    lm = load_latent_model("tinysd")
     z0 = lm.encode_image(pair.source_image[None].float())
     res = invert("edict", lm, z0, pair.source_caption, num_steps=steps, guidance=3.0, dtype=torch.float64,
                  is_latent=True)
@@ -82,12 +120,6 @@ def editing_section(out_dir: Path, steps: int = 20, seed: int = 0) -> str:
 def inverse_section(out_dir: Path, n: int = 16, steps: int = 50, seed: int = 0) -> str:
     """Restore held-out test digits from box-inpainting and 25% compressed-sensing measurements with the
     digits prior: pseudo-inverse vs DDNM vs DPS (PSNR and measurement consistency ||Ax - y||)."""
-    from diffzoo import zoo
-    from diffzoo.core.random import generators_from_seeds
-    from diffzoo.data import digits
-    from diffzoo.inverse import get_operator, measurement_error, posterior_sample
-    from diffzoo.metrics import psnr
-    from diffzoo.sampling.cli import image_grid
 
     den = zoo.load(DIGITS_MODEL).denoiser()
     x = digits.load("test").images[:n].float()
@@ -104,14 +136,13 @@ def inverse_section(out_dir: Path, n: int = 16, steps: int = 50, seed: int = 0) 
                          "‖Ax-y‖": float(measurement_error(op, out, y).mean()),
                          "wall s": time.perf_counter() - t0})
             grid.append(out.clamp(-1, 1))
-    image_grid(torch.cat(grid), nrow=n).save(out_dir / "inverse_restorations.png")
+    save_grid(torch.cat(grid), out_dir / "inverse_restorations.png", nrow=n)
     return (format_table(rows) + f"\n\ngrid: {out_dir / 'inverse_restorations.png'} (rows: ground truth, then "
             "box_inpaint pinv/ddnm/dps, cs-25% pinv/ddnm/dps)")
 
 
 def _sections(quick: bool, seed: int) -> list[tuple[str, Callable[[Path], str]]]:
     """Demo sections of the other capabilities (each returns printable text)."""
-    from diffzoo.discrete.demo import demo as discrete_section
 
     n = 50 if quick else 100
     return [("Text-guided editing of a rendered image with TinySD", partial(editing_section, seed=seed)),
@@ -121,7 +152,6 @@ def _sections(quick: bool, seed: int) -> list[tuple[str, Callable[[Path], str]]]
 
 def run_demo(out_dir: str | Path = "diffzoo-demo", quick: bool = False, seed: int = 0) -> str:
     """Run every demo section; write PNGs under ``out_dir`` and return the printed report."""
-    from diffzoo import zoo
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -139,17 +169,3 @@ def run_demo(out_dir: str | Path = "diffzoo-demo", quick: bool = False, seed: in
         parts += [f"## {title}", "", fn(out_dir), f"({time.perf_counter() - ts:.1f} s)", ""]
     parts.append(f"total {time.perf_counter() - t0:.1f} s; outputs in {out_dir}/")
     return "\n".join(parts)
-
-
-def _run(args: argparse.Namespace) -> int:
-    print(run_demo(args.out_dir, args.quick, args.seed))
-    return 0
-
-
-def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="tour the shipped zoo: samplers, editing, discrete, inverse problems",
-                       description=__doc__.splitlines()[0])
-    p.add_argument("--out-dir", default="diffzoo-demo", help="where PNGs are written (default: ./diffzoo-demo)")
-    p.add_argument("--quick", action="store_true", help="fewer samples and step counts")
-    p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=_run)

@@ -1,27 +1,25 @@
-"""Training-recipe registry behind ``diffzoo train RECIPE``.
+"""The training-recipe registry behind ``diffzoo train RECIPE``, and the argument dialect every recipe shares.
 
 A recipe is a function ``recipe(args: argparse.Namespace) -> dict`` that trains one zoo model with
-diffzoo's trainer and returns its final metrics. Capabilities define recipes in their own
-``recipes.py`` and register them with :func:`register_recipe`; this module imports those modules.
-Each recipe also declares its command-line options via ``add_args(parser)``.
+diffzoo's trainer and returns its final metrics; it registers itself with :func:`register_recipe` and
+declares its options with ``add_args(parser)``, starting from :func:`add_train_args` (``--steps``,
+``--batch-size``, ``--seed``, ``--out-dir``, ``--zoo-name``, ...). A recipe writes into the package's zoo
+only when ``--zoo-name`` is given (:func:`ship`), recording the exact command line (:func:`command_line`).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
+import shlex
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from diffzoo.core.errors import check_choice
+import torch
 
-RECIPE_MODULES = (
-    "diffzoo.zoo.recipes",
-    "diffzoo.discrete.recipes",
-    "diffzoo.editing.recipes",
-    "diffzoo.inverse.recipes",
-)
+from diffzoo.core.errors import check_choice
+from diffzoo.train.trainer import TrainConfig
+
 
 
 @dataclass
@@ -44,10 +42,16 @@ def register_recipe(name: str, help: str, add_args: Callable[[argparse.ArgumentP
 
 
 def recipes() -> dict[str, Recipe]:
-    for mod in RECIPE_MODULES:
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod)
+    """Every registered recipe (the modules of :mod:`diffzoo.recipes` register theirs on import)."""
     return dict(_RECIPES)
+
+
+def command_line() -> str:
+    """The ``diffzoo train ...`` command of this process, shell-quoted (recorded in zoo JSONs)."""
+    argv = sys.argv[1:]
+    if "train" in argv:
+        argv = argv[argv.index("train"):]
+    return "diffzoo " + " ".join(shlex.quote(a) for a in argv)
 
 
 def get_recipe(name: str) -> Recipe:
@@ -84,9 +88,7 @@ def add_train_args(parser: argparse.ArgumentParser, *, steps: int = 1000, batch_
 
 def train_config_from_args(args: argparse.Namespace, **extra: object):
     """A :class:`~diffzoo.train.trainer.TrainConfig` from the options of :func:`add_train_args`."""
-    import torch
 
-    from diffzoo.train.trainer import TrainConfig
 
     if getattr(args, "threads", None):
         torch.set_num_threads(int(args.threads))

@@ -15,7 +15,14 @@ from typing import Any
 
 import torch
 
-from diffzoo.train.recipes import add_train_args, register_recipe, train_config_from_args
+from diffzoo import zoo
+from diffzoo.core.schedules import get_schedule
+from diffzoo.data import digits
+from diffzoo.inverse.operators import CompressedSensing
+from diffzoo.metrics import psnr, ssim
+from diffzoo.models.idm import IDMChain
+from diffzoo.recipes.registry import add_train_args, command_line, register_recipe, train_config_from_args
+from diffzoo.train.trainer import train
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +41,6 @@ def _args(p: argparse.ArgumentParser) -> None:
 
 def build_from_base(base_name: str, steps: int, ch: int, blocks: int) -> tuple[torch.nn.Module, dict[str, Any]]:
     """An :class:`~diffzoo.models.idm.IDMChain` around a trainable copy of zoo model ``base_name``."""
-    from diffzoo import zoo
-    from diffzoo.core.schedules import get_schedule
-    from diffzoo.models.idm import IDMChain
 
     base = zoo.load(base_name)
     sch = base.config.get("schedule") or {"name": "linear", "kwargs": {}}
@@ -51,8 +55,6 @@ def build_from_base(base_name: str, steps: int, ch: int, blocks: int) -> tuple[t
 @torch.no_grad()
 def evaluate_idm(chain: torch.nn.Module, op: Any, split: str = "test") -> dict[str, float]:
     """PSNR / SSIM of the chain on a digits split (noiseless measurements)."""
-    from diffzoo.data import digits
-    from diffzoo.metrics import psnr, ssim
 
     x = digits.load(split).images
     out = chain.eval()(op.A(x), op).clamp(-1, 1)
@@ -61,9 +63,6 @@ def evaluate_idm(chain: torch.nn.Module, op: Any, split: str = "test") -> dict[s
 
 @register_recipe("idm-cs", "IDM: end-to-end fine-tuned few-step chain for compressed sensing on digits", _args)
 def idm_cs_recipe(args: argparse.Namespace) -> dict[str, Any]:
-    from diffzoo.data import digits
-    from diffzoo.inverse.operators import CompressedSensing
-    from diffzoo.train.trainer import train
 
     op = CompressedSensing((1, 8, 8), args.ratio, orthogonal=True, seed=args.op_seed)
     torch.manual_seed(args.seed)
@@ -83,8 +82,6 @@ def idm_cs_recipe(args: argparse.Namespace) -> dict[str, Any]:
     metrics = evaluate_idm(res.ema_model, op)
     log.info("idm-cs ratio %.2f: test PSNR %.2f dB, SSIM %.4f", args.ratio, metrics["psnr"], metrics["ssim"])
     if getattr(args, "zoo_name", None):
-        from diffzoo import zoo
-        from diffzoo.train.cli import command_line
 
         zoo.save(args.zoo_name, res.ema_model, "idm_cs", arch_config, schedule=arch_config["schedule"],
                  prediction_type="epsilon", train_command=command_line(), seed=args.seed, steps=args.steps,

@@ -6,20 +6,14 @@ Each benchmark module exposes ``register(bench_subparsers)``; this file lists th
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 
-BENCH_MODULES = (
-    "diffzoo.bench.samplers",
-    "diffzoo.bench.editing",
-    "diffzoo.bench.discrete",
-    "diffzoo.bench.inverse",
-)
+from diffzoo.bench import discrete, editing, inverse, samplers
+
+BENCHES = (samplers, editing, discrete, inverse)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("bench", help="run a benchmark and print its table")
     bsub = p.add_subparsers(dest="bench", required=True)
-    for mod in BENCH_MODULES:
-        if importlib.util.find_spec(mod) is not None:
-            importlib.import_module(mod).register(bsub)
+    for mod in BENCHES:
+        mod.register(bsub)

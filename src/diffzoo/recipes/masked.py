@@ -19,8 +19,14 @@ from collections.abc import Callable
 
 import torch
 
+from diffzoo import zoo
+from diffzoo.data import digits, shapes
 from diffzoo.discrete.masked import masked_diffusion_loss, negative_elbo
-from diffzoo.train.recipes import register_recipe
+from diffzoo.discrete.tokens import TokenSpace, kmeans
+from diffzoo.metrics.image import psnr
+from diffzoo.models.registry import build
+from diffzoo.recipes.registry import command_line, register_recipe
+from diffzoo.train.trainer import TrainConfig, train
 
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
@@ -63,8 +69,6 @@ def train_masked(args: argparse.Namespace, data: Tensor, test: Tensor, vocab: in
                  model_init: Callable[[torch.nn.Module], None] | None = None) -> dict:
     """Shared body of the masked recipes: train on token rows ``data (N, L)``, evaluate the test
     negative ELBO (nats/token and bits/token) and ship the EMA model as ``args.name``."""
-    from diffzoo.models.registry import build
-    from diffzoo.train.trainer import TrainConfig, train
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -105,7 +109,6 @@ def train_masked(args: argparse.Namespace, data: Tensor, test: Tensor, vocab: in
                  _digits_args)
 def train_masked_digits(args: argparse.Namespace) -> dict:
     """Train on the digits train split (levels 0..16), evaluate on the test split, ship to the zoo."""
-    from diffzoo.data import digits
 
     return train_masked(args, digits.load("train").levels, digits.load("test").levels, digits.NUM_LEVELS,
                         dataset="digits-discrete (64 tokens, 17 levels, mask id 17)")
@@ -113,8 +116,6 @@ def train_masked_digits(args: argparse.Namespace) -> dict:
 
 def shapes_vq(n_scenes: int, codes: int, patch: int, iters: int, seed: int):
     """The patch-VQ token space of the shapes world: k-means over the patches of ``n_scenes`` scenes."""
-    from diffzoo.data import shapes
-    from diffzoo.discrete.tokens import TokenSpace, kmeans
 
     img = shapes.render_batch(shapes.random_scenes(n_scenes, seed + 7919)).to(torch.float64)
     blank = TokenSpace(torch.zeros(1, 3 * patch * patch), (3, shapes.SIZE, shapes.SIZE), patch)
@@ -125,7 +126,6 @@ def shapes_vq(n_scenes: int, codes: int, patch: int, iters: int, seed: int):
 
 def shapes_token_data(space, n: int, seed: int) -> tuple[list, Tensor]:
     """``n`` scenes of the stream ``seed`` and their token ids ``(n, L)``."""
-    from diffzoo.data import shapes
 
     scenes = shapes.random_scenes(n, seed)
     toks = torch.cat([space.encode(shapes.render_batch(scenes[i:i + 2000]))
@@ -138,8 +138,6 @@ def shapes_token_data(space, n: int, seed: int) -> tuple[list, Tensor]:
 def train_masked_shapes(args: argparse.Namespace) -> dict:
     """Fit the VQ codebook, tokenise ``--train-scenes`` scenes, train, and record the tokenizer's
     reconstruction PSNR and the test NELBO on 2000 unseen scenes."""
-    from diffzoo.data import shapes
-    from diffzoo.metrics.image import psnr
 
     torch.manual_seed(args.seed)
     space = shapes_vq(args.kmeans_scenes, args.codes, args.patch, args.kmeans_iters, args.seed)
@@ -169,8 +167,6 @@ def save_masked_model(name: str, model: torch.nn.Module, arch_config: dict, sche
                       steps: int, metrics: dict, dataset: str = "") -> None:
     """Ship a masked model to the zoo. ``schedule`` is ``None`` (no Gaussian schedule: ``denoiser()``
     refuses it); the masking schedule is recorded as ``mask_schedule``, the task as ``dataset``."""
-    from diffzoo import zoo
-    from diffzoo.train.cli import command_line
 
     zoo.save(name, model, "masked-transformer", arch_config, schedule=None, prediction_type="masked-x0-logits",
              train_command=command_line(), seed=seed, steps=steps, metrics=metrics, mask_schedule=schedule,

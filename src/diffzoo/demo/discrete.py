@@ -12,21 +12,21 @@ from pathlib import Path
 
 import torch
 
+from diffzoo import zoo
+from diffzoo.data import digits, shapes
+from diffzoo.discrete.aps import aps_sample, measure_tokens
+from diffzoo.discrete.samplers import CallCounter, first_hitting_sample, sample_digits
+from diffzoo.discrete.tokens import token_space
+from diffzoo.inverse.operators import get_operator
+from diffzoo.io import format_table, save_grid
+from diffzoo.metrics.digits import digits_fd
+from diffzoo.metrics.image import psnr
+
 MODEL = "masked-digits"
 
 
 def demo(out_dir: Path, n: int = 100, seed: int = 0) -> str:
     """Run the section, write ``masked_digits.png`` / ``masked_digits_aps.png``, return printable text."""
-    from diffzoo import zoo
-    from diffzoo.bench.common import format_table
-    from diffzoo.data import digits
-    from diffzoo.discrete.aps import aps_sample, measure_tokens
-    from diffzoo.discrete.tokens import token_space
-    from diffzoo.discrete.samplers import CallCounter, sample_digits
-    from diffzoo.inverse.operators import get_operator
-    from diffzoo.metrics.digits import digits_fd
-    from diffzoo.metrics.image import psnr
-    from diffzoo.sampling.cli import image_grid
 
     if MODEL not in zoo.names():
         return f"(zoo model {MODEL!r} not shipped)"
@@ -40,7 +40,7 @@ def demo(out_dir: Path, n: int = 100, seed: int = 0) -> str:
         rows.append({"sampler": sampler, "steps": steps, "NFE": c.nfe, "FD-digits": digits_fd(img),
                      "wall s": time.perf_counter() - t0})
         grid.append(img[:10])
-    image_grid(torch.cat(grid), nrow=10).save(out_dir / "masked_digits.png")
+    save_grid(torch.cat(grid), out_dir / "masked_digits.png", nrow=10)
     test = digits.load("test").levels[:10]
     op = get_operator("box_inpaint", (1, 8, 8))
     space = token_space(model)
@@ -48,7 +48,7 @@ def demo(out_dir: Path, n: int = 100, seed: int = 0) -> str:
     x = aps_sample(model, op, y, 16, 0.05, generator=torch.Generator().manual_seed(seed))
     gt, rec = space.decode(test).float(), space.decode(x).float()
     seen = op.adjoint(y).float()
-    image_grid(torch.cat([gt, seen, rec]), nrow=10).save(out_dir / "masked_digits_aps.png")
+    save_grid(torch.cat([gt, seen, rec]), out_dir / "masked_digits_aps.png", nrow=10)
     lines = [format_table(rows), "",
              f"samples: {out_dir / 'masked_digits.png'} (rows: the samplers above)",
              f"APS-like box inpainting (sigma_y 0.05): PSNR {float(psnr(rec, gt)):.2f} dB; "
@@ -60,14 +60,6 @@ def demo(out_dir: Path, n: int = 100, seed: int = 0) -> str:
 
 def shapes_demo(out_dir: Path, seed: int = 0, n: int = 8) -> str:
     """FHS samples of ``masked-shapes`` and APS-like restoration of box-inpainted unseen scenes."""
-    from diffzoo import zoo
-    from diffzoo.data import shapes
-    from diffzoo.discrete.aps import aps_sample, measure_tokens
-    from diffzoo.discrete.samplers import first_hitting_sample
-    from diffzoo.discrete.tokens import token_space
-    from diffzoo.editing.recipes import save_grid
-    from diffzoo.inverse.operators import get_operator
-    from diffzoo.metrics.image import psnr
 
     model = zoo.load("masked-shapes").model
     space = token_space(model)
@@ -79,8 +71,8 @@ def shapes_demo(out_dir: Path, seed: int = 0, n: int = 8) -> str:
     y = measure_tokens(test, op, space, 0.05, torch.Generator().manual_seed(seed))
     rec = space.decode(aps_sample(model, op, y, 16, 0.05, generator=torch.Generator().manual_seed(seed)))
     gt = space.decode(test)
-    path = save_grid(out_dir / "masked_shapes.png",
-                     torch.cat([samples, gt, op.adjoint(y), rec]).float(), nrow=n)
+    path = save_grid(torch.cat([samples, gt, op.adjoint(y), rec]).float(), out_dir / "masked_shapes.png",
+                     nrow=n, pad=0)
     return (f"masked-shapes (patch-VQ tokens): {n} FHS samples in {sec:.1f} s ({space.seq_len} calls); APS-like "
             f"box inpainting of unseen scenes: PSNR {float(psnr(rec, gt, reduction='pooled')):.2f} dB (pooled MSE); "
             f"{path} (rows: samples, truth, observed, restored)")

@@ -23,12 +23,15 @@ from typing import Any
 
 import torch
 
+from diffzoo import zoo
 from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.guidance import cfg_denoiser
-from diffzoo.core.parameterization import ddim_step
 from diffzoo.core.schedules import get_schedule
+from diffzoo.data import digits, toy2d
+from diffzoo.metrics import digits_accuracy, digits_fd, mmd, nll, sliced_wasserstein
 from diffzoo.models.registry import build
-from diffzoo.train.recipes import add_train_args, register_recipe, train_config_from_args
+from diffzoo.recipes.registry import add_train_args, command_line, register_recipe, train_config_from_args
+from diffzoo.sampling import ddim, get_timesteps
 from diffzoo.train.trainer import diffusion_loss, train
 
 log = logging.getLogger(__name__)
@@ -44,24 +47,8 @@ NULL_CLASS = 10
 
 @torch.no_grad()
 def ddim_sample(den: Denoiser, x: Tensor, num_steps: int = 50, cond: Any = None) -> Tensor:
-    """Deterministic DDIM (eta = 0) over ``num_steps`` uniform steps ending at ``schedule.t_end``.
-
-    Uses :func:`diffzoo.sampling.ddim` when present; the fallback is the same loop written with the one
-    core transfer :func:`~diffzoo.core.parameterization.ddim_step`.
-    """
-    try:
-        from diffzoo.sampling import ddim, get_timesteps
-        return ddim(den, x, get_timesteps(den.schedule, num_steps), cond)
-    except ImportError:
-        pass
-    sch = den.schedule
-    ts = torch.linspace(sch.t_max, 0, num_steps, dtype=torch.float64).round()
-    ts = torch.cat([ts, torch.tensor([sch.t_end], dtype=torch.float64)])
-    for t, s in zip(ts[:-1], ts[1:]):
-        x0, eps = den.x0_eps(x, t.expand(x.shape[0]).to(x.dtype), cond)
-        a_s, s_s = sch.alpha_sigma(s)
-        x = ddim_step(x0, eps, a_s.to(x.dtype), s_s.to(x.dtype))
-    return x
+    """Deterministic DDIM (eta = 0) over ``num_steps`` uniform steps ending at ``schedule.t_end``."""
+    return ddim(den, x, get_timesteps(den.schedule, num_steps), cond)
 
 
 def _ship(args: argparse.Namespace, model: torch.nn.Module, arch: str, arch_config: dict[str, Any],
@@ -70,8 +57,6 @@ def _ship(args: argparse.Namespace, model: torch.nn.Module, arch: str, arch_conf
 
     if not getattr(args, "zoo_name", None) or not PartialState().is_main_process:
         return
-    from diffzoo import zoo
-    from diffzoo.train.cli import command_line
 
     path = zoo.save(args.zoo_name, model, arch, arch_config, schedule=schedule,
                     prediction_type="epsilon" if schedule else None, train_command=command_line(),
@@ -110,7 +95,6 @@ def evaluate_toy2d(model: torch.nn.Module, dataset: Any, n: int = 2000, seed: in
     For mixtures, the same metrics of the same sampler driven by the exact denoiser are reported too
     (``*_exact_denoiser``): the part of the error that is the sampler's, not the network's.
     """
-    from diffzoo.metrics import mmd, nll, sliced_wasserstein
 
     g = torch.Generator().manual_seed(seed)
     den = Denoiser(model.eval(), get_schedule(SCHEDULE["name"]), "epsilon")
@@ -135,7 +119,6 @@ def evaluate_toy2d(model: torch.nn.Module, dataset: Any, n: int = 2000, seed: in
 
 @register_recipe("toy2d", "MLP epsilon-denoiser on a toy 2-D dataset (DDPM linear schedule)", _toy_args)
 def toy2d_recipe(args: argparse.Namespace) -> dict[str, Any]:
-    from diffzoo.data import toy2d
 
     data = toy2d.get(args.dataset)
     schedule = get_schedule(SCHEDULE["name"])
@@ -180,7 +163,6 @@ def shift_augment(x: Tensor, gen: torch.Generator, max_shift: int = 1, noise: fl
 
 @torch.no_grad()
 def classifier_accuracy(model: torch.nn.Module, split: str = "test") -> float:
-    from diffzoo.data import digits
 
     d = digits.load(split)
     return float((model.eval()(d.images).argmax(-1) == d.labels).float().mean())
@@ -188,7 +170,6 @@ def classifier_accuracy(model: torch.nn.Module, split: str = "test") -> float:
 
 @register_recipe("digits-classifier", "held-out CNN classifier of 8x8 digits (for FD-digits / accuracy)", _clf_args)
 def digits_classifier_recipe(args: argparse.Namespace) -> dict[str, Any]:
-    from diffzoo.data import digits
 
     train_set = digits.load("train")
     arch_config = {"ch": args.ch}
@@ -231,7 +212,6 @@ def digits_denoiser(model: torch.nn.Module, guidance: float = 1.0) -> Denoiser:
 def evaluate_digits_unet(model: torch.nn.Module, guidance: float = 2.0, per_class: int = 50, seed: int = 0,
                          steps: int = 50) -> dict[str, float]:
     """Conditional accuracy and FD-digits of ``10 * per_class`` guided 50-step DDIM samples."""
-    from diffzoo.metrics import digits_accuracy, digits_fd
 
     labels = torch.arange(10).repeat_interleave(per_class)
     g = torch.Generator().manual_seed(seed)
@@ -243,7 +223,6 @@ def evaluate_digits_unet(model: torch.nn.Module, guidance: float = 2.0, per_clas
 
 @register_recipe("digits-unet", "class-conditional epsilon-UNet on 8x8 digits (CFG null class 10)", _unet_args)
 def digits_unet_recipe(args: argparse.Namespace) -> dict[str, Any]:
-    from diffzoo.data import digits
 
     train_set = digits.load("train")
     schedule = get_schedule(SCHEDULE["name"])

@@ -1,0 +1,293 @@
+"""One home for files: reading images, writing PNGs and grids, markdown tables, atomic writes, safetensors.
+
+Every writer here is atomic (a temporary file in the target folder, then ``os.replace``), so a killed
+process leaves either the old file or the new one, never a torn one. Every reader names the argument it
+was given in a one-line ``ValueError`` / ``FileNotFoundError`` when the file is missing, is not an image,
+or is truncated -- never a PIL traceback. Nothing is ever unpickled: tensors are read only from
+safetensors files.
+
+Images are tensors in ``[-1, 1]``: ``(B, C, H, W)`` with ``C`` = 1 (grey) or 3 (RGB).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw, UnidentifiedImageError
+from safetensors import safe_open
+from safetensors.torch import save_file
+
+Tensor = torch.Tensor
+
+#: Key of the JSON header diffzoo stores in a safetensors file's metadata.
+META_KEY = "diffzoo"
+#: Suffixes :func:`save_samples` writes.
+SAMPLE_SUFFIXES = (".png", ".npz", ".safetensors")
+_FILE_MODE = 0o644  # mkstemp creates 0600, too strict for shipped files
+
+
+# -------------------------------------------------------------------------------------------------
+# Atomic writes
+# -------------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, else removed."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.chmod(tmp, _FILE_MODE)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w") as f:
+        f.write(text)
+    return Path(path)
+
+
+def atomic_write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as indented, key-sorted JSON to ``path`` atomically."""
+    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def atomic_save_safetensors(
+    tensors: dict[str, Tensor], path: str | os.PathLike, meta: dict[str, Any] | None = None
+) -> Path:
+    """Write ``tensors`` (+ JSON ``meta`` in the header under :data:`META_KEY`) to ``path`` atomically."""
+    flat = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    with atomic_path(path) as tmp:
+        save_file(flat, tmp, metadata={META_KEY: json.dumps(meta or {}, sort_keys=True)})
+    return Path(path)
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    """Every tensor and the JSON header of a safetensors file (``ValueError`` naming the file otherwise)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as e:  # safetensors raises its own error types for torn / foreign files
+        raise ValueError(f"{path}: not a readable safetensors file ({e})") from e
+    try:
+        meta = json.loads(raw[META_KEY]) if META_KEY in raw else {}
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path}: corrupt JSON header ({e})") from e
+    return tensors, meta
+
+
+# -------------------------------------------------------------------------------------------------
+# Tables
+# -------------------------------------------------------------------------------------------------
+
+
+def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, floatfmt: str = ".4g") -> str:
+    """A GitHub-markdown table of ``rows`` (dicts); floats formatted with ``floatfmt``."""
+    if not rows:
+        return "(no rows)"
+    cols = list(columns or rows[0].keys())
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return format(v, floatfmt)
+        return "" if v is None else str(v).replace("|", "\\|")  # a bare | would split the cell
+
+    cells = [[fmt(r.get(c)) for c in cols] for r in rows]
+    names = [fmt(c) for c in cols]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(names)]
+
+    def line(vals: list[str]) -> str:
+        return "| " + " | ".join(v.ljust(w) for v, w in zip(vals, widths)) + " |"
+
+    out = [line(names), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+    out += [line(r) for r in cells]
+    return "\n".join(out)
+
+
+# -------------------------------------------------------------------------------------------------
+# Reading images
+# -------------------------------------------------------------------------------------------------
+
+
+def open_image(path: str | os.PathLike, arg: str = "image") -> Image.Image:
+    """Open and fully decode an image file; a missing, non-image or truncated file raises a one-line
+    error naming ``arg``."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"{arg}: no such file {str(p)!r}")
+    try:
+        with Image.open(p) as probe:  # structure and checksums (catches a PNG cut short)
+            probe.verify()
+        img = Image.open(p)
+        img.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        raise ValueError(f"{arg}: {str(p)!r} is not a readable image file ({e})") from None
+    return img
+
+
+def read_image(
+    path: str | os.PathLike, *, arg: str = "image", channels: int = 3, size: tuple[int, int] | None = None
+) -> Tensor:
+    """An image file as a ``(1, C, H, W)`` float32 tensor in ``[-1, 1]``.
+
+    ``channels`` 1 converts to grey, 3 to RGB; ``size = (H, W)`` resizes with a box filter.
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels: expected 1 or 3, got {channels}")
+    img = open_image(path, arg).convert("L" if channels == 1 else "RGB")
+    if size is not None:
+        img = img.resize((int(size[1]), int(size[0])), Image.BOX)
+    arr = np.asarray(img, dtype=np.float32).reshape(img.height, img.width, channels) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
+
+
+# -------------------------------------------------------------------------------------------------
+# Writing images
+# -------------------------------------------------------------------------------------------------
+
+
+def to_uint8(x: Tensor) -> np.ndarray:
+    """``(C, H, W)`` in ``[-1, 1]`` -> ``(H, W)`` (C = 1) or ``(H, W, 3)`` uint8 array."""
+    if x.ndim != 3 or x.shape[0] not in (1, 3):
+        raise ValueError(f"image: expected (C, H, W) with C = 1 or 3, got {tuple(x.shape)}")
+    arr = ((x.detach().float().cpu().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return arr[0].numpy() if arr.shape[0] == 1 else arr.permute(1, 2, 0).numpy()
+
+
+def save_pil(img: Image.Image, path: str | os.PathLike) -> Path:
+    """Write a PIL image as PNG, atomically."""
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+    return Path(path)
+
+
+def save_image(img: Tensor, path: str | os.PathLike, scale: int = 1) -> Path:
+    """Write one ``(1, C, H, W)`` or ``(C, H, W)`` image in ``[-1, 1]`` as PNG (nearest upscaling by ``scale``)."""
+    x = img[0] if img.ndim == 4 else img
+    pil = Image.fromarray(to_uint8(x))
+    if scale != 1:
+        pil = pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+    return save_pil(pil, path)
+
+
+def image_grid(
+    x: Tensor, nrow: int | None = None, pad: int = 1, scale: int = 4, pad_value: float = 1.0
+) -> Image.Image:
+    """A PIL image tiling ``(B, C, H, W)`` images in ``[-1, 1]`` (C = 1 or 3), ``nrow`` per row
+    (default about sqrt(B)), ``pad`` pixels of ``pad_value`` between them, nearest-upscaled by ``scale``."""
+    b, c, h, w = x.shape
+    if c not in (1, 3):
+        raise ValueError(f"images: a PNG grid needs 1 or 3 channels, got {c}")
+    nrow = nrow or max(1, round(b**0.5))
+    rows = (b + nrow - 1) // nrow
+    canvas = torch.full((c, rows * (h + pad) + pad, nrow * (w + pad) + pad), float(pad_value))
+    img = x.detach().float().cpu().clamp(-1, 1)
+    for i in range(b):
+        r, k = divmod(i, nrow)
+        top, left = pad + r * (h + pad), pad + k * (w + pad)
+        canvas[:, top : top + h, left : left + w] = img[i]
+    pil = Image.fromarray(to_uint8(canvas))
+    return pil.resize((pil.width * scale, pil.height * scale), Image.NEAREST)
+
+
+def save_grid(
+    images: Tensor, path: str | os.PathLike, nrow: int | None = None, pad: int = 1, scale: int = 4,
+    pad_value: float = 1.0,
+) -> Path:
+    """Write :func:`image_grid` of ``images`` as a PNG."""
+    return save_pil(image_grid(images, nrow, pad, scale, pad_value), path)
+
+
+def save_strip(images: Sequence[Tensor], path: str | os.PathLike, scale: int = 16) -> Path:
+    """Write ``(1, C, H, W)`` images side by side (no padding), nearest-upscaled by ``scale``."""
+    return save_grid(torch.cat(list(images)), path, nrow=len(images), pad=0, scale=scale)
+
+
+def scatter_png(x: Tensor, size: int = 400, lim: float | None = None) -> Image.Image:
+    """A PIL scatter plot of 2-D points ``(N, 2)``."""
+    p = x.detach().double().cpu()
+    lim = lim or float(p.abs().max().clamp(min=1e-6)) * 1.05
+    img = Image.new("RGB", (size, size), "white")
+    d = ImageDraw.Draw(img)
+    for u, v in ((p / lim + 1) / 2 * (size - 1)).tolist():
+        d.ellipse((u - 1, size - 2 - v, u + 1, size - v), fill=(20, 60, 160))
+    return img
+
+
+def check_sample_path(path: str | os.PathLike, arg: str = "out") -> Path:
+    """``path`` if its suffix is one :func:`save_samples` writes (``ValueError`` naming ``arg`` otherwise)."""
+    p = Path(path)
+    if p.suffix.lower() not in SAMPLE_SUFFIXES:
+        raise ValueError(f"{arg}: unsupported file type {p.suffix!r}; expected one of {list(SAMPLE_SUFFIXES)}")
+    return p
+
+
+def save_samples(
+    path: str | os.PathLike, samples: Tensor, labels: Tensor | None = None, images: Tensor | None = None
+) -> Path:
+    """Write samples by suffix: ``.png`` (an image grid, or a scatter plot of 2-D points), ``.npz`` or
+    ``.safetensors`` (keys ``samples`` and, when given, ``labels`` and ``images``).
+
+    ``images`` (masked models: the decoded tokens, ``(B, C, H, W)``) is what the PNG draws.
+    """
+    path = check_sample_path(path)
+    suffix = path.suffix.lower()
+    tensors = {"samples": samples, "labels": labels, "images": images}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items() if v is not None}
+    if suffix == ".png":
+        if images is not None:
+            return save_grid(images, path)
+        if samples.ndim == 4:
+            return save_grid(samples, path)
+        if samples.ndim == 2 and samples.shape[1] == 2:
+            return save_pil(scatter_png(samples), path)
+        raise ValueError(f"out: cannot draw samples of shape {tuple(samples.shape)} as a PNG; use .npz")
+    with atomic_path(path) as tmp:
+        if suffix == ".npz":
+            with open(tmp, "wb") as f:
+                np.savez(f, **{k: v.numpy() for k, v in tensors.items()})
+        else:
+            save_file(tensors, tmp)
+    return path
+
+
+__all__ = [
+    "META_KEY",
+    "SAMPLE_SUFFIXES",
+    "atomic_path",
+    "atomic_save_safetensors",
+    "atomic_write_json",
+    "atomic_write_text",
+    "check_sample_path",
+    "format_table",
+    "image_grid",
+    "open_image",
+    "read_image",
+    "read_safetensors",
+    "save_grid",
+    "save_image",
+    "save_pil",
+    "save_samples",
+    "save_strip",
+    "scatter_png",
+    "to_uint8",
+]

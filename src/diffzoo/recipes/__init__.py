@@ -1,0 +1,26 @@
+"""Training recipes of the zoo models (``diffzoo train RECIPE``): consumers of the trainer, the networks,
+the data and the algorithms; nothing imports them but the CLI and tests.
+
+* :mod:`~diffzoo.recipes.foundation` -- ``toy2d``, ``digits-unet``, ``digits-classifier``;
+* :mod:`~diffzoo.recipes.tinysd` -- ``tinysd`` (VAE, UNet, text encoder) and ``shapes-classifier``;
+* :mod:`~diffzoo.recipes.masked` -- ``masked-digits``, ``masked-shapes``;
+* :mod:`~diffzoo.recipes.idm` -- ``idm`` (invertible compressed-sensing chains).
+
+The registry and the shared options are in :mod:`~diffzoo.recipes.registry`.
+"""
+
+from diffzoo.recipes import foundation, idm, masked, tinysd
+from diffzoo.recipes.registry import (
+    Recipe,
+    add_train_args,
+    command_line,
+    get_recipe,
+    recipes,
+    register_recipe,
+    train_config_from_args,
+)
+
+MODULES = (foundation, tinysd, masked, idm)
+
+__all__ = ["MODULES", "Recipe", "add_train_args", "command_line", "get_recipe", "recipes", "register_recipe",
+           "train_config_from_args"]
