@@ -82,14 +82,25 @@ def test_zoo_masked_shapes_tokens_nelbo_and_samples():
     assert img.shape == (2, 3, 32, 32) and float(img.min()) >= -1.01 and float(img.max()) <= 1.01
 
 
-def test_masked_shapes_recipe_runs_end_to_end(tmp_path):
-    """A tiny run of the recorded recipe: codebook fit, tokenisation, training, evaluation (not shipped)."""
+def test_masked_shapes_recipe_runs_end_to_end(tmp_path, monkeypatch):
+    """A tiny run of the recorded recipe: codebook fit, tokenisation, training, evaluation; without
+    --zoo-name nothing is written into the zoo (the recipe's old --name defaulted to the model name)."""
+    from diffzoo import zoo
     from diffzoo.cli import build_parser
 
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    shipped = sorted(p.name for p in zoo.WEIGHTS_DIR.iterdir())
+    for p in zoo.WEIGHTS_DIR.iterdir():
+        (weights / p.name).symlink_to(p)
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", weights)
     args = build_parser().parse_args(
         ["train", "masked-shapes", "--steps", "2", "--batch-size", "8", "--train-scenes", "64", "--kmeans-scenes",
          "16", "--kmeans-iters", "2", "--codes", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
-         "--out-dir", str(tmp_path / "run"), "--name", ""])
+         "--out-dir", str(tmp_path / "run"), "--no-progress"])
+    assert args.zoo_name is None
     metrics = args.recipe_fn(args)
     assert set(metrics) >= {"test_nelbo_bits_per_token", "vq_test_psnr_db"}
     assert 10 < metrics["vq_test_psnr_db"] < 60 and metrics["test_nelbo_bits_per_token"] > 0
+    assert all(p.is_symlink() for p in weights.iterdir())  # no shipped file replaced, none added
+    assert sorted(p.name for p in weights.iterdir()) == shipped

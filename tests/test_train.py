@@ -182,3 +182,148 @@ def test_resume_after_real_sigkill_is_identical(tmp_path):
     resumed = train(_net(), _loss, _batch, _cfg(tmp_path, 13))
     straight = train(_net(), _loss, _batch, _cfg(None, 13))
     assert _same(straight.model, resumed.model) and _same(straight.ema_model, resumed.ema_model)
+
+
+# -------------------------------------------------------------------------------------------------
+# Recipes: one argument dialect, and the zoo is written only with --zoo-name
+# -------------------------------------------------------------------------------------------------
+
+SHARED = ["--steps", "7", "--batch-size", "3", "--lr", "0.5", "--weight-decay", "0.25", "--warmup-steps", "2",
+          "--ema-decay", "0.75", "--grad-clip", "0.125", "--seed", "5", "--out-dir", "d", "--ckpt-every", "4",
+          "--log-every", "2", "--no-progress", "--keep-checkpoints", "--threads", "1", "--zoo-name", "z"]
+OLD_SPELLINGS = [(["--out", "d"], ["--out-dir", "d"]), (["--zoo", "z"], ["--zoo-name", "z"]),
+                 (["--name", "z"], ["--zoo-name", "z"]), (["--ema", "0.5"], ["--ema-decay", "0.5"]),
+                 (["--warmup", "7"], ["--warmup-steps", "7"])]
+
+
+def _recipe_names() -> list[str]:
+    from diffzoo.recipes import recipes
+
+    return sorted(recipes())
+
+
+def _parse(argv):
+    from diffzoo.cli import build_parser
+
+    return build_parser().parse_args(argv)
+
+
+@pytest.mark.parametrize("recipe", _recipe_names())
+def test_every_recipe_takes_the_shared_options(recipe):
+    from diffzoo.recipes import train_config_from_args
+
+    args = _parse(["train", recipe, *SHARED])
+    cfg = train_config_from_args(args)
+    assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.ema_decay, cfg.grad_clip,
+            cfg.seed, cfg.out_dir, cfg.ckpt_every, cfg.log_every, cfg.progress, cfg.keep_checkpoints) == \
+        (7, 3, 0.5, 0.25, 2, 0.75, 0.125, 5, "d", 4, 2, False, True)
+    assert args.zoo_name == "z" and args.threads == 1
+    assert _parse(["train", recipe]).zoo_name is None  # no recipe ships by default
+
+
+@pytest.mark.parametrize("recipe", _recipe_names())
+def test_old_spellings_parse_to_the_same_namespace(recipe):
+    for old, new in OLD_SPELLINGS:
+        assert vars(_parse(["train", recipe, *old])) == vars(_parse(["train", recipe, *new])), old
+    old = [a for pair in OLD_SPELLINGS if pair[0][0] != "--name" for a in pair[0]]
+    new = [a for pair in OLD_SPELLINGS if pair[0][0] != "--name" for a in pair[1]]
+    assert vars(_parse(["train", recipe, *old])) == vars(_parse(["train", recipe, *new]))
+
+
+@pytest.mark.parametrize("recipe", _recipe_names())
+def test_help_shows_the_canonical_spellings_only(recipe):
+    import argparse
+    import re
+
+    from diffzoo.recipes import recipes
+
+    p = argparse.ArgumentParser()
+    recipes()[recipe].add_args(p)
+    text = p.format_help()
+    assert "--zoo-name" in text and "--out-dir" in text and "--ema-decay" in text
+    assert not re.search(r"--(out|zoo|name|ema|warmup)\b(?!-)", text)
+
+
+def test_recorded_train_commands_are_canonical_and_name_their_artifact():
+    import shlex
+
+    from diffzoo import zoo
+    from diffzoo.recipes.registry import ALIASES
+
+    for name in zoo.names():
+        cmd = zoo.read_config(zoo.WEIGHTS_DIR / f"{name}.json")["train_command"]
+        segments = [shlex.split(s) for s in cmd.split(" && ")]
+        for toks in segments:
+            assert toks[:2] == ["diffzoo", "train"], cmd
+            assert not set(toks) & set(ALIASES), f"{name}: old spelling in {cmd!r}"
+            _parse(toks[1:])
+        *stages, last = (_parse(t[1:]) for t in segments)
+        assert last.zoo_name == name, f"{name}: the recorded command does not ship {name!r}"
+        assert all(s.zoo_name is None for s in stages)
+
+
+@pytest.fixture
+def zoo_copy(tmp_path, monkeypatch):
+    """The package's zoo as a folder of symlinks (so a recipe that writes into it replaces a link, never a
+    shipped file); ``diffzoo.zoo.WEIGHTS_DIR`` points at it."""
+    from diffzoo import zoo
+
+    real = zoo.WEIGHTS_DIR
+    before = {p.name: p.stat().st_mtime_ns for p in real.iterdir()}
+    d = tmp_path / "weights"
+    d.mkdir()
+    for p in real.iterdir():
+        (d / p.name).symlink_to(p)
+    monkeypatch.setattr(zoo, "WEIGHTS_DIR", d)
+    yield d
+    assert {p.name: p.stat().st_mtime_ns for p in real.iterdir()} == before
+
+
+def _zoo_untouched(d) -> bool:
+    from diffzoo import zoo
+
+    real = sorted(p.name for p in zoo.WEIGHTS_DIR.iterdir()) if zoo.WEIGHTS_DIR != d else None
+    return all(p.is_symlink() for p in d.iterdir()) and (real is None or real == sorted(p.name for p in d.iterdir()))
+
+
+TINY_RUNS = {
+    "toy2d": (["--dataset", "moons", "--steps", "2", "--hidden", "8", "--depth", "1", "--eval-samples", "20"],
+              "diffusion", [2]),
+    "masked-digits": (["--steps", "2", "--batch-size", "8", "--d-model", "16", "--n-layers", "1", "--n-heads", "2"],
+                      "masked", [64]),
+    "idm-cs": (["--steps", "1", "--batch-size", "2", "--idm-steps", "1", "--ch", "4", "--rev-blocks", "1"],
+               "idm", [1, 8, 8]),
+    "shapes-classifier": (["--steps", "1", "--batch-size", "2", "--width", "8"], "classifier", None),
+}
+
+
+@pytest.mark.parametrize("recipe", sorted(TINY_RUNS))
+def test_recipe_writes_into_the_zoo_only_when_asked(recipe, tmp_path, zoo_copy, monkeypatch, capsys):
+    """A tiny run without --zoo-name leaves the zoo folder as it was; with it, the model is shipped with
+    its kind, sample shape and exact command line."""
+    import sys
+
+    from diffzoo import zoo
+    from diffzoo.cli import main
+    from diffzoo.recipes import tinysd as tinysd_recipes
+
+    # the shapes classifier's evaluation renders 4000 scenes: not what this test is about
+    monkeypatch.setattr(tinysd_recipes, "classifier_accuracy", lambda *a, **k: {"scene_acc": 0.0})
+    opts, kind, shape = TINY_RUNS[recipe]
+    argv = ["train", recipe, *opts, "--no-progress", "--threads", "1", "--out-dir", str(tmp_path / "run")]
+    names = zoo.names()
+    assert main(argv) == 0
+    assert zoo.names() == names and _zoo_untouched(zoo_copy)
+
+    ship = [*argv, "--zoo-name", "tiny-test"]  # resumes the finished run: evaluation and shipping only
+    monkeypatch.setattr(sys, "argv", ["diffzoo", *ship])
+    assert main(ship) == 0
+    assert zoo.names() == sorted([*names, "tiny-test"])
+    zm = zoo.load("tiny-test")
+    assert zm.kind == kind and zm.config.get("sample_shape") == shape
+    assert zm.config["train_command"] == "diffzoo " + " ".join(ship) and zm.config["steps"] == args_steps(opts)
+    capsys.readouterr()
+
+
+def args_steps(opts: list[str]) -> int:
+    return int(opts[opts.index("--steps") + 1])

@@ -101,3 +101,14 @@ def test_extra_tensor_is_rejected(tmp_path):
     save_file(tensors, str(st))
     with pytest.raises(ValueError, match="m.safetensors"):
         zoo.load("m", weights_dir=tmp_path)
+
+
+def test_load_refuses_another_kind_from_the_json_alone(tmp_path, monkeypatch):
+    _save(tmp_path)
+    monkeypatch.setattr(zoo, "build", lambda *a, **k: pytest.fail("the network was built"))
+    with pytest.raises(ValueError, match=r"^model: zoo model 'm' is a diffusion model; expected an idm model$"):
+        zoo.load("m", weights_dir=tmp_path, kinds=("idm",))
+    with pytest.raises(ValueError, match="expected a masked or classifier model"):
+        zoo.load("m", weights_dir=tmp_path, kinds=("masked", "classifier"))
+    with pytest.raises(FileNotFoundError, match="^model: no such file"):
+        zoo.load(str(tmp_path / "nope.safetensors"))

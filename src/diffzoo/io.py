@@ -2,9 +2,10 @@
 
 Every writer here is atomic (a temporary file in the target folder, then ``os.replace``), so a killed
 process leaves either the old file or the new one, never a torn one. Every reader names the argument it
-was given in a one-line ``ValueError`` / ``FileNotFoundError`` when the file is missing, is not an image,
-or is truncated -- never a PIL traceback. Nothing is ever unpickled: tensors are read only from
-safetensors files.
+was given in a one-line ``ValueError`` / ``FileNotFoundError`` when the file is missing, is a folder, is
+not an image, or is truncated -- never a PIL traceback, whatever ``PIL.ImageFile.LOAD_TRUNCATED_IMAGES``
+says. Commands check an output path (:func:`check_output_path`) before they do any work. Nothing is ever
+unpickled: tensors are read only from safetensors files.
 
 Images are tensors in ``[-1, 1]``: ``(B, C, H, W)`` with ``C`` = 1 (grey) or 3 (RGB).
 """
@@ -21,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, UnidentifiedImageError
+from PIL import Image, ImageDraw, ImageFile, ImageOps
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -43,6 +44,8 @@ _FILE_MODE = 0o644  # mkstemp creates 0600, too strict for shipped files
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path beside ``path``; on success it is renamed onto ``path``, else removed."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{str(path)!r} is a folder, not a file")
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
@@ -128,36 +131,92 @@ def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None =
 # -------------------------------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _strict_decoding() -> Iterator[None]:
+    """Decode with ``ImageFile.LOAD_TRUNCATED_IMAGES`` off (some library may have switched it on globally,
+    which makes Pillow pad a truncated JPEG with grey instead of failing)."""
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
 def open_image(path: str | os.PathLike, arg: str = "image") -> Image.Image:
     """Open and fully decode an image file; a missing, non-image or truncated file raises a one-line
-    error naming ``arg``."""
+    error naming ``arg``. The EXIF orientation, if any, is applied."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise FileNotFoundError(f"{arg}: no such file {str(p)!r}")
+    if p.is_dir():
+        raise ValueError(f"{arg}: {str(p)!r} is a folder, not an image file")
+    if not p.is_file():
+        raise ValueError(f"{arg}: {str(p)!r} is not a regular file")
     try:
-        with Image.open(p) as probe:  # structure and checksums (catches a PNG cut short)
-            probe.verify()
-        img = Image.open(p)
-        img.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
-        raise ValueError(f"{arg}: {str(p)!r} is not a readable image file ({e})") from None
-    return img
+        with _strict_decoding():
+            with Image.open(p) as probe:  # structure and checksums (catches a PNG cut short)
+                probe.verify()
+            with Image.open(p) as img:  # a full decode (catches truncated data verify() does not check)
+                img.load()
+                out = img.copy()
+    except Exception as e:  # noqa: BLE001 -- any failure to decode a user's file (UnidentifiedImageError,
+        # OSError, SyntaxError, DecompressionBombError, plugin errors on hostile input) is "not an image"
+        raise ValueError(f"{arg}: {str(p)!r} is not a readable image file ({_one_line(e)})") from None
+    try:
+        return ImageOps.exif_transpose(out)
+    except Exception:  # noqa: BLE001 -- a malformed EXIF block: keep the pixels as stored
+        return out
+
+
+def _one_line(e: BaseException) -> str:
+    text = " ".join(str(e).split())
+    return text[:200] + " ..." if len(text) > 200 else text or type(e).__name__
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """High bit-depth grey images (``I;16*``, ``I``, ``F``) as 8-bit ``L``: 16-bit ranges scaled by 1/257,
+    floats in ``[0, 1]`` by 255 (other values are clipped to ``[0, 255]``)."""
+    if img.mode not in ("I", "F") and not img.mode.startswith("I;16"):
+        return img
+    arr = np.asarray(img, dtype=np.float64)
+    finite = arr[np.isfinite(arr)]
+    hi = float(finite.max()) if finite.size else 0.0
+    lo = float(finite.min()) if finite.size else 0.0
+    if img.mode.startswith("I;16") or (img.mode == "I" and hi > 255):
+        arr = arr / 257.0
+    elif img.mode == "F" and lo >= 0.0 and hi <= 1.0:
+        arr = arr * 255.0
+    arr = np.nan_to_num(arr, nan=0.0, posinf=255.0, neginf=0.0)
+    return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
+
+
+def image_to_tensor(img: Image.Image, channels: int = 3, size: tuple[int, int] | None = None) -> Tensor:
+    """A PIL image as a ``(1, C, H, W)`` float32 tensor in ``[-1, 1]``.
+
+    ``channels`` 1 converts to grey, 3 to RGB (alpha is dropped); ``size = (H, W)`` resizes with a box
+    filter. 16-bit and float grey images are brought to 8 bits first (see :func:`_to_8bit`).
+    """
+    if channels not in (1, 3):
+        raise ValueError(f"channels: expected 1 or 3, got {channels}")
+    img = _to_8bit(img).convert("L" if channels == 1 else "RGB")
+    if size is not None:
+        h, w = (int(v) for v in size)
+        if h < 1 or w < 1:
+            raise ValueError(f"size: expected positive (H, W), got {tuple(size)}")
+        img = img.resize((w, h), Image.BOX)
+    arr = np.asarray(img, dtype=np.float32).reshape(img.height, img.width, channels) / 127.5 - 1.0
+    return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
 
 
 def read_image(
     path: str | os.PathLike, *, arg: str = "image", channels: int = 3, size: tuple[int, int] | None = None
 ) -> Tensor:
-    """An image file as a ``(1, C, H, W)`` float32 tensor in ``[-1, 1]``.
-
-    ``channels`` 1 converts to grey, 3 to RGB; ``size = (H, W)`` resizes with a box filter.
-    """
+    """An image file as a ``(1, C, H, W)`` float32 tensor in ``[-1, 1]`` (:func:`open_image`, then
+    :func:`image_to_tensor`); errors name ``arg``."""
     if channels not in (1, 3):
         raise ValueError(f"channels: expected 1 or 3, got {channels}")
-    img = open_image(path, arg).convert("L" if channels == 1 else "RGB")
-    if size is not None:
-        img = img.resize((int(size[1]), int(size[0])), Image.BOX)
-    arr = np.asarray(img, dtype=np.float32).reshape(img.height, img.width, channels) / 127.5 - 1.0
-    return torch.from_numpy(arr).permute(2, 0, 1)[None].contiguous()
+    return image_to_tensor(open_image(path, arg), channels, size)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -233,12 +292,30 @@ def scatter_png(x: Tensor, size: int = 400, lim: float | None = None) -> Image.I
     return img
 
 
-def check_sample_path(path: str | os.PathLike, arg: str = "out") -> Path:
-    """``path`` if its suffix is one :func:`save_samples` writes (``ValueError`` naming ``arg`` otherwise)."""
+def check_output_path(path: str | os.PathLike, arg: str = "out", suffixes: Sequence[str] | None = None) -> Path:
+    """``path`` if a file can be written there: its suffix one of ``suffixes`` (any when ``None``), not an
+    existing folder, and its nearest existing parent a writable folder; else a ``ValueError`` naming
+    ``arg``. Nothing is created (commands call it before doing any work)."""
     p = Path(path)
-    if p.suffix.lower() not in SAMPLE_SUFFIXES:
-        raise ValueError(f"{arg}: unsupported file type {p.suffix!r}; expected one of {list(SAMPLE_SUFFIXES)}")
+    if p.is_dir() or str(path).endswith(("/", os.sep)):
+        raise ValueError(f"{arg}: {str(path)!r} is a folder; expected a file name")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise ValueError(f"{arg}: unsupported file type {p.suffix!r} of {str(p)!r}; expected one of "
+                         f"{list(suffixes)}")
+    parent = p.absolute().parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{arg}: cannot write {str(p)!r}: {str(parent)!r} is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{arg}: cannot write {str(p)!r}: no write permission in {str(parent)!r}")
     return p
+
+
+def check_sample_path(path: str | os.PathLike, arg: str = "out") -> Path:
+    """``path`` if its suffix is one :func:`save_samples` writes and it can be written
+    (``ValueError`` naming ``arg`` otherwise, see :func:`check_output_path`)."""
+    return check_output_path(path, arg, SAMPLE_SUFFIXES)
 
 
 def save_samples(
@@ -277,9 +354,11 @@ __all__ = [
     "atomic_save_safetensors",
     "atomic_write_json",
     "atomic_write_text",
+    "check_output_path",
     "check_sample_path",
     "format_table",
     "image_grid",
+    "image_to_tensor",
     "open_image",
     "read_image",
     "read_safetensors",

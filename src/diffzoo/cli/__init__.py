@@ -31,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, TypeError, OSError, FloatingPointError) as e:  # OSError: missing files, full disks
         print(f"diffzoo {args.command}: error: {e}", file=sys.stderr)
         return 2
 

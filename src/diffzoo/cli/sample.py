@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from pathlib import Path
 
 from diffzoo.discrete.samplers import SAMPLERS as MASKED_SAMPLERS
 from diffzoo.io import check_sample_path, save_samples
@@ -41,8 +42,15 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(f"n: expected a positive number of samples, got {args.n}")
     res = sample_zoo(args.model, args.sampler, args.steps, args.spacing, args.guidance, args.class_label, args.n,
                      args.seed, args.eta, args.shape, progress=args.progress)
-    for out in args.out:
-        log.info("wrote %s", save_samples(out, res.samples, res.labels, res.images))
+    written: list[Path] = []
+    try:
+        for out in args.out:
+            written.append(save_samples(out, res.samples, res.labels, res.images))
+            log.info("wrote %s", out)
+    except Exception:  # all --out files or none: a half-written set is removed
+        for path in written:
+            path.unlink(missing_ok=True)
+        raise
     wrote = "".join(f"\nwrote {o}" for o in args.out)
     if res.images is not None:
         sampler = args.sampler or "fhs"

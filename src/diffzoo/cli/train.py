@@ -1,7 +1,9 @@
 """``diffzoo train RECIPE [options]``: run a registered training recipe and print its final metrics.
 
-Multi-GPU: ``accelerate launch -m diffzoo.cli train RECIPE ...``. The exact command line is recorded in
-the shipped model's JSON (``train_command``).
+Every recipe takes the shared options of :func:`diffzoo.recipes.add_train_args` (``--steps``,
+``--batch-size``, ``--lr``, ..., ``--out-dir``, ``--zoo-name``) and writes into the package's zoo only
+with ``--zoo-name NAME``, recording the exact command line in the model's JSON (``train_command``).
+Multi-GPU: ``accelerate launch -m diffzoo.cli train RECIPE ...``.
 """
 
 from __future__ import annotations

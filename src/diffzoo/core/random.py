@@ -18,16 +18,22 @@ def generators_from_seeds(seeds: Sequence[int], device: str | torch.device = "cp
     return [torch.Generator(device).manual_seed(int(s)) for s in seeds]
 
 
-def randn(shape: Sequence[int], generator: Generator = None, dtype: torch.dtype = torch.float32,
-          device: str | torch.device = "cpu") -> torch.Tensor:
-    """Standard normal noise. With a list of generators, row ``i`` comes from ``generator[i]``."""
+def _draw(fn, shape: Sequence[int], generator: Generator, dtype: torch.dtype, device: str | torch.device
+          ) -> torch.Tensor:
+    """``fn(shape)`` from one generator, or row ``i`` from ``generator[i]`` (per-sample streams)."""
     shape = tuple(shape)
     if generator is None or isinstance(generator, torch.Generator):
-        return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+        return fn(shape, generator=generator, dtype=dtype, device=device)
     gens = list(generator)
     if len(gens) != shape[0]:
         raise ValueError(f"generator: got {len(gens)} generators for a batch of {shape[0]}")
-    return torch.stack([torch.randn(shape[1:], generator=g, dtype=dtype, device=device) for g in gens])
+    return torch.stack([fn(shape[1:], generator=g, dtype=dtype, device=device) for g in gens])
+
+
+def randn(shape: Sequence[int], generator: Generator = None, dtype: torch.dtype = torch.float32,
+          device: str | torch.device = "cpu") -> torch.Tensor:
+    """Standard normal noise. With a list of generators, row ``i`` comes from ``generator[i]``."""
+    return _draw(torch.randn, shape, generator, dtype, device)
 
 
 def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
@@ -37,10 +43,4 @@ def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
 def rand(shape: Sequence[int], generator: Generator = None, dtype: torch.dtype = torch.float32,
          device: str | torch.device = "cpu") -> torch.Tensor:
     """Uniform [0, 1) noise with the same per-sample generator convention as :func:`randn`."""
-    shape = tuple(shape)
-    if generator is None or isinstance(generator, torch.Generator):
-        return torch.rand(shape, generator=generator, dtype=dtype, device=device)
-    gens = list(generator)
-    if len(gens) != shape[0]:
-        raise ValueError(f"generator: got {len(gens)} generators for a batch of {shape[0]}")
-    return torch.stack([torch.rand(shape[1:], generator=g, dtype=dtype, device=device) for g in gens])
+    return _draw(torch.rand, shape, generator, dtype, device)

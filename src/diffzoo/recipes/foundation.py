@@ -23,14 +23,13 @@ from typing import Any
 
 import torch
 
-from diffzoo import zoo
 from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.guidance import cfg_denoiser
 from diffzoo.core.schedules import get_schedule
 from diffzoo.data import digits, toy2d
 from diffzoo.metrics import digits_accuracy, digits_fd, mmd, nll, sliced_wasserstein
 from diffzoo.models.registry import build
-from diffzoo.recipes.registry import add_train_args, command_line, register_recipe, train_config_from_args
+from diffzoo.recipes.registry import add_train_args, register_recipe, ship, train_config_from_args
 from diffzoo.sampling import ddim, get_timesteps
 from diffzoo.train.trainer import diffusion_loss, train
 
@@ -49,19 +48,6 @@ NULL_CLASS = 10
 def ddim_sample(den: Denoiser, x: Tensor, num_steps: int = 50, cond: Any = None) -> Tensor:
     """Deterministic DDIM (eta = 0) over ``num_steps`` uniform steps ending at ``schedule.t_end``."""
     return ddim(den, x, get_timesteps(den.schedule, num_steps), cond)
-
-
-def _ship(args: argparse.Namespace, model: torch.nn.Module, arch: str, arch_config: dict[str, Any],
-          metrics: dict[str, Any], schedule: dict[str, Any] | None, **extra: Any) -> None:
-    from accelerate import PartialState
-
-    if not getattr(args, "zoo_name", None) or not PartialState().is_main_process:
-        return
-
-    path = zoo.save(args.zoo_name, model, arch, arch_config, schedule=schedule,
-                    prediction_type="epsilon" if schedule else None, train_command=command_line(),
-                    seed=args.seed, steps=args.steps, metrics=metrics, **extra)
-    log.info("shipped %s", path)
 
 
 def _run(args: argparse.Namespace, arch: str, arch_config: dict[str, Any], loss_fn: Callable,
@@ -136,7 +122,8 @@ def toy2d_recipe(args: argparse.Namespace) -> dict[str, Any]:
     res = _run(args, "mlp", arch_config, loss_fn, batch_fn, dataset=args.dataset)
     metrics = evaluate_toy2d(res.ema_model, data, args.eval_samples, args.seed)
     metrics["final_loss"] = sum(res.losses[-100:]) / max(1, len(res.losses[-100:]))
-    _ship(args, res.ema_model, "mlp", arch_config, metrics, SCHEDULE, dataset=args.dataset)
+    ship(args, res.ema_model, "mlp", arch_config, kind="diffusion", schedule=SCHEDULE, prediction_type="epsilon",
+         metrics=metrics, dataset=args.dataset)
     return metrics
 
 
@@ -185,7 +172,7 @@ def digits_classifier_recipe(args: argparse.Namespace) -> dict[str, Any]:
     res = _run(args, "digit_classifier", arch_config, loss_fn, batch_fn)
     metrics = {"test_accuracy": classifier_accuracy(res.ema_model, "test"),
                "train_accuracy": classifier_accuracy(res.ema_model, "train")}
-    _ship(args, res.ema_model, "digit_classifier", arch_config, metrics, None)
+    ship(args, res.ema_model, "digit_classifier", arch_config, kind="classifier", metrics=metrics)
     return metrics
 
 
@@ -240,5 +227,6 @@ def digits_unet_recipe(args: argparse.Namespace) -> dict[str, Any]:
     res = _run(args, "digits_unet", arch_config, loss_fn, batch_fn, label_dropout=args.label_dropout)
     metrics = evaluate_digits_unet(res.ema_model, args.guidance, args.eval_per_class, args.seed)
     metrics["final_loss"] = sum(res.losses[-100:]) / max(1, len(res.losses[-100:]))
-    _ship(args, res.ema_model, "digits_unet", arch_config, metrics, SCHEDULE, null_class=NULL_CLASS)
+    ship(args, res.ema_model, "digits_unet", arch_config, kind="diffusion", schedule=SCHEDULE,
+         prediction_type="epsilon", metrics=metrics, null_class=NULL_CLASS)
     return metrics

@@ -3,7 +3,7 @@
 The few-step chain is initialised from the shipped digits UNet (``--base``, unconditional pass through
 the null class) and trained end to end with the L1 loss of IDM (Sec. 3.3) on noiseless orthogonalised
 CS measurements ``y = Phi x`` of the digits train split, back-propagating through the reversible chain
-(memory-free backward). Ships the EMA model as ``idm-*`` with the operator recorded in its JSON.
+(memory-free backward). With ``--zoo-name idm-*`` it ships the EMA model, the operator recorded in its JSON.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from diffzoo.data import digits
 from diffzoo.inverse.operators import CompressedSensing
 from diffzoo.metrics import psnr, ssim
 from diffzoo.models.idm import IDMChain
-from diffzoo.recipes.registry import add_train_args, command_line, register_recipe, train_config_from_args
+from diffzoo.recipes.registry import add_train_args, register_recipe, ship, train_config_from_args
 from diffzoo.train.trainer import train
 
 log = logging.getLogger(__name__)
@@ -81,9 +81,7 @@ def idm_cs_recipe(args: argparse.Namespace) -> dict[str, Any]:
     res = train(chain, loss_fn, batch_fn, cfg)
     metrics = evaluate_idm(res.ema_model, op)
     log.info("idm-cs ratio %.2f: test PSNR %.2f dB, SSIM %.4f", args.ratio, metrics["psnr"], metrics["ssim"])
-    if getattr(args, "zoo_name", None):
-
-        zoo.save(args.zoo_name, res.ema_model, "idm_cs", arch_config, schedule=arch_config["schedule"],
-                 prediction_type="epsilon", train_command=command_line(), seed=args.seed, steps=args.steps,
-                 metrics=metrics, operator=operator, base=args.base)
+    ship(args, res.ema_model, "idm_cs", arch_config, kind="idm", sample_shape=op.in_shape,
+         schedule=arch_config["schedule"], prediction_type="epsilon", metrics=metrics, operator=operator,
+         base=args.base)
     return metrics

@@ -1,8 +1,8 @@
 """Training recipes of masked discrete diffusion: ``diffzoo train masked-digits | masked-shapes``.
 
 Both train :class:`diffzoo.models.transformer.MaskedTransformer` with the continuous-time masked-
-diffusion ELBO (:func:`diffzoo.discrete.masked.masked_diffusion_loss`) and diffzoo's trainer, then ship
-the EMA model to the zoo with its test negative ELBO:
+diffusion ELBO (:func:`diffzoo.discrete.masked.masked_diffusion_loss`) and diffzoo's trainer, evaluate
+the EMA model's test negative ELBO and, with ``--zoo-name``, ship it to the zoo:
 
 * ``masked-digits``: the discrete digits view, 64 tokens (one per pixel) over 17 grey levels.
 * ``masked-shapes``: the shapes world tokenised by a patch VQ (MaskGIT-style tokens, at toy scale):
@@ -19,36 +19,28 @@ from collections.abc import Callable
 
 import torch
 
-from diffzoo import zoo
 from diffzoo.data import digits, shapes
 from diffzoo.discrete.masked import masked_diffusion_loss, negative_elbo
 from diffzoo.discrete.tokens import TokenSpace, kmeans
 from diffzoo.metrics.image import psnr
 from diffzoo.models.registry import build
-from diffzoo.recipes.registry import command_line, register_recipe
-from diffzoo.train.trainer import TrainConfig, train
+from diffzoo.recipes.registry import add_train_args, check_train_args, register_recipe, ship, train_config_from_args
+from diffzoo.train.trainer import train
+from diffzoo.zoo import MASKED_PREDICTION
 
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 
 
 def _model_args(p: argparse.ArgumentParser, name: str, steps: int, d_model: int) -> None:
-    p.add_argument("--steps", type=int, default=steps)
-    p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--weight-decay", type=float, default=0.01)
-    p.add_argument("--warmup-steps", type=int, default=500)
-    p.add_argument("--ema-decay", type=float, default=0.999)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--schedule", default="linear", choices=["linear", "cosine"])
+    p.add_argument("--schedule", default="linear", choices=["linear", "cosine"], help="masking schedule")
     p.add_argument("--loss-type", default="elbo", choices=["elbo", "any_order"])
     p.add_argument("--d-model", type=int, default=d_model)
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--n-heads", type=int, default=4)
     p.add_argument("--dropout", type=float, default=0.1)
-    p.add_argument("--out-dir", default=f"runs/{name}")
-    p.add_argument("--name", default=name, help="zoo name to save the EMA model under ('' = don't)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_train_args(p, steps=steps, batch_size=256, lr=1e-3, weight_decay=0.01, warmup_steps=500, ema_decay=0.999,
+                   grad_clip=1.0, ckpt_every=1000, log_every=100, out_dir=f"runs/{name}", threads=1)
 
 
 def _digits_args(p: argparse.ArgumentParser) -> None:
@@ -68,9 +60,9 @@ def train_masked(args: argparse.Namespace, data: Tensor, test: Tensor, vocab: in
                  dataset: str = "", extra_metrics: Callable[[torch.nn.Module], dict] | None = None,
                  model_init: Callable[[torch.nn.Module], None] | None = None) -> dict:
     """Shared body of the masked recipes: train on token rows ``data (N, L)``, evaluate the test
-    negative ELBO (nats/token and bits/token) and ship the EMA model as ``args.name``."""
+    negative ELBO (nats/token and bits/token) and, with ``--zoo-name``, ship the EMA model."""
 
-    torch.set_num_threads(args.threads)
+    cfg = train_config_from_args(args, **vars_json(args))  # also applies --threads
     torch.manual_seed(args.seed)
     length = data.shape[1]
     arch_config = dict(vocab_size=vocab, seq_len=length, d_model=args.d_model, n_layers=args.n_layers,
@@ -86,9 +78,6 @@ def train_masked(args: argparse.Namespace, data: Tensor, test: Tensor, vocab: in
         m.vocab_size, m.seq_len = vocab, length  # visible through DDP wrappers too
         return masked_diffusion_loss(m, batch, args.schedule, gen, args.loss_type)
 
-    cfg = TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-                      warmup_steps=args.warmup_steps, ema_decay=args.ema_decay, seed=args.seed,
-                      out_dir=args.out_dir, ckpt_every=1000, log_every=100, extra=vars_json(args))
     res = train(model, loss_fn, sample_batch, cfg)
     ema = res.ema_model.eval()
     gen = torch.Generator().manual_seed(1234)
@@ -100,8 +89,10 @@ def train_masked(args: argparse.Namespace, data: Tensor, test: Tensor, vocab: in
                "final_train_loss": sum(res.losses[-100:]) / max(1, len(res.losses[-100:]))}
     if extra_metrics is not None:
         metrics.update(extra_metrics(ema))
-    if args.name:
-        save_masked_model(args.name, ema, arch_config, args.schedule, args.seed, res.step, metrics, dataset)
+    # no Gaussian schedule (``denoiser()`` refuses it): the masking schedule is ``mask_schedule``
+    ship(args, ema, "masked-transformer", arch_config, kind="masked", sample_shape=(length,), steps=res.step,
+         schedule=None, prediction_type=MASKED_PREDICTION, metrics=metrics, mask_schedule=args.schedule,
+         dataset=dataset)
     return metrics
 
 
@@ -139,6 +130,7 @@ def train_masked_shapes(args: argparse.Namespace) -> dict:
     """Fit the VQ codebook, tokenise ``--train-scenes`` scenes, train, and record the tokenizer's
     reconstruction PSNR and the test NELBO on 2000 unseen scenes."""
 
+    check_train_args(args)  # before the codebook fit and the tokenisation
     torch.manual_seed(args.seed)
     space = shapes_vq(args.kmeans_scenes, args.codes, args.patch, args.kmeans_iters, args.seed)
     _, train_toks = shapes_token_data(space, args.train_scenes, args.seed)
@@ -161,14 +153,3 @@ def train_masked_shapes(args: argparse.Namespace) -> dict:
 
 def vars_json(args: argparse.Namespace) -> dict:
     return {k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}
-
-
-def save_masked_model(name: str, model: torch.nn.Module, arch_config: dict, schedule: str, seed: int,
-                      steps: int, metrics: dict, dataset: str = "") -> None:
-    """Ship a masked model to the zoo. ``schedule`` is ``None`` (no Gaussian schedule: ``denoiser()``
-    refuses it); the masking schedule is recorded as ``mask_schedule``, the task as ``dataset``."""
-
-    zoo.save(name, model, "masked-transformer", arch_config, schedule=None, prediction_type="masked-x0-logits",
-             train_command=command_line(), seed=seed, steps=steps, metrics=metrics, mask_schedule=schedule,
-             dataset=dataset)
-    log.info("saved %s to the zoo", name)

@@ -14,14 +14,16 @@ TinySD is trained in Stable Diffusion's two stages (Rombach et al. 2022, Sec. 3)
 ``shapes-classifier`` trains :class:`~diffzoo.models.tinysd.ShapesClassifier` on rendered scenes with
 noise/blur/colour-jitter augmentation (so it also reads decoded samples).
 
-All three run through :func:`diffzoo.train.train` (resumable safetensors checkpoints in ``--out``) and
-can export to the zoo (``--zoo NAME``) with the exact command, seed, steps and metrics in the JSON.
+All three take the shared options of :func:`~diffzoo.recipes.registry.add_train_args` and run through
+:func:`diffzoo.train.train` (resumable safetensors checkpoints in ``--out-dir``). ``tinysd-vae`` writes its
+VAE to ``OUT_DIR/vae.safetensors`` (a component file, never the zoo); ``tinysd-unet`` and
+``shapes-classifier`` ship to the zoo with ``--zoo-name NAME`` only, with the exact command (for
+``tinysd``: the VAE's recorded commands ``&&`` this one), seed, steps and metrics in the JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
 from pathlib import Path
@@ -29,19 +31,17 @@ from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
 
 from diffzoo import zoo
 from diffzoo.core.guidance import cfg_denoiser
 from diffzoo.core.random import generators_from_seeds, randn
 from diffzoo.data import shapes
-from diffzoo.io import save_grid
+from diffzoo.io import atomic_save_safetensors, read_safetensors, save_grid
 from diffzoo.models.tinysd import ShapesClassifier, TinySD, scene_correct, tinysd_schedule
-from diffzoo.recipes.registry import command_line, register_recipe
+from diffzoo.recipes.registry import add_train_args, command_line, register_recipe, ship, train_config_from_args
 from diffzoo.sampling.ddim import ddim
 from diffzoo.sampling.timesteps import get_timesteps
-from diffzoo.train.checkpoint import META_KEY, atomic_save_safetensors, read_safetensors
-from diffzoo.train.trainer import TrainConfig, train
+from diffzoo.train.trainer import train
 from diffzoo.zoo.latent import latent_model
 
 log = logging.getLogger(__name__)
@@ -114,36 +114,11 @@ def classifier_loss(clf: ShapesClassifier, batch: dict[str, Tensor], generator: 
 # Helpers
 # -------------------------------------------------------------------------------------------------
 
-def _train_cfg(args: argparse.Namespace, **extra: Any) -> Any:
-
-    return TrainConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, warmup_steps=args.warmup,
-                       ema_decay=args.ema, grad_clip=1.0, seed=args.seed, out_dir=args.out,
-                       ckpt_every=args.ckpt_every, log_every=50, progress=not args.no_progress,
-                       extra=dict(extra))
-
-
-def _common_args(p: argparse.ArgumentParser, steps: int, bs: int, lr: float, out: str, ema: float) -> None:
-    p.add_argument("--steps", type=int, default=steps)
-    p.add_argument("--batch-size", type=int, default=bs)
-    p.add_argument("--lr", type=float, default=lr)
-    p.add_argument("--warmup", type=int, default=100)
-    p.add_argument("--ema", type=float, default=ema, help="EMA decay")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default=out, help="checkpoint folder (resumes from it)")
-    p.add_argument("--ckpt-every", type=int, default=200)
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: leave as is)")
-    p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--zoo", default=None, help="export the EMA model to the zoo under this name")
-
-
-def _setup(args: argparse.Namespace) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-
-def _command() -> str:
-
-    return command_line()
+def _train_args(p: argparse.ArgumentParser, steps: int, batch_size: int, lr: float, out_dir: str,
+                ema_decay: float) -> None:
+    """The shared options with this file's defaults (warm-up 100, checkpoints every 200 steps, log every 50)."""
+    add_train_args(p, steps=steps, batch_size=batch_size, lr=lr, weight_decay=0.0, warmup_steps=100,
+                   ema_decay=ema_decay, grad_clip=1.0, ckpt_every=200, log_every=50, out_dir=out_dir)
 
 
 def save_component(path: str | Path, module: torch.nn.Module, meta: dict[str, Any]) -> Path:
@@ -155,19 +130,9 @@ def save_component(path: str | Path, module: torch.nn.Module, meta: dict[str, An
 def load_component(path: str | Path, module: torch.nn.Module) -> dict[str, Any]:
     """Load a :func:`save_component` file into ``module`` (strict); returns its JSON meta."""
 
-
-    with safe_open(str(path), framework="pt") as f:
-        sd = {k: f.get_tensor(k) for k in f.keys()}
-        meta = json.loads((f.metadata() or {}).get(META_KEY, "{}"))
-    module.load_state_dict(sd, strict=True)
+    tensors, meta = read_safetensors(path)
+    module.load_state_dict(tensors, strict=True)
     return meta
-
-
-def export_to_zoo(name: str, arch: str, arch_config: dict[str, Any], model: torch.nn.Module,
-                  info: dict[str, Any]) -> Path:
-    """Ship ``model`` as zoo entry ``name`` (``zoo/weights/<name>.safetensors`` + ``<name>.json``)."""
-
-    return zoo.save(name, model, arch=arch, arch_config=arch_config, **info)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -175,7 +140,7 @@ def export_to_zoo(name: str, arch: str, arch_config: dict[str, Any], model: torc
 # -------------------------------------------------------------------------------------------------
 
 def _vae_args(p: argparse.ArgumentParser) -> None:
-    _common_args(p, steps=2000, bs=32, lr=1e-3, out="runs/tinysd-vae", ema=0.99)
+    _train_args(p, steps=2000, batch_size=32, lr=1e-3, out_dir="runs/tinysd-vae", ema_decay=0.99)
     p.add_argument("--kl-weight", type=float, default=1e-4)
     p.add_argument("--decoder-only-from", default=None,
                    help="stage-1 VAE file: fine-tune only its decoder (encoder, latents and scale unchanged), "
@@ -203,10 +168,13 @@ def reconstruction_psnr(vae: torch.nn.Module, n: int = 256, seed: int = 999) -> 
 @register_recipe("tinysd-vae", "TinySD stage 1: AutoencoderKL 32x32x3 -> 8x8x4 on shapes scenes", _vae_args)
 def train_tinysd_vae(args: argparse.Namespace) -> dict:
 
-    _setup(args)
+    if args.zoo_name:
+        raise ValueError("zoo-name: tinysd-vae writes its VAE to OUT_DIR/vae.safetensors, not to the zoo; ship "
+                         "the text-to-image model with `diffzoo train tinysd-unet --vae FILE --zoo-name NAME`")
+    kl_w = float(args.kl_weight)
+    cfg = train_config_from_args(args, recipe="tinysd-vae", kl_weight=kl_w)
     model = TinySD()
     vae = model.vae
-    kl_w = float(args.kl_weight)
     base_meta: dict[str, Any] | None = None
     if args.decoder_only_from:
         base_meta = load_component(args.decoder_only_from, vae)
@@ -217,18 +185,17 @@ def train_tinysd_vae(args: argparse.Namespace) -> dict:
         return shapes.render_batch(scene_batch(g, bs))
 
     t0 = time.time()
-    res = train(vae, lambda m, b, g: vae_loss(m, b, g, kl_w), sample_batch,
-                _train_cfg(args, recipe="tinysd-vae", kl_weight=kl_w))
+    res = train(vae, lambda m, b, g: vae_loss(m, b, g, kl_w), sample_batch, cfg)
     ema = res.ema_model.eval()
     scale = latent_scale(ema) if base_meta is None else float(base_meta["scaling_factor"])
     metrics = dict(recon_psnr_db=round(reconstruction_psnr(ema), 3), scaling_factor=scale, steps=res.step,
                    final_loss=sum(res.losses[-50:]) / max(1, len(res.losses[-50:])),
                    wall_s=round(time.time() - t0, 1))
-    cmd = _command() if base_meta is None else f"{base_meta.get('train_command', '')} && {_command()}"
+    cmd = command_line() if base_meta is None else f"{base_meta.get('train_command', '')} && {command_line()}"
     meta = dict(stage="tinysd-vae" if base_meta is None else "tinysd-vae (decoder fine-tuned)",
                 config=model.config["vae"], scaling_factor=scale, seed=args.seed, steps=res.step,
                 train_command=cmd, metrics=metrics, base_metrics=(base_meta or {}).get("metrics"))
-    save_component(Path(args.out) / "vae.safetensors", ema, meta)
+    save_component(Path(args.out_dir) / "vae.safetensors", ema, meta)
     log.info("tinysd-vae: %s", metrics)
     return metrics
 
@@ -238,7 +205,7 @@ def train_tinysd_vae(args: argparse.Namespace) -> dict:
 # -------------------------------------------------------------------------------------------------
 
 def _unet_args(p: argparse.ArgumentParser) -> None:
-    _common_args(p, steps=6000, bs=64, lr=5e-4, out="runs/tinysd-unet", ema=0.999)
+    _train_args(p, steps=6000, batch_size=64, lr=5e-4, out_dir="runs/tinysd-unet", ema_decay=0.999)
     p.add_argument("--vae", default="runs/tinysd-vae/vae.safetensors", help="stage-1 VAE file")
     p.add_argument("--p-uncond", type=float, default=0.1, help="caption dropout probability (CFG)")
     p.add_argument("--bank", type=int, default=40000, help="training scenes (latents precomputed once)")
@@ -268,12 +235,15 @@ def latent_bank(model: TinySD, n: int, seed: int) -> dict[str, Any]:
                  _unet_args)
 def train_tinysd_unet(args: argparse.Namespace) -> dict:
 
-    _setup(args)
+    p_uncond = float(args.p_uncond)
+    cfg = train_config_from_args(args, recipe="tinysd-unet", p_uncond=p_uncond, vae=str(args.vae), bank=args.bank)
+    if not Path(args.vae).is_file():
+        raise FileNotFoundError(f"vae: no such file {args.vae!r} (train it first: `diffzoo train tinysd-vae "
+                                "--out-dir DIR` writes DIR/vae.safetensors)")
     model = TinySD(unet=dict(block_out_channels=tuple(args.unet_channels)))
     vmeta = load_component(args.vae, model.vae)
     model.scaling_factor.fill_(float(vmeta["scaling_factor"]))
     model.vae.requires_grad_(False).eval()
-    p_uncond = float(args.p_uncond)
     bank: dict[str, Any] = {}
 
     def sample_batch(step: int, g: torch.Generator, bs: int) -> dict[str, Any]:
@@ -283,8 +253,7 @@ def train_tinysd_unet(args: argparse.Namespace) -> dict:
         return dict(latents=bank["latents"][idx], captions=[bank["captions"][int(i)] for i in idx])
 
     t0 = time.time()
-    res = train(model, lambda m, b, g: unet_loss(m, b, g, p_uncond), sample_batch,
-                _train_cfg(args, recipe="tinysd-unet", p_uncond=p_uncond, vae=str(args.vae), bank=args.bank))
+    res = train(model, lambda m, b, g: unet_loss(m, b, g, p_uncond), sample_batch, cfg)
     ema = res.ema_model.eval()
     if args.decoder:
         vmeta = swap_decoder(ema, args.decoder)
@@ -294,13 +263,11 @@ def train_tinysd_unet(args: argparse.Namespace) -> dict:
         metrics.update(evaluate_tinysd(ema, classifier_name=args.classifier, n=args.eval_n,
                                        num_steps=args.eval_steps, guidance=args.guidance, seed=args.seed,
                                        png=args.png))
-    if args.zoo:
-        sch = tinysd_schedule()
-        info = dict(schedule=dict(name="scaled_linear", kwargs=dict(final_alpha_cumprod=sch.final_alpha_cumprod)),
-                    prediction_type="epsilon", scaling_factor=float(ema.scaling_factor), seed=args.seed, steps=res.step,
-                    train_command=("diffzoo train tinysd-vae " + _vae_command(vmeta) + " && " + _command()),
-                    metrics=metrics)
-        export_to_zoo(args.zoo, "tinysd", _arch_config(model), ema, info)
+    sch = tinysd_schedule()
+    ship(args, ema, "tinysd", _arch_config(model), kind="latent-diffusion", steps=res.step,
+         train_command="diffzoo train tinysd-vae " + _vae_command(vmeta) + " && " + command_line(),
+         schedule=dict(name="scaled_linear", kwargs=dict(final_alpha_cumprod=sch.final_alpha_cumprod)),
+         prediction_type="epsilon", scaling_factor=float(ema.scaling_factor), metrics=metrics)
     log.info("tinysd-unet: %s", metrics)
     return metrics
 
@@ -382,8 +349,9 @@ def evaluate_tinysd(model: TinySD, classifier_name: str = "shapes-classifier", n
     lm = latent_model(model)
     recon = lm.decode(lm.encode_image(shapes.render_batch(scenes)))
     recon_ok = scene_correct(classifier.predict(recon), scenes)
-    res: dict[str, Any] = dict(heldout_correct=float(ok.float().mean()), heldout_objects_correct=float(ok_obj.float().mean()),
-                               eval_n=n, guidance=guidance, num_steps=num_steps,
+    res: dict[str, Any] = dict(heldout_correct=float(ok.float().mean()),
+                               heldout_objects_correct=float(ok_obj.float().mean()), eval_n=n, guidance=guidance,
+                               num_steps=num_steps,
                                eval_sampler=f"ddim {num_steps} steps (leading, offset 1), cfg {guidance}",
                                first16_correct=ok[:16].tolist(), eval_wall_s=round(time.time() - t0, 1),
                                vae_recon_correct=float(recon_ok.float().mean()))
@@ -401,7 +369,7 @@ def evaluate_tinysd(model: TinySD, classifier_name: str = "shapes-classifier", n
 # -------------------------------------------------------------------------------------------------
 
 def _clf_args(p: argparse.ArgumentParser) -> None:
-    _common_args(p, steps=1500, bs=64, lr=2e-3, out="runs/shapes-classifier", ema=0.99)
+    _train_args(p, steps=1500, batch_size=64, lr=2e-3, out_dir="runs/shapes-classifier", ema_decay=0.99)
     p.add_argument("--width", type=int, default=16)
 
 
@@ -426,7 +394,7 @@ def classifier_accuracy(clf: ShapesClassifier, n: int = 2000, seed: int = 4242, 
                  _clf_args)
 def train_shapes_classifier(args: argparse.Namespace) -> dict:
 
-    _setup(args)
+    cfg = train_config_from_args(args, recipe="shapes-classifier")
     clf = ShapesClassifier(width=args.width)
 
     def sample_batch(step: int, g: torch.Generator, bs: int) -> dict[str, Tensor]:
@@ -436,11 +404,9 @@ def train_shapes_classifier(args: argparse.Namespace) -> dict:
                     background=torch.stack([x["background"] for x in lab]))
 
     t0 = time.time()
-    res = train(clf, classifier_loss, sample_batch, _train_cfg(args, recipe="shapes-classifier"))
+    res = train(clf, classifier_loss, sample_batch, cfg)
     ema = res.ema_model.eval()
     metrics = dict(clean=classifier_accuracy(ema), augmented=classifier_accuracy(ema, augmented=True),
                    steps=res.step, wall_s=round(time.time() - t0, 1))
-    if args.zoo:
-        export_to_zoo(args.zoo, "shapes-classifier", dict(width=args.width), ema,
-                      dict(seed=args.seed, steps=res.step, train_command=_command(), metrics=metrics))
+    ship(args, ema, "shapes-classifier", dict(width=args.width), kind="classifier", steps=res.step, metrics=metrics)
     return metrics

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -95,9 +96,7 @@ class ZooModel:
 
     def require_kind(self, *kinds: str, arg: str = "model") -> ZooModel:
         """This model, or a ``ValueError`` naming ``arg`` when its kind is not one of ``kinds``."""
-        if self.kind not in kinds:
-            raise ValueError(f"{arg}: zoo model {self.name!r} is a {self.kind} model; expected a "
-                             f"{' or '.join(kinds)} model")
+        check_kind(self.name, self.kind, kinds, arg)
         return self
 
     @property
@@ -107,6 +106,16 @@ class ZooModel:
         if not shape:
             raise ValueError(f"shape: zoo model {self.name!r} records no sample_shape; pass one explicitly")
         return tuple(int(v) for v in shape)
+
+
+def _a(word: str) -> str:
+    return ("an " if word[:1] in "aeiou" else "a ") + word
+
+
+def check_kind(name: str, kind: str, kinds: Sequence[str], arg: str = "model") -> None:
+    """``ValueError`` naming ``arg`` when zoo model ``name``'s ``kind`` is not one of ``kinds``."""
+    if kind not in kinds:
+        raise ValueError(f"{arg}: zoo model {name!r} is {_a(kind)} model; expected {_a(' or '.join(kinds))} model")
 
 
 def _weights_dir(weights_dir: str | os.PathLike | None) -> Path:
@@ -128,6 +137,8 @@ def _resolve(name: str, weights_dir: str | os.PathLike | None) -> tuple[Path, Pa
                          "diffzoo only loads .safetensors files (pickle can execute code)")
     if p.suffix == ".safetensors":
         st = p
+        if not st.is_file():
+            raise FileNotFoundError(f"model: no such file {name!r}")
     else:
         st = _weights_dir(weights_dir) / f"{name}.safetensors"
         if not st.is_file():
@@ -138,7 +149,7 @@ def _resolve(name: str, weights_dir: str | os.PathLike | None) -> tuple[Path, Pa
             raise ValueError(f"model: unknown zoo model {name!r}; expected one of {names(weights_dir)}")
     js = st.with_suffix(".json")
     if not js.is_file():
-        raise FileNotFoundError(f"{js}: missing the JSON config of {st.name}")
+        raise FileNotFoundError(f"model: {str(js)!r} is missing (the JSON config of {st.name})")
     return st, js
 
 
@@ -160,10 +171,17 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     return cfg
 
 
-def load(name: str, weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu") -> ZooModel:
-    """Load zoo model ``name`` (or a path to a ``.safetensors`` file with its ``.json`` beside it)."""
+def load(name: str, weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
+         kinds: Sequence[str] | None = None, arg: str = "model") -> ZooModel:
+    """Load zoo model ``name`` (or a path to a ``.safetensors`` file with its ``.json`` beside it).
+
+    ``kinds``: the kinds the caller can use; another kind is refused (``ValueError`` naming ``arg``) from
+    the JSON alone, before the weights are read or the network is built.
+    """
     st, js = _resolve(name, weights_dir)
     cfg = read_config(js)
+    if kinds is not None:
+        check_kind(st.stem, cfg["kind"], kinds, arg)
     tensors, _ = read_safetensors(st)
     try:
         model = build(cfg["arch"], **cfg["arch_config"])
@@ -212,11 +230,13 @@ def report(weights_dir: str | os.PathLike | None = None) -> str:
     for n in names(weights_dir):
         zm = load(n, weights_dir)
         params = sum(p.numel() for p in zm.model.parameters())
-        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(zm.metrics.items()))
+        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                            for k, v in sorted(zm.metrics.items()))
         rows.append(f"| {n} | {zm.config['arch']} | {params:,} | {zm.config.get('steps')} | {zm.config.get('seed')} | "
                     f"{metrics} | `{zm.config.get('train_command', '')}` |")
     head = "| model | arch | params | steps | seed | metrics | train command |\n|---|---|---|---|---|---|---|"
     return "\n".join([head, *rows])
 
 
-__all__ = ["KINDS", "WEIGHTS_DIR", "ZooModel", "default_kind", "load", "names", "read_config", "report", "save"]
+__all__ = ["KINDS", "WEIGHTS_DIR", "ZooModel", "check_kind", "default_kind", "load", "names", "read_config", "report",
+           "save"]

@@ -11,7 +11,7 @@ from diffzoo.zoo import ZooModel, load
 def load_idm(name: str) -> tuple[Any, CompressedSensing, ZooModel]:
     """A shipped IDM chain (``idm-*``), its compressed-sensing operator (from the JSON's ``operator``) and
     the :class:`ZooModel`."""
-    zm = load(name).require_kind("idm")
+    zm = load(name, kinds=("idm",))
     opc = zm.config.get("operator") or {}
     op = CompressedSensing(tuple(zm.config.get("sample_shape") or (1, 8, 8)), float(opc["ratio"]), True,
                            int(opc.get("seed", 0)))

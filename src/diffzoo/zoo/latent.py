@@ -30,7 +30,7 @@ def latent_model(model: TinySD) -> LatentModel:
 
 def load_tinysd(name: str = "tinysd") -> LatentModel:
     """The zoo's TinySD as a :class:`LatentModel` (EMA weights, eval mode)."""
-    zm = load(name).require_kind("latent-diffusion")
+    zm = load(name, kinds=("latent-diffusion",))
     if not isinstance(zm.model, TinySD):
         raise TypeError(f"name: zoo model {name!r} is a {type(zm.model).__name__}, not a TinySD")
     return latent_model(zm.model.eval().requires_grad_(False))

@@ -141,7 +141,7 @@ def sample_zoo(name: str, sampler: str | None = None, steps: int | None = None, 
     ``sampler`` defaults to ``"dpmpp_2m"`` (Gaussian models) or ``"fhs"`` (masked models); ``steps`` to
     20 (Gaussian) or the sequence length (masked).
     """
-    zm = load(name).require_kind("diffusion", "masked")
+    zm = load(name, kinds=("diffusion", "masked"))
     if zm.kind == "masked":
         return sample_masked(zm, sampler, steps, guidance, class_label, n, seed, eta, shape, spacing)
     sampler = sampler or "dpmpp_2m"
