@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from diffzoo.editing.anchored import anchored_latent, as_latent, sdedit, start_index
+from diffzoo.editing.anchored import anchored_latent, sdedit, start_index
 from diffzoo.editing.ddcm import ddcm_edit
 from diffzoo.latent.model import LatentModel, tiny_random_components, tiny_random_latent_model
 
@@ -33,7 +33,7 @@ def _image(dtype, seed=0):
 
 def test_ddcm_source_branch_and_identity_edit_are_exact(model):
     img = _image(model.dtype)
-    z0 = as_latent(model, img)
+    z0 = model.to_latent(img)
     r = ddcm_edit(
         model,
         img,
@@ -54,7 +54,7 @@ def test_ddcm_source_branch_and_identity_edit_are_exact(model):
 
 def test_ddcm_edits_and_is_seeded(model):
     img = _image(model.dtype, 1)
-    z0 = as_latent(model, img)
+    z0 = model.to_latent(img)
     kw = dict(num_steps=6, strength=0.8, guidance=3.0, blend_words=[["circle"], ["square"]])
     a = ddcm_edit(
         model, img, "a red circle", "a blue square", generator=torch.Generator().manual_seed(3), **kw
@@ -94,7 +94,7 @@ def test_ddcm_bad_inputs(model, tokdir):
 
 def test_anchored_start(model):
     img = _image(model.dtype, 2)
-    z0 = as_latent(model, img)
+    z0 = model.to_latent(img)
     r = sdedit(model, img, "a red circle", strength=0.0, num_steps=8)
     assert torch.equal(r.latents, z0) and r.nfe == 0  # strength 0 returns the anchor's latent
     g = torch.Generator().manual_seed(0)
@@ -135,7 +135,7 @@ def test_unified_attention_control(model):
     from diffzoo.latent import attention as A
 
     img = _image(model.dtype, 4)
-    z0 = as_latent(model, img)
+    z0 = model.to_latent(img)
     r = ddcm_edit(
         model,
         img,

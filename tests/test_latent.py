@@ -148,3 +148,25 @@ def test_unconditional_model(model):
 def test_pipeline_without_components():
     with pytest.raises(TypeError, match="pipe"):
         LatentModel.from_diffusers_pipeline(object())
+
+
+def test_one_rule_for_image_or_latent(model):
+    """``is_latent`` decides by the channel count (with an autoencoder); ``to_latent`` encodes images and
+    passes latents through, checked; pixel space takes every input as an image."""
+    img = _image()
+    with torch.no_grad():
+        z = model.encode_image(img)
+    assert not model.is_latent(img) and model.is_latent(z)
+    assert torch.equal(model.to_latent(img), z)
+    assert model.to_latent(z) is z or torch.equal(model.to_latent(z), z)
+    assert model.to_latent(z, torch.float64).dtype == torch.float64
+    with pytest.raises(ValueError, match="channels"):
+        model.to_latent(torch.zeros(1, 3, 8, 8), is_latent=True)
+    with pytest.raises(ValueError, match="multiples"):
+        model.to_latent(torch.zeros(1, 4, 5, 5))
+    with pytest.raises(ValueError, match="dimensions"):
+        model.is_latent(torch.zeros(4, 8, 8))
+    pixel = LatentModel(model.unet, None, model.text_encoder, model.tokenize, model.schedule, 0.5, model.max_length)
+    x = torch.zeros(1, 4, 8, 8)
+    assert not pixel.is_latent(x)
+    assert torch.equal(pixel.to_latent(x), x * 0.5)  # an image of the UNet's channels, scaled

@@ -15,8 +15,10 @@ pixels (:func:`diffzoo.data.shapes.edit_pairs`). For every method:
   (inversion included).
 
 Methods: DDIM inversion + P2P, EDICT, edit-friendly DDPM, null-text inversion + P2P, Direct
-Inversion + P2P, InfEdit (DDCM virtual inversion + its attention control), anchored start / SDEdit.
-The papers' claims are printed beside ours.
+Inversion + P2P, InfEdit (DDCM virtual inversion + its attention control), anchored start / SDEdit --
+every one run through :func:`diffzoo.editing.edit_image` / :func:`~diffzoo.editing.reconstruct_image`
+with the registry's defaults (the benchmark sets only its edit guidance, T_skip, null-text's inner
+steps and the P2P windows). The papers' claims are printed beside ours.
 """
 
 from __future__ import annotations
@@ -32,13 +34,12 @@ from typing import Any, Callable
 
 import torch
 
-from diffzoo import inversion, zoo
+from diffzoo import zoo
 from diffzoo.bench.common import results_dir
 from diffzoo.data import shapes
-from diffzoo.editing.anchored import sdedit
-from diffzoo.editing.api import make_controller
-from diffzoo.editing.ddcm import ddcm_edit
+from diffzoo.editing import edit_image, get_edit_method, reconstruct_image
 from diffzoo.io import atomic_write_text, format_table, save_image
+from diffzoo.latent.model import LatentModel
 from diffzoo.metrics.image import psnr, ssim
 from diffzoo.models.tinysd import TinySD, scene_correct
 from diffzoo.train.checkpoint import read_safetensors
@@ -47,7 +48,18 @@ from diffzoo.zoo.latent import latent_model, load_tinysd
 log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 
-METHODS = ("ddim+p2p", "edict", "ddpm", "null_text+p2p", "direct+p2p", "infedit", "sdedit")
+#: Benchmark label -> (edit method of :data:`diffzoo.editing.EDIT_METHODS`, prompt-to-prompt mode of its
+#: edit pass; InfEdit's "replace" means its own unified attention control).
+BENCH_METHODS: dict[str, tuple[str, str]] = {
+    "ddim+p2p": ("ddim", "replace"),
+    "edict": ("edict", "none"),
+    "ddpm": ("ddpm", "none"),
+    "null_text+p2p": ("null_text", "replace"),
+    "direct+p2p": ("direct", "replace"),
+    "infedit": ("infedit", "replace"),
+    "sdedit": ("sdedit", "none"),
+}
+METHODS = tuple(BENCH_METHODS)
 
 
 @dataclass
@@ -56,13 +68,9 @@ class EditBenchConfig:
 
     n: int = 40  # source scenes (one edit each, kinds cycled)
     steps: int = 50  # DDIM grid steps for every method
-    guidance: float = 5.0  # edit guidance of the inversion methods and SDEdit (TinySD samples at 5)
-    edict_guidance: float = 3.0  # EDICT's inversion/edit guidance (official default for editing)
-    ddpm_guidance: float = 3.5  # edit-friendly DDPM: inversion (cfg_src)
+    guidance: float = 5.0  # edit guidance of every method but `own_guidance` (TinySD samples at 5)
+    own_guidance: tuple[str, ...] = ("edict", "infedit")  # edit methods run at their registry default
     ddpm_skip: float = 0.36  # T_skip as a fraction of the steps
-    infedit_guidance: float = 2.0
-    infedit_strength: float = 0.7
-    sdedit_strength: float = 0.6
     cross_steps: float = 0.8  # P2P windows
     self_steps: float = 0.4
     blend_threshold: float = 0.7  # local blend on min-max normalised maps (TinySD's maps are diffuse)
@@ -108,141 +116,22 @@ def blend_words(pair: Any) -> list[list[str]] | None:
     return [[shapes.describe(so)], [shapes.describe(to)]]
 
 
-def _p2p(model: Any, pair: Any, cfg: EditBenchConfig, num_steps: int) -> Any:
-
-    return make_controller(
-        model,
-        "replace",
-        pair.source_caption,
-        pair.target_caption,
-        num_steps,
-        cross=cfg.cross_steps,
-        self_=cfg.self_steps,
-        blend_words=blend_words(pair),
-        blend=dict(blend_threshold=cfg.blend_threshold, blend_normalize=cfg.blend_normalize),
-    )
+def method_guidance(cfg: EditBenchConfig, method: str) -> float:
+    """The edit guidance benchmark method ``method`` runs at (``cfg.guidance``, or the registry default
+    for the methods of ``cfg.own_guidance``); start strengths are the registry's."""
+    return get_edit_method(method).default_guidance if method in cfg.own_guidance else cfg.guidance
 
 
-def _inversion_method(
-    name: str,
-    model: Any,
-    img: Tensor,
-    pair: Any,
-    cfg: EditBenchConfig,
-    gen: torch.Generator,
-    dtype: torch.dtype,
-    recon_only: bool = False,
-    guidance: float | None = None,
-) -> MethodRun:
-
-    base = name.split("+")[0]
-    kw: dict[str, Any] = {}
-    inv_w: float | None = None
-    edit_kw: dict[str, Any] = {}
-    if base == "ddim":
-        inv_w = 1.0
-        edit_kw = dict(guidance=cfg.guidance)
-    elif base == "edict":
-        inv_w = cfg.edict_guidance
-    elif base == "ddpm":
-        inv_w = cfg.ddpm_guidance
-        edit_kw = dict(guidance=cfg.guidance, skip=int(round(cfg.ddpm_skip * cfg.steps)))
-    elif base == "null_text":
-        inv_w, kw = cfg.guidance, dict(inner_steps=cfg.nt_inner)
-    elif base == "direct":
-        inv_w = cfg.guidance
-    inv_w = inv_w if guidance is None else guidance
-    res = inversion.invert(
-        base,
-        model,
-        img,
-        pair.source_caption,
-        num_steps=cfg.steps,
-        guidance=inv_w,
-        dtype=dtype,
-        generator=gen,
-        **kw,
-    )
-    with torch.no_grad():
-        recon = inversion.reconstruct(res)
-    if recon_only:
-        return MethodRun(edited=img, recon=recon, nfe=res.nfe, seconds=res.seconds)
-    n_edit = cfg.steps - edit_kw.get("skip", 0)
-    ctl = _p2p(model, pair, cfg, n_edit) if name.endswith("+p2p") else None
-    out = inversion.edit(res, pair.target_caption, controller=ctl, **edit_kw)
-    with torch.no_grad():
-        edited = model.decode(out.latents)
-    return MethodRun(edited=edited, recon=recon, nfe=res.nfe + out.nfe, seconds=res.seconds + out.seconds)
-
-
-def _infedit(
-    model: Any,
-    img: Tensor,
-    pair: Any,
-    cfg: EditBenchConfig,
-    gen_seed: int,
-    dtype: torch.dtype,
-    recon_only: bool = False,
-) -> MethodRun:
-
-    kw = dict(
-        num_steps=cfg.steps,
-        strength=cfg.infedit_strength,
-        dtype=dtype,
-        cross_replace_steps=cfg.cross_steps,
-        self_replace_steps=cfg.self_steps,
-    )
-    rec = ddcm_edit(
-        model,
-        img,
-        pair.source_caption,
-        pair.source_caption,
-        guidance=cfg.infedit_guidance,
-        source_guidance=cfg.infedit_guidance,
-        generator=torch.Generator().manual_seed(gen_seed),
-        decode=False,
-        **kw,
-    )
-    if recon_only:
-        return MethodRun(edited=img, recon=rec.latents, nfe=0, seconds=0.0)
-    out = ddcm_edit(
-        model,
-        img,
-        pair.source_caption,
-        pair.target_caption,
-        guidance=cfg.infedit_guidance,
-        generator=torch.Generator().manual_seed(gen_seed),
-        blend_words=blend_words(pair),
-        blend_threshold=cfg.blend_threshold,
-        blend_normalize=cfg.blend_normalize,
-        **kw,
-    )
-    return MethodRun(edited=out.image, recon=rec.latents, nfe=out.nfe, seconds=out.seconds)
-
-
-def _sdedit(
-    model: Any,
-    img: Tensor,
-    pair: Any,
-    cfg: EditBenchConfig,
-    gen_seed: int,
-    dtype: torch.dtype,
-    recon_only: bool = False,
-) -> MethodRun:
-
-    kw = dict(strength=cfg.sdedit_strength, num_steps=cfg.steps, guidance=cfg.guidance, dtype=dtype)
-    rec = sdedit(
-        model, img, pair.source_caption, generator=torch.Generator().manual_seed(gen_seed), decode=False, **kw
-    )
-    if recon_only:
-        return MethodRun(edited=img, recon=rec.latents, nfe=0, seconds=0.0)
-    out = sdedit(model, img, pair.target_caption, generator=torch.Generator().manual_seed(gen_seed), **kw)
-    return MethodRun(edited=out.image, recon=rec.latents, nfe=out.nfe, seconds=out.seconds)
+def method_options(cfg: EditBenchConfig, method: str) -> dict[str, Any]:
+    """The benchmark's settings of edit method ``method`` (T_skip of edit-friendly DDPM, null-text's
+    inner optimisation steps; nothing for the others)."""
+    options = {"ddpm": dict(skip=int(round(cfg.ddpm_skip * cfg.steps))), "null_text": dict(inner_steps=cfg.nt_inner)}
+    return options.get(method, {})
 
 
 def run_method(
     name: str,
-    model: Any,
+    model: LatentModel,
     img: Tensor,
     pair: Any,
     cfg: EditBenchConfig,
@@ -250,13 +139,29 @@ def run_method(
     dtype: torch.dtype = torch.float32,
     recon_only: bool = False,
 ) -> MethodRun:
-    """Run benchmark method ``name`` on one pair (seeded by ``seed``)."""
-    if name == "infedit":
-        return _infedit(model, img, pair, cfg, seed, dtype, recon_only)
-    if name == "sdedit":
-        return _sdedit(model, img, pair, cfg, seed, dtype, recon_only)
-    gen = torch.Generator().manual_seed(seed)
-    return _inversion_method(name, model, img, pair, cfg, gen, dtype, recon_only)
+    """Run benchmark method ``name`` on one pair (seeded by ``seed``) through
+    :func:`diffzoo.editing.edit_image`; ``recon_only`` runs :func:`~diffzoo.editing.reconstruct_image`."""
+    method, p2p = BENCH_METHODS[name]
+    kw: dict[str, Any] = dict(
+        num_steps=cfg.steps,
+        guidance=method_guidance(cfg, method),
+        p2p=p2p,
+        cross_steps=cfg.cross_steps,
+        self_steps=cfg.self_steps,
+        blend_threshold=cfg.blend_threshold,
+        blend_normalize=cfg.blend_normalize,
+        seed=seed,
+        dtype=dtype,
+        **method_options(cfg, method),
+    )
+    if recon_only:
+        rec = reconstruct_image(method, model, img, pair.source_caption, decode=False, **kw)
+        return MethodRun(edited=img, recon=rec.reconstruction, nfe=0, seconds=0.0)
+    out = edit_image(
+        method, model, img, pair.source_caption, pair.target_caption, blend_words=blend_words(pair),
+        reconstruct=True, **kw
+    )
+    return MethodRun(edited=out.image, recon=out.reconstruction, nfe=out.nfe, seconds=out.seconds)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -294,7 +199,7 @@ class _Acc:
 # -------------------------------------------------------------------------------------------------
 
 
-def load_tinysd_checkpoint(path: str) -> Any:
+def load_tinysd_checkpoint(path: str) -> LatentModel:
     """A TinySD :class:`LatentModel` from a training checkpoint (``diffzoo train tinysd-unet --out DIR``):
     the EMA weights of ``DIR/checkpoint.safetensors``; the UNet widths are read off the tensors."""
 
@@ -316,7 +221,7 @@ def load_tinysd_checkpoint(path: str) -> Any:
     return latent_model(model.eval().requires_grad_(False))
 
 
-def load_models(cfg: EditBenchConfig) -> tuple[Any, Any]:
+def load_models(cfg: EditBenchConfig) -> tuple[LatentModel, Any]:
     """The TinySD :class:`LatentModel` (zoo, or ``cfg.checkpoint``) and the shapes classifier from the zoo."""
 
     names = (cfg.classifier,) if cfg.checkpoint else (cfg.model, cfg.classifier)
@@ -334,7 +239,7 @@ def load_models(cfg: EditBenchConfig) -> tuple[Any, Any]:
 
 def run_bench(
     cfg: EditBenchConfig,
-    model: Any = None,
+    model: LatentModel | None = None,
     classifier: Any = None,
     progress: Callable[[str], None] | None = None,
 ) -> tuple[str, Tensor, dict[str, dict[str, float]]]:
@@ -413,7 +318,7 @@ def run_bench(
 
 
 def reconstruction_drift(
-    model: Any, pairs: list, cfg: EditBenchConfig
+    model: LatentModel, pairs: list, cfg: EditBenchConfig
 ) -> dict[tuple[str, float], dict[str, float]]:
     """DDIM inversion vs EDICT reconstruction at each guidance of ``cfg.drift_guidance`` (EDICT paper,
     Sec. 5.1: DDIM inversion drifts as guidance grows, EDICT does not). Means over ``pairs`` of the
@@ -426,12 +331,9 @@ def reconstruction_drift(
             z0 = model.encode_image(img)
         for method in ("ddim", "edict"):
             for w in cfg.drift_guidance:
-                res = inversion.invert(
-                    method, model, img, pair.source_caption, num_steps=cfg.steps, guidance=w
-                )
-                with torch.no_grad():
-                    z = inversion.reconstruct(res)
-                    im = model.decode(z)
+                rec = reconstruct_image(method, model, img, pair.source_caption, num_steps=cfg.steps,
+                                        invert_guidance=w)
+                z, im = rec.reconstruction, rec.image
                 d = out.setdefault((method, w), {})
                 d.setdefault("mse", []).append(float(((z - z0) ** 2).mean()))
                 d.setdefault("max", []).append(float((z - z0).abs().max()))
@@ -503,6 +405,16 @@ def _model_label(cfg: EditBenchConfig) -> str:
     return f"zoo model `{cfg.model}`"
 
 
+def _settings(cfg: EditBenchConfig) -> str:
+    """The methods' own guidances and start strengths (from the registry), for the report."""
+    used = {BENCH_METHODS[m][0] for m in cfg.methods}
+    parts = [f"{m} {method_guidance(cfg, m):g}" for m in cfg.own_guidance if m in used]
+    parts += [f"{m} strength {get_edit_method(m).default_strength:g}" for m in sorted(used)
+              if get_edit_method(m).default_strength is not None]
+    parts.append(f"ddpm T_skip {method_options(cfg, 'ddpm')['skip']}")
+    return ", ".join(parts)
+
+
 def _report(
     cfg: EditBenchConfig,
     acc: dict[str, _Acc],
@@ -566,9 +478,7 @@ def _report(
         "",
         f"TinySD ({_model_label(cfg)}) on {cfg.n} shapes-world pairs (seed {cfg.seed}; one edit each, kinds "
         f"cycled: {', '.join(shapes.EDIT_KINDS)}), {cfg.steps} steps, edit guidance {cfg.guidance} "
-        f"(EDICT {cfg.edict_guidance}, InfEdit {cfg.infedit_guidance} at strength "
-        f"{cfg.infedit_strength}, "
-        f"SDEdit strength {cfg.sdedit_strength}), P2P cross {cfg.cross_steps} / self {cfg.self_steps} "
+        f"({_settings(cfg)}), P2P cross {cfg.cross_steps} / self {cfg.self_steps} "
         f"with local blend on the edited object's phrase (threshold {cfg.blend_threshold} on "
         f"{cfg.blend_normalize}-normalised maps), null-text {cfg.nt_inner} inner steps; float64 "
         f"reconstruction on the first {cfg.n64} pairs. Total {seconds:.0f} s on CPU.",
@@ -709,7 +619,9 @@ def register(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=None, help="number of source scenes (one edit each)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps of every method")
     p.add_argument("--n64", type=int, default=None, help="pairs whose reconstruction is also run in float64")
-    p.add_argument("--guidance", type=float, default=None, help="edit guidance of the inversion methods")
+    p.add_argument(
+        "--guidance", type=float, default=None, help="edit guidance of every method but edict and infedit"
+    )
     p.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--model", default="tinysd")
     p.add_argument("--classifier", default="shapes-classifier")

@@ -7,20 +7,21 @@ Models (``--model``):
 * a local directory holding a diffusers ``StableDiffusionPipeline`` (``save_pretrained`` layout, e.g.
   Stable Diffusion 1.x weights already on disk; nothing is downloaded).
 
-Methods: ``diffzoo edit --method`` takes ``infedit`` (DDCM virtual inversion), ``sdedit`` (anchored
-initialisation) or any inversion method of :mod:`diffzoo.inversion` (``ddim``, ``edict``, ``ddpm``,
-``null-text``, ``direct``...), whose edit pass runs under prompt-to-prompt control (``--p2p``).
+Methods (``--method``): any name of :data:`diffzoo.editing.EDIT_METHODS` (``ddim``, ``edict``, ``ddpm``,
+``null-text``, ``direct``, ``infedit``, ``sdedit``). ``diffzoo edit`` is
+:func:`diffzoo.editing.edit_image`, ``diffzoo invert`` is :func:`diffzoo.editing.reconstruct_image`;
+options left out take the method's defaults from the registry.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+from typing import Any
 
 import torch
 
-from diffzoo import inversion
-from diffzoo.editing.api import P2P_MODES, run_edit
+from diffzoo.editing import EDIT_METHODS, P2P_MODES, edit_image, reconstruct_image
 from diffzoo.io import read_image, save_image
 from diffzoo.zoo.latent import load_latent_model
 
@@ -31,8 +32,13 @@ def _dtype(name: str) -> torch.dtype:
     return {"float32": torch.float32, "float64": torch.float64}[name]
 
 
-def _generator(seed: int) -> torch.Generator:
-    return torch.Generator().manual_seed(int(seed))
+def _given(**options: Any) -> dict[str, Any]:
+    """The options set on the command line (the others keep the API's and the method's defaults)."""
+    return {k: v for k, v in options.items() if v is not None}
+
+
+def _methods_help() -> str:
+    return ", ".join(f"{name} ({m.default_guidance:g})" for name, m in EDIT_METHODS.items())
 
 
 # -------------------------------------------------------------------------------------------------
@@ -46,43 +52,26 @@ def _common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--image", required=True, help="input image file (RGB; the model's size)")
     p.add_argument("--out", required=True, help="output PNG path")
-    p.add_argument("--steps", type=int, default=50, help="number of sampling / inversion steps")
-    p.add_argument(
-        "--guidance",
-        type=float,
-        default=None,
-        help="classifier-free guidance scale (>= 1; default: the method's own)",
-    )
+    p.add_argument("--steps", type=int, default=None, help="number of sampling / inversion steps")
     p.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None)
 
 
 def cmd_invert(args: argparse.Namespace) -> int:
     """Invert an image with ``--method`` and write its reconstruction; prints the round-trip error."""
-    args.method = args.method.replace("-", "_")
     dt = _dtype(args.dtype)
     model = load_latent_model(args.model, dt)
     img = read_image(args.image).to(dt)
-    with torch.no_grad():
-        z0 = model.encode_image(img)
-    res = inversion.invert(
+    res = reconstruct_image(
         args.method,
         model,
         img,
         args.prompt,
-        num_steps=args.steps,
-        guidance=args.guidance,
         dtype=dt,
-        generator=_generator(args.seed),
+        **_given(num_steps=args.steps, invert_guidance=args.guidance, seed=args.seed),
     )
-    with torch.no_grad():
-        z = inversion.reconstruct(res)
-        if z.shape[1] == 3:  # an image came back
-            z = model.encode_image(z)
-        rec = model.decode(z)
-    save_image(rec, args.out)
-    err = float((z - z0).abs().max())
-    print(f"{args.method}: reconstruction max|z - z0| = {err:.3e} (latent), wrote {args.out}")
+    save_image(res.image, args.out)
+    print(f"{res.method}: reconstruction max|z - z0| = {res.reconstruction_error:.3e} (latent), wrote {args.out}")
     return 0
 
 
@@ -98,65 +87,83 @@ def _parse_weights(items: list[str] | None) -> dict[str, float] | None:
     return out
 
 
+def _parse_blend(text: str | None) -> list[list[str]] | None:
+    if not text:
+        return None
+    parts = [w.strip() for w in text.split(",")]
+    if len(parts) != 2:
+        raise ValueError("--blend: expected 'SOURCE_WORDS,TARGET_WORDS'")
+    return [p.split() for p in parts]
+
+
 def cmd_edit(args: argparse.Namespace) -> int:
     dt = _dtype(args.dtype)
     model = load_latent_model(args.model, dt)
     img = read_image(args.image).to(dt)
-    blend = None
-    if args.blend:
-        parts = [w.strip() for w in args.blend.split(",")]
-        if len(parts) != 2:
-            raise ValueError("--blend: expected 'SOURCE_WORDS,TARGET_WORDS'")
-        blend = [p.split() for p in parts]
-    out = run_edit(
+    out = edit_image(
+        args.method,
         model,
         img,
-        args.method,
         args.source_prompt,
         args.target_prompt,
-        steps=args.steps,
-        guidance=args.guidance,
-        strength=args.strength,
-        p2p=args.p2p,
-        cross=args.cross_steps,
-        self_=args.self_steps,
-        blend_words=blend,
-        weights=_parse_weights(args.reweight),
-        seed=args.seed,
         dtype=dt,
+        **_given(
+            num_steps=args.steps,
+            guidance=args.guidance,
+            invert_guidance=args.invert_guidance,
+            strength=args.strength,
+            p2p=args.p2p,
+            cross_steps=args.cross_steps,
+            self_steps=args.self_steps,
+            blend_words=_parse_blend(args.blend),
+            weights=_parse_weights(args.reweight),
+            seed=args.seed,
+        ),
     )
-    save_image(out, args.out)
-    print(f"{args.method}: {args.source_prompt!r} -> {args.target_prompt!r}, wrote {args.out}")
+    save_image(out.image, args.out)
+    print(f"{out.method}: {args.source_prompt!r} -> {args.target_prompt!r}, wrote {args.out}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("invert", help="invert an image and write its reconstruction (PNG)")
     _common(p)
+    p.add_argument("--method", default="edict", help=f"edit method: {', '.join(EDIT_METHODS)}")
     p.add_argument(
-        "--method", default="edict", help="inversion method (ddim, edict, ddpm, null-text, direct, ...)"
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance of the inversion (default: the method's own)",
     )
     p.add_argument("--prompt", required=True, help="caption of the input image")
     p.set_defaults(func=cmd_invert)
 
     e = sub.add_parser("edit", help="edit an image from a source to a target prompt (PNG)")
     _common(e)
+    e.add_argument("--method", default="infedit", help=f"edit method (default guidance): {_methods_help()}")
     e.add_argument(
-        "--method",
-        default="infedit",
-        help="infedit | sdedit | an inversion method (ddim, edict, ddpm, null-text, direct, ...)",
+        "--guidance",
+        type=float,
+        default=None,
+        help="classifier-free guidance of the edit (target branch; default: the method's own)",
+    )
+    e.add_argument(
+        "--invert-guidance",
+        type=float,
+        default=None,
+        help="guidance of the inversion (inversion methods; default: the method's own)",
     )
     e.add_argument("--source-prompt", required=True)
     e.add_argument("--target-prompt", required=True)
-    e.add_argument("--strength", type=float, default=0.7, help="start strength in [0, 1] (infedit, sdedit)")
     e.add_argument(
-        "--p2p", choices=P2P_MODES, default="refine", help="prompt-to-prompt control of the edit pass"
+        "--strength", type=float, default=None, help="start strength in [0, 1] (infedit, sdedit, edict)"
+    )
+    e.add_argument("--p2p", choices=P2P_MODES, default=None, help="prompt-to-prompt control of the edit pass")
+    e.add_argument(
+        "--cross-steps", type=float, default=None, help="fraction of steps with cross-attention injection"
     )
     e.add_argument(
-        "--cross-steps", type=float, default=0.8, help="fraction of steps with cross-attention injection"
-    )
-    e.add_argument(
-        "--self-steps", type=float, default=0.4, help="fraction of steps with self-attention injection"
+        "--self-steps", type=float, default=None, help="fraction of steps with self-attention injection"
     )
     e.add_argument("--blend", default=None, help="local blend words: 'SOURCE_WORDS,TARGET_WORDS'")
     e.add_argument("--reweight", nargs="*", default=None, help="P2P re-weighting: WORD=SCALE ...")

@@ -22,9 +22,8 @@ from diffzoo import zoo
 from diffzoo.core.random import generators_from_seeds
 from diffzoo.data import digits, shapes
 from diffzoo.demo.discrete import demo as discrete_section
-from diffzoo.editing.api import run_edit
+from diffzoo.editing import edit_image, reconstruct_image
 from diffzoo.inverse import get_operator, measurement_error, posterior_sample
-from diffzoo.inversion import invert, reconstruct
 from diffzoo.io import format_table, save_grid, save_image
 from diffzoo.metrics import digits_accuracy, digits_fd, psnr
 from diffzoo.sampling import steps_for_nfe
@@ -82,18 +81,9 @@ def demo_edit(out_dir: str | Path, model: str = "tinysd", steps: int = 20, seed:
     if obj_words:
         blend = [obj_words, obj_words]
     for method in ("infedit", "direct"):
-        edited = run_edit(
-            lm,
-            img,
-            method,
-            pair.source_caption,
-            pair.target_caption,
-            steps=steps,
-            p2p="replace",
-            blend_words=blend,
-            seed=seed,
-        )
-        paths[method] = save_image(edited, out / f"edit_{method}.png")
+        edited = edit_image(method, lm, img, pair.source_caption, pair.target_caption, num_steps=steps,
+                            p2p="replace", blend_words=blend, seed=seed)
+        paths[method] = save_image(edited.image, out / f"edit_{method}.png")
     log.info("demo edit %r -> %r written to %s", pair.source_caption, pair.target_caption, out)
     return paths
 
@@ -107,13 +97,12 @@ def editing_section(out_dir: Path, steps: int = 20, seed: int = 0) -> str:
     paths = demo_edit(out_dir, "tinysd", steps=steps, seed=seed)
     pair = shapes.edit_pairs(1, seed=seed, kinds=("color",), max_objects=1)[0]
     lm = load_latent_model("tinysd")
-    z0 = lm.encode_image(pair.source_image[None].float())
-    res = invert("edict", lm, z0, pair.source_caption, num_steps=steps, guidance=3.0, dtype=torch.float64,
-                 is_latent=True)
-    err = float((reconstruct(res).to(torch.float64) - z0.to(torch.float64)).abs().max())
+    rec = reconstruct_image("edict", lm, pair.source_image[None].float(), pair.source_caption, num_steps=steps,
+                            dtype=torch.float64, decode=False)
     lines = [f"edit: {pair.source_caption!r} -> {pair.target_caption!r}"]
     lines += [f"  {k}: {v}" for k, v in paths.items()]
-    lines.append(f"EDICT round trip ({steps} steps, guidance 3, float64 states): max |z0 - z0_rec| = {err:.2e}")
+    lines.append(f"EDICT round trip ({steps} steps, guidance {rec.guidance:g}, float64 states): "
+                 f"max |z0 - z0_rec| = {rec.reconstruction_error:.2e}")
     return "\n".join(lines)
 
 

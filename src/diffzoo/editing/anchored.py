@@ -15,48 +15,26 @@ latent (no step is taken); ``s = 1`` starts from almost pure noise (plain text-t
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from diffzoo.core.errors import check_choice, check_range, check_tensor
+from diffzoo.core.errors import check_choice, check_range
 from diffzoo.core.guidance import cfg_denoiser
 from diffzoo.core.parameterization import ddim_step
 from diffzoo.core.random import Generator, randn
+from diffzoo.core.schedules import NoiseSchedule
+from diffzoo.inversion.common import EditResult
+from diffzoo.latent.model import LatentModel
 from diffzoo.sampling.ddim import ddim
 from diffzoo.sampling.timesteps import get_timesteps
 
 Tensor = torch.Tensor
 
-__all__ = ["AnchoredResult", "as_latent", "start_index", "anchored_latent", "sdedit"]
+__all__ = ["DEFAULT_GUIDANCE", "DEFAULT_STRENGTH", "start_index", "anchored_latent", "sdedit"]
 
-
-@dataclass
-class AnchoredResult:
-    """Output of :func:`sdedit`: final latents, decoded image, start time, network evaluations, seconds."""
-
-    latents: Tensor
-    image: Tensor | None
-    t_start: float
-    nfe: int
-    seconds: float
-
-
-def as_latent(model: Any, image_or_latent: Tensor, dtype: torch.dtype | None = None) -> Tensor:
-    """Encode an image ``(B, 3, H, W)`` in ``[-1, 1]`` to ``s * E(x)``; pass latents through.
-
-    A tensor whose channel count equals the UNet's input channels (and differs from 3) is taken as
-    latents; anything else is validated as an image by ``model.encode_image``.
-    """
-    check_tensor(image_or_latent, "image_or_latent", ndim=4, floating=True)
-    c_lat = getattr(getattr(model.unet, "config", None), "in_channels", None)
-    if c_lat is not None and image_or_latent.shape[1] == c_lat and c_lat != 3:
-        z = image_or_latent
-    else:
-        with torch.no_grad():
-            z = model.encode_image(image_or_latent)
-    return z.to(dtype) if dtype is not None else z
+#: SDEdit's defaults (img2img practice with Stable Diffusion); the editing registry reads them.
+DEFAULT_GUIDANCE = 7.5
+DEFAULT_STRENGTH = 0.6
 
 
 def start_index(num_steps: int, strength: float) -> int:
@@ -68,7 +46,7 @@ def start_index(num_steps: int, strength: float) -> int:
 
 
 def anchored_latent(
-    schedule: Any, z_anchor: Tensor, t: Tensor | float, noise: Tensor, mode: str = "sdedit", lam: float = 1.0
+    schedule: NoiseSchedule, z_anchor: Tensor, t: Tensor | float, noise: Tensor, mode: str = "sdedit", lam: float = 1.0
 ) -> Tensor:
     """The anchored start ``z_init`` at model time ``t`` (see the module docstring for the two modes)."""
     check_choice(mode, ("sdedit", "additive"), "mode")
@@ -83,13 +61,13 @@ def anchored_latent(
 
 
 def sdedit(
-    model: Any,
+    model: LatentModel,
     image_or_latent: Tensor,
     prompt: str,
     *,
-    strength: float = 0.6,
+    strength: float = DEFAULT_STRENGTH,
     num_steps: int = 50,
-    guidance: float = 7.5,
+    guidance: float = DEFAULT_GUIDANCE,
     generator: Generator = None,
     dtype: torch.dtype | None = None,
     spacing: str = "leading",
@@ -98,18 +76,21 @@ def sdedit(
     lam: float = 1.0,
     eta: float = 0.0,
     decode: bool = True,
-) -> AnchoredResult:
+    is_latent: bool | None = None,
+) -> EditResult:
     """Anchored initialisation + DDIM denoising with ``prompt`` (SDEdit / img2img).
 
     ``guidance`` >= 1 is the CFG scale (1 = conditional only); ``eta`` the DDIM stochasticity; the grid
-    is ``spacing`` with ``steps_offset`` (SD's scheduler: leading, offset 1).
-    Returns the latents at the end of sampling (and their decoding when ``decode``).
+    is ``spacing`` with ``steps_offset`` (SD's scheduler: leading, offset 1); ``image_or_latent`` is told
+    apart by :meth:`~diffzoo.latent.model.LatentModel.is_latent` unless ``is_latent`` says.
+    Returns the latents at the end of sampling (and their decoding when ``decode``); ``timesteps`` is
+    the grid run (``t_start`` its first time), ``source_latents`` is ``None`` (no source branch).
     """
 
     model.require_conditional("sdedit")
     check_range(guidance, "guidance", 1.0, None)
-    t0 = time.perf_counter()
-    z0 = as_latent(model, image_or_latent, dtype)
+    z0 = model.to_latent(image_or_latent, dtype, is_latent)
+    t0 = time.perf_counter()  # the edit's wall time: encoding and decoding excluded
     grid = get_timesteps(model.schedule, num_steps, spacing, steps_offset=steps_offset)
     i0 = start_index(num_steps, strength)
     nfe = 0
@@ -124,10 +105,10 @@ def sdedit(
             g = cfg_denoiser(model.denoiser(), guidance, uncond)
             z = ddim(g, z, grid[i0:], cond, eta=eta, generator=generator)
             nfe = g.nfe
+    seconds = time.perf_counter() - t0
     image = None
     if decode:
         with torch.no_grad():
             image = model.decode(z)
-    return AnchoredResult(
-        latents=z, image=image, t_start=float(grid[i0]), nfe=nfe, seconds=time.perf_counter() - t0
-    )
+    return EditResult("sdedit", z, None, [prompt] * z0.shape[0], nfe=nfe, seconds=seconds, image=image,
+                      latent0=z0, guidance=float(guidance), timesteps=grid[i0:])

@@ -30,56 +30,33 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 import torch
 
+from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.errors import check_choice, check_range
-from diffzoo.core.guidance import cfg_combine
+from diffzoo.core.guidance import guided_x0_eps
 from diffzoo.core.parameterization import ddim_step
 from diffzoo.core.random import Generator, randn
-from diffzoo.editing.anchored import as_latent, start_index
+from diffzoo.editing.anchored import start_index
+from diffzoo.inversion.common import EditResult
 from diffzoo.latent.attention import AttentionController, attention_control, refine, unified
+from diffzoo.latent.model import LatentModel
 from diffzoo.sampling.timesteps import get_timesteps
 
 Tensor = torch.Tensor
 
-__all__ = ["DDCMResult", "ddcm_sample", "ddcm_edit"]
+__all__ = ["DEFAULT_GUIDANCE", "DEFAULT_STRENGTH", "ddcm_sample", "ddcm_edit"]
 
-
-@dataclass
-class DDCMResult:
-    """Output of :func:`ddcm_edit`."""
-
-    latents: Tensor  # edited latents x0_tgt
-    source_latents: Tensor  # the source branch's clean estimate at the end (= z_0)
-    image: Tensor | None  # decoded edit
-    timesteps: Tensor  # the grid actually run (start time ... end)
-    nfe: int  # batched network calls
-    seconds: float
-
-
-def _branch_eps(den: Any, x: Tensor, t: Tensor, cond: Tensor, uncond: Tensor, scales: Tensor) -> Tensor:
-    """``eps`` of each row of ``x`` with its own CFG scale, one batched call ``[cond rows; uncond rows]``."""
-    tt = t.expand(x.shape[0]) if t.ndim == 0 else t
-    if bool((scales == 1).all()):
-        return den.x0_eps(x, tt, cond)[1]
-    base = den.net
-
-    def net(xx: Tensor, ti: Tensor, c: Any) -> Tensor:
-        out = base(torch.cat([xx, xx]), torch.cat([ti, ti]), torch.cat([c, uncond.to(c.dtype)]))
-        pc, pu = out.chunk(2)
-        return cfg_combine(pu, pc, scales.to(out).reshape(-1, *([1] * (out.ndim - 1))))
-
-    g = den.with_net(net)
-    eps = g.x0_eps(x, tt, cond)[1]
-    den.nfe += g.nfe
-    return eps
+#: InfEdit's defaults (the official demo): target guidance 2 (source 1) at strength 0.7; the editing
+#: registry reads them.
+DEFAULT_GUIDANCE = 2.0
+DEFAULT_STRENGTH = 0.7
 
 
 def ddcm_sample(
-    den: Any,
+    den: Denoiser,
     z0: Tensor,
     timesteps: Tensor,
     conds: Tensor,
@@ -112,7 +89,8 @@ def ddcm_sample(
     z = ddim_step(z0, randn(z0.shape, generator, z0.dtype, z0.device), a[0], s[0]).expand(nb, *z0.shape[1:])
     n_steps = timesteps.numel() - 1
     for i in range(n_steps):
-        eps = _branch_eps(den, z, timesteps[i].to(z0.dtype), cond, un, w)
+        # every branch with its own CFG scale: one batched call [cond rows; uncond rows]
+        eps = guided_x0_eps(den, z, timesteps[i].to(z0.dtype), cond, un, w)[1]
         x0 = z0 + ((z - z[:1]) - s[i] * (eps - eps[:1])) / a[i]  # Eq. 11; row 0 is exactly z0
         if i == n_steps - 1:
             z = x0
@@ -129,14 +107,14 @@ def ddcm_sample(
 
 
 def ddcm_edit(
-    model: Any,
+    model: LatentModel,
     image_or_latent: Tensor,
     source_prompt: str,
     target_prompt: str,
     *,
     num_steps: int = 15,
-    strength: float = 0.7,
-    guidance: float = 2.0,
+    strength: float = DEFAULT_STRENGTH,
+    guidance: float = DEFAULT_GUIDANCE,
     source_guidance: float = 1.0,
     eta: float = 1.0,
     generator: Generator = None,
@@ -146,11 +124,12 @@ def ddcm_edit(
     controller: AttentionController | str | None = "unified",
     cross_replace_steps: float = 0.7,
     self_replace_steps: float = 0.3,
-    blend_words: Any = None,
+    blend_words: Sequence[Sequence[str]] | None = None,
     blend_threshold: float = 0.3,
     blend_normalize: str = "max",
     decode: bool = True,
-) -> DDCMResult:
+    is_latent: bool | None = None,
+) -> EditResult:
     """InfEdit: edit an image (or latents) from ``source_prompt`` to ``target_prompt`` without inversion.
 
     Defaults follow the official demo (15 steps, strength 0.7, target guidance 2, source guidance 1,
@@ -158,13 +137,17 @@ def ddcm_edit(
     (InfEdit's unified attention control on ``[source; target; mutual]``), ``"refine"`` (P2P refine on
     ``[source; target]``), ``None``, or an :class:`~diffzoo.latent.attention.AttentionController` for
     ``[source; target]`` (2 branches) or ``[source; target; mutual]`` (3 branches).
+    ``image_or_latent`` is told apart by :meth:`~diffzoo.latent.model.LatentModel.is_latent` unless
+    ``is_latent`` says. The
+    result's ``source_latents`` is the source branch's clean estimate at the end (``z_0`` exactly) and
+    ``timesteps`` the grid run (start time ... end); ``nfe`` counts batched network calls.
     """
 
     model.require_conditional("InfEdit/DDCM editing")
     check_range(guidance, "guidance", 1.0, None)
     check_range(source_guidance, "source_guidance", 1.0, None)
-    t0 = time.perf_counter()
-    z0 = as_latent(model, image_or_latent, dtype)
+    z0 = model.to_latent(image_or_latent, dtype, is_latent)
+    t0 = time.perf_counter()  # the edit's wall time: encoding and decoding excluded
     if z0.shape[0] != 1:
         raise ValueError(f"image_or_latent: DDCM edits one image at a time, got batch {z0.shape[0]}")
     i0 = start_index(num_steps, strength)
@@ -201,12 +184,7 @@ def ddcm_edit(
                 den, z0, grid, conds, uncond, scales, eta=eta, generator=generator, controller=controller
             )
         x_s, x_t = x0[:1], x0[1:2]
+        seconds = time.perf_counter() - t0
         image = model.decode(x_t) if decode else None
-    return DDCMResult(
-        latents=x_t,
-        source_latents=x_s,
-        image=image,
-        timesteps=grid,
-        nfe=den.nfe,
-        seconds=time.perf_counter() - t0,
-    )
+    return EditResult("infedit", x_t, x_s, [target_prompt], nfe=den.nfe, seconds=seconds, image=image,
+                      latent0=z0, guidance=float(guidance), timesteps=grid)

@@ -23,8 +23,13 @@ method         idea                                                             
 
 Every method works on any :class:`~diffzoo.latent.model.LatentModel` (TinySD, or a diffusers
 ``StableDiffusionPipeline``'s components) and every step uses the shared DDIM transfer
-(:func:`~diffzoo.inversion.common.ddim_transfer`: core ``to_x0_eps`` + ``ddim_step``) and the shared
-CFG combination (core ``cfg_combine``). Other modules may add methods with :func:`register_method`.
+(:func:`~diffzoo.inversion.common.ddim_transfer`: core ``to_x0_eps`` + ``ddim_step``) and the one
+classifier-free-guidance batcher (core :func:`~diffzoo.core.guidance.guided_x0_eps`). Each method's
+default guidances live in its registry entry (:data:`METHODS`: ``default_guidance`` for inversion and
+reconstruction, ``default_edit_guidance`` for the edit pass, ``None`` = the inversion's), which
+:func:`invert` and :func:`edit` read when ``guidance=None``. Other modules may add methods with
+:func:`register_method`. Editing an image end to end, by these methods or by InfEdit / SDEdit, is
+:func:`diffzoo.editing.edit_image` (one registry over all of them).
 
 Example (the zoo's TinySD, or Stable Diffusion weights already on disk -- nothing is downloaded)::
 
@@ -32,7 +37,7 @@ Example (the zoo's TinySD, or Stable Diffusion weights already on disk -- nothin
     from diffzoo.latent.model import LatentModel
     from diffzoo.latent.attention import replace
 
-    model = diffzoo.models.tinysd.load_tinysd()                       # or, for SD 1.x on disk:
+    model = diffzoo.zoo.latent.load_tinysd()                          # or, for SD 1.x on disk:
     # pipe = diffusers.StableDiffusionPipeline.from_pretrained("/path/to/sd-1.4", local_files_only=True)
     # model = LatentModel.from_diffusers_pipeline(pipe)                # images (1, 3, 512, 512) in [-1, 1]
     res = invert("null_text", model, image, "a red circle", num_steps=50)   # guidance 7.5
@@ -56,6 +61,7 @@ from typing import Any
 import torch
 
 from diffzoo.core.errors import check_choice
+from diffzoo.core.random import Generator
 from diffzoo.inversion import ddim, ddpm, direct, edict, null_text
 from diffzoo.inversion.common import (
     EditResult,
@@ -64,8 +70,9 @@ from diffzoo.inversion.common import (
     check_model,
     embed,
     grid,
-    to_latent,
 )
+from diffzoo.latent.attention import AttentionController
+from diffzoo.latent.model import LatentModel
 
 Tensor = torch.Tensor
 
@@ -74,7 +81,9 @@ __all__ = [
     "EditResult",
     "InversionMethod",
     "InversionResult",
+    "canonical_method",
     "edit",
+    "edit_guidance",
     "invert",
     "reconstruct",
     "register_method",
@@ -83,40 +92,69 @@ __all__ = [
 
 @dataclass(frozen=True)
 class InversionMethod:
-    """The three functions of a method (see :mod:`diffzoo.inversion.ddim` for their signatures)."""
+    """A method's three functions (see :mod:`diffzoo.inversion.ddim` for their signatures) and its
+    default guidances: ``default_guidance`` of inversion and reconstruction, ``default_edit_guidance``
+    of the edit pass (``None``: the inversion's guidance, for methods that invert for the scale they
+    edit at)."""
 
     name: str
     invert: Callable[..., InversionResult]
     reconstruct: Callable[[InversionResult], Tensor]
     edit: Callable[..., EditResult]
+    default_guidance: float
+    default_edit_guidance: float | None = None
 
 
 METHODS: dict[str, InversionMethod] = {}
 
 
 def register_method(name: str, invert_fn: Callable[..., InversionResult],
-                    reconstruct_fn: Callable[[InversionResult], Tensor], edit_fn: Callable[..., EditResult]) -> None:
-    """Add a method to :func:`invert` (``invert_fn(model, z0, prompts, cond, ts, guidance, generator, **kw)``)."""
-    METHODS[name] = InversionMethod(name, invert_fn, reconstruct_fn, edit_fn)
+                    reconstruct_fn: Callable[[InversionResult], Tensor], edit_fn: Callable[..., EditResult], *,
+                    default_guidance: float, default_edit_guidance: float | None = None) -> InversionMethod:
+    """Add a method to :func:`invert` (``invert_fn(model, z0, prompts, cond, ts, guidance, generator, **kw)``,
+    ``edit_fn(result, target_prompt, *, guidance, controller, **kw)``)."""
+    if "-" in name:
+        raise ValueError(f"name: method names use underscores ('-' is an alias), got {name!r}")
+    METHODS[name] = InversionMethod(name, invert_fn, reconstruct_fn, edit_fn, float(default_guidance),
+                                    None if default_edit_guidance is None else float(default_edit_guidance))
+    return METHODS[name]
 
 
-for _mod, _name in ((ddim, "ddim"), (edict, "edict"), (ddpm, "ddpm"), (null_text, "null_text"), (direct, "direct")):
-    register_method(_name, _mod.invert, _mod.reconstruct, _mod.edit)
+register_method("ddim", ddim.invert, ddim.reconstruct, ddim.edit,
+                default_guidance=ddim.DEFAULT_GUIDANCE, default_edit_guidance=ddim.DEFAULT_EDIT_GUIDANCE)
+register_method("edict", edict.invert, edict.reconstruct, edict.edit, default_guidance=edict.DEFAULT_GUIDANCE)
+register_method("ddpm", ddpm.invert, ddpm.reconstruct, ddpm.edit,
+                default_guidance=ddpm.DEFAULT_GUIDANCE, default_edit_guidance=ddpm.DEFAULT_EDIT_GUIDANCE)
+register_method("null_text", null_text.invert, null_text.reconstruct, null_text.edit,
+                default_guidance=null_text.DEFAULT_GUIDANCE)
+register_method("direct", direct.invert, direct.reconstruct, direct.edit, default_guidance=direct.DEFAULT_GUIDANCE)
 
 
-def invert(method: str, model: Any, image_or_latent: Tensor, prompt: str | Sequence[str], *, num_steps: int = 50,
-           guidance: float | None = None, dtype: torch.dtype = torch.float32, generator: Any = None,
-           is_latent: bool | None = None, spacing: str = "leading", steps_offset: int = 1,
+def canonical_method(method: str, choices: Sequence[str] | dict[str, Any] = METHODS) -> str:
+    """The registered name of ``method`` (``null-text`` is ``null_text``); ``ValueError`` naming
+    ``method`` and the choices otherwise."""
+    if not isinstance(method, str):
+        raise TypeError(f"method: expected a method name, got {type(method).__name__}")
+    name = method.replace("-", "_")
+    check_choice(name if name in choices else method, choices, "method")
+    return name
+
+
+def invert(method: str, model: LatentModel, image_or_latent: Tensor, prompt: str | Sequence[str], *,
+           num_steps: int = 50, guidance: float | None = None, dtype: torch.dtype = torch.float32,
+           generator: Generator = None, is_latent: bool | None = None, spacing: str = "leading", steps_offset: int = 1,
            **method_kw: Any) -> InversionResult:
     """Invert a batch of images ``(B, 3, H, W)`` in ``[-1, 1]`` (or latents) under ``prompt``.
 
     Parameters
     ----------
-    method: ``ddim``, ``edict``, ``ddpm``, ``null_text``, ``direct`` (or a registered name).
-    model: a text-conditional :class:`~diffzoo.latent.model.LatentModel`.
+    method: ``ddim``, ``edict``, ``ddpm``, ``null_text`` (``null-text``), ``direct`` (or a registered name).
+    model: a text-conditional :class:`~diffzoo.latent.model.LatentModel` (checked).
+    image_or_latent: images in ``[-1, 1]`` or latents; which one is decided by
+        :meth:`~diffzoo.latent.model.LatentModel.is_latent` unless ``is_latent`` says.
     num_steps: DDIM steps on the grid (``spacing``/``steps_offset``: SD's ``leading`` grid by default).
-    guidance: the classifier-free guidance of inversion and reconstruction (method default if None:
-        ddim 1, edict 3, ddpm 3.5, null_text 7.5, direct 7.5).
+    guidance: the classifier-free guidance of inversion and reconstruction (``None``: the method's
+        ``default_guidance`` in :data:`METHODS` -- ddim 1, edict 3, ddpm 3.5, null_text 7.5, direct 7.5).
     dtype: the working dtype of the latent states (float64 for exactness; the network runs in its own
         dtype -- cast the model with ``model.to(dtype=torch.float64)`` for a float64 network).
     generator: randomness (edit-friendly DDPM's noisy versions).
@@ -124,18 +162,19 @@ def invert(method: str, model: Any, image_or_latent: Tensor, prompt: str | Seque
         ``zero_last_noise``; null_text: ``inner_steps``, ``lr``, ``early_stop``; direct:
         ``inversion_guidance``, ``offset_scale``).
     """
-    check_choice(method, METHODS, "method")
-    check_model(model, method)
+    entry = METHODS[canonical_method(method)]
+    lm = check_model(model, entry.name)
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype: expected a floating-point torch.dtype, got {dtype!r}")
-    z0 = to_latent(model, image_or_latent, dtype, is_latent)
+    z0 = lm.to_latent(image_or_latent, dtype, is_latent)
     prompts = as_prompts(prompt, z0.shape[0])
-    cond = embed(model, prompts)
-    ts = grid(model, num_steps, spacing, steps_offset)
-    return METHODS[method].invert(model, z0, prompts, cond, ts, guidance, generator, **method_kw)
+    cond = embed(lm, prompts)
+    ts = grid(lm, num_steps, spacing, steps_offset)
+    w = entry.default_guidance if guidance is None else guidance
+    return entry.invert(lm, z0, prompts, cond, ts, w, generator, **method_kw)
 
 
-def _check_result(result: Any) -> InversionResult:
+def _check_result(result: object) -> InversionResult:
     if not isinstance(result, InversionResult):
         raise TypeError(f"result: expected an InversionResult from invert(), got {type(result).__name__}")
     check_choice(result.method, METHODS, "result.method")
@@ -151,9 +190,19 @@ def reconstruct(result: InversionResult, *, decode: bool = False) -> Tensor:
     return z
 
 
+def edit_guidance(result: InversionResult, guidance: float | None = None) -> float:
+    """The target guidance of an edit of ``result``: ``guidance``, else the method's
+    ``default_edit_guidance``, else the inversion's guidance."""
+    if guidance is not None:
+        return guidance
+    default = METHODS[_check_result(result).method].default_edit_guidance
+    return result.guidance if default is None else default
+
+
 def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float | None = None,
-         controller: Any = None, **method_kw: Any) -> EditResult:
+         controller: AttentionController | None = None, **method_kw: Any) -> EditResult:
     """Edit the inverted input towards ``target_prompt`` (see each method's ``edit`` for options:
-    ``source_guidance`` for ddim/edict/ddpm, ``skip`` (T_skip) for ddpm)."""
-    return METHODS[_check_result(result).method].edit(result, target_prompt, guidance=guidance,
+    ``source_guidance`` for ddim/edict/ddpm, ``skip`` (T_skip) for ddpm). ``guidance=None``: the
+    method's default (:func:`edit_guidance`)."""
+    return METHODS[_check_result(result).method].edit(result, target_prompt, guidance=edit_guidance(result, guidance),
                                                         controller=controller, **method_kw)

@@ -1,5 +1,6 @@
 """Pieces every inversion method shares: the result types, input checks, the grid, the deterministic
-DDIM transfer in both directions, and guided noise predictions.
+DDIM transfer in both directions and the guided DDIM loop (guided predictions come from core
+:func:`~diffzoo.core.guidance.guided_x0_eps`, the one classifier-free-guidance batcher).
 
 **One step, two directions.** With ``x_t = alpha_t x0 + sigma_t eps``, deterministic DDIM (Song et al.
 2021, Eq. 12, eta = 0) moves a state from time ``u`` to time ``v`` *for a given noise estimate eps*::
@@ -22,22 +23,26 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from diffzoo.core.denoiser import Denoiser
-from diffzoo.core.errors import check_range, check_tensor
-from diffzoo.core.guidance import cfg_combine
+from diffzoo.core.errors import check_range
+from diffzoo.core.guidance import guided_x0_eps
 from diffzoo.core.parameterization import ddim_step, to_x0_eps
-from diffzoo.latent.attention import attention_control
+from diffzoo.core.schedules import NoiseSchedule
+from diffzoo.latent.attention import AttentionController, attention_control
 from diffzoo.latent.model import LatentModel
 from diffzoo.sampling.ddim import ddim_noise_scale
 from diffzoo.sampling.timesteps import get_timesteps
 
 Tensor = torch.Tensor
+#: ``correct(i, x) -> x``: a hook after step ``ts[i] -> ts[i+1]`` of :func:`ddim_denoise`.
+Corrector = Callable[[int, Tensor], Tensor]
 
 #: Guidance scales accepted by every method (0 = unconditional, 1 = conditional only).
 GUIDANCE_RANGE = (0.0, 50.0)
@@ -70,7 +75,7 @@ class InversionResult:
     """
 
     method: str
-    model: Any
+    model: LatentModel
     prompt: list[str]
     cond: Tensor
     timesteps: Tensor
@@ -97,7 +102,27 @@ class InversionResult:
 
 @dataclass
 class EditResult:
-    """An edit: the target branch (``latents``) and the source branch run beside it in the same batch."""
+    """An edit, by any method: the one result type of :func:`diffzoo.inversion.edit`,
+    :func:`diffzoo.editing.edit_image` and the editing methods (InfEdit, SDEdit).
+
+    Attributes
+    ----------
+    method: the method name.
+    latents: the edited latents (the target branch).
+    source_latents: the source branch run beside the target in the same batch (``None`` for methods
+        without one, e.g. SDEdit).
+    target_prompt: the target prompts (one per sample).
+    nfe: network evaluations (batched calls); seconds: wall time (encoding and decoding excluded) --
+        of the edit pass alone for :func:`diffzoo.inversion.edit`, inversion included for
+        :func:`diffzoo.editing.edit_image`.
+    image: the decoded edit in ``[-1, 1]`` (``None`` when not decoded).
+    latent0: the input's latent ``z_0``.
+    guidance: the classifier-free guidance of the target branch.
+    timesteps: the grid the edit pass ran (a late start -- strength, T_skip -- shows in ``timesteps[0]``).
+    inversion: the :class:`InversionResult` of inversion-based methods.
+    reconstruction: the latent the method regenerates from its inversion with the source prompt, when
+        asked for (``edit_image(..., reconstruct=True)``).
+    """
 
     method: str
     latents: Tensor
@@ -105,8 +130,26 @@ class EditResult:
     target_prompt: list[str]
     nfe: int = 0
     seconds: float = 0.0
+    image: Tensor | None = None
+    latent0: Tensor | None = None
+    guidance: float | None = None
+    timesteps: Tensor | None = None
+    inversion: InversionResult | None = None
+    reconstruction: Tensor | None = None
 
-    def images(self, model: Any) -> Tensor:
+    @property
+    def t_start(self) -> float | None:
+        """The model time the edit pass started from (``timesteps[0]``)."""
+        return None if self.timesteps is None else float(self.timesteps[0])
+
+    @property
+    def reconstruction_error(self) -> float | None:
+        """``max |reconstruction - z_0|`` in latent space (``None`` without a reconstruction)."""
+        if self.reconstruction is None or self.latent0 is None:
+            return None
+        return float((self.reconstruction - self.latent0.to(self.reconstruction)).abs().max())
+
+    def images(self, model: LatentModel) -> Tensor:
         """The edited images in ``[-1, 1]`` (decoded target latents)."""
         with torch.no_grad():
             return model.decode(self.latents)
@@ -134,13 +177,14 @@ class Timer:
 # Inputs
 # -------------------------------------------------------------------------------------------------
 
-def check_model(model: Any, method: str) -> None:
+def check_model(model: object, method: str) -> LatentModel:
     """Every method needs a text-conditional :class:`LatentModel`."""
 
     if not isinstance(model, LatentModel):
         raise TypeError(f"model: {method} inversion expects a diffzoo.latent.model.LatentModel, got "
                         f"{type(model).__name__}")
     model.require_conditional(f"{method} inversion")
+    return model
 
 
 def check_guidance(guidance: float, arg: str = "guidance") -> float:
@@ -160,30 +204,7 @@ def as_prompts(prompt: str | Sequence[str], batch: int, arg: str = "prompt") -> 
     return prompts
 
 
-def to_latent(model: Any, image_or_latent: Tensor, dtype: torch.dtype, is_latent: bool | None = None) -> Tensor:
-    """The latent ``z_0`` of an image ``(B, 3, H, W)`` in ``[-1, 1]``, or a latent given directly.
-
-    ``is_latent=None`` decides by the channel count (UNet input channels vs image channels).
-    """
-    check_tensor(image_or_latent, "image_or_latent", ndim=4, floating=True)
-    c_lat = getattr(getattr(model.unet, "config", None), "in_channels", None)
-    if is_latent is None:
-        is_latent = model.vae is not None and image_or_latent.shape[1] == c_lat
-    if is_latent:
-        if c_lat is not None and image_or_latent.shape[1] != c_lat:
-            raise ValueError(f"image_or_latent: a latent must have {c_lat} channels, got shape "
-                             f"{tuple(image_or_latent.shape)}")
-        m = max(1, model.size_multiple // model.latent_factor)
-        if image_or_latent.shape[-1] % m or image_or_latent.shape[-2] % m:
-            raise ValueError(f"image_or_latent: latent height and width must be multiples of {m}, got "
-                             f"{tuple(image_or_latent.shape[-2:])}")
-        return image_or_latent.detach().to(device=model.device, dtype=dtype)
-    with torch.no_grad():
-        z = model.encode_image(image_or_latent.to(model.device))
-    return z.detach().to(dtype)
-
-
-def grid(model: Any, num_steps: int, spacing: str = "leading", steps_offset: int = 1) -> Tensor:
+def grid(model: LatentModel, num_steps: int, spacing: str = "leading", steps_offset: int = 1) -> Tensor:
     """The decreasing sampling grid of ``num_steps`` steps (default: Stable Diffusion's DDIM grid,
     ``leading`` spacing with ``steps_offset = 1``), from :func:`diffzoo.sampling.get_timesteps`."""
     if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
@@ -193,82 +214,55 @@ def grid(model: Any, num_steps: int, spacing: str = "leading", steps_offset: int
     return get_timesteps(model.schedule, num_steps, spacing, steps_offset=steps_offset)
 
 
-# -------------------------------------------------------------------------------------------------
-# The DDIM transfer, both directions
-# -------------------------------------------------------------------------------------------------
-
-def alpha_sigma(model_or_schedule: Any, t: Tensor | float, like: Tensor) -> tuple[Tensor, Tensor]:
-    """``(alpha_t, sigma_t)`` as scalars in ``like``'s dtype/device."""
-    sch = getattr(model_or_schedule, "schedule", model_or_schedule)
-    tt = torch.as_tensor(t, dtype=torch.float64)
-    a, s = sch.alpha_sigma(tt)
-    return a.to(device=like.device, dtype=like.dtype), s.to(device=like.device, dtype=like.dtype)
-
-
-def ddim_transfer(x: Tensor, eps: Tensor, sched: Any, t_from: Tensor | float, t_to: Tensor | float) -> Tensor:
-    """``T_{u->v}(x; eps)``: the deterministic DDIM move from ``t_from`` to ``t_to`` with noise ``eps``.
-
-    ``x0 = (x - sigma_u eps) / alpha_u`` (:func:`to_x0_eps`), then ``alpha_v x0 + sigma_v eps``
-    (:func:`ddim_step`). Denoising uses ``t_from > t_to``, inversion ``t_from < t_to``; for a fixed
-    ``eps`` each is the other's exact inverse.
-    """
-    a_u, s_u = alpha_sigma(sched, t_from, x)
-    a_v, s_v = alpha_sigma(sched, t_to, x)
-    x0, _ = to_x0_eps(eps, "epsilon", x, a_u, s_u)
-    return ddim_step(x0, eps, a_v, s_v)
-
-
-# -------------------------------------------------------------------------------------------------
-# Guided noise predictions
-# -------------------------------------------------------------------------------------------------
-
-def guided_eps(den: Denoiser, x: Tensor, t: Tensor | float, cond: Tensor, uncond: Tensor | None,
-               scale: float | Tensor) -> Tensor:
-    """Classifier-free guided noise ``eps_u + w (eps_c - eps_u)`` at ``(x, t)`` (Ho & Salimans 2022).
-
-    ``scale`` may be a float or one value per sample (source and target branches with different
-    scales). ``[cond; uncond]`` run as one batch of ``2B`` so that attention controllers see every
-    row; with ``scale == 1`` everywhere only the conditional batch runs. The combination is
-    :func:`diffzoo.core.guidance.cfg_combine`, applied to ``eps`` (linear in the native prediction).
-    """
-    b = x.shape[0]
-    w = torch.as_tensor(scale, dtype=x.dtype, device=x.device)
-    tt = torch.as_tensor(t, dtype=torch.float64, device=x.device).expand(b)
-    if uncond is None or bool((w == 1).all()):
-        return den.x0_eps(x, tt, cond)[1]
-    if uncond.shape[0] != b:
-        uncond = uncond.expand(b, *uncond.shape[1:])
-    _, eps = den.x0_eps(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([cond, uncond.to(cond.dtype)]))
-    eps_c, eps_u = eps.chunk(2)
-    if w.ndim == 1:
-        w = w.reshape(-1, *([1] * (x.ndim - 1)))
-    return cfg_combine(eps_u, eps_c, w)
-
-
-def embed(model: Any, prompts: list[str], dtype: torch.dtype | None = None) -> Tensor:
+def embed(model: LatentModel, prompts: list[str], dtype: torch.dtype | None = None) -> Tensor:
     """Prompt embeddings without gradient."""
     with torch.no_grad():
         e = model.encode_prompt(prompts)
     return e.detach() if dtype is None else e.detach().to(dtype)
 
 
-def ddim_eta_std(sched: Any, t: Tensor | float, s: Tensor | float, eta: float, like: Tensor) -> Tensor:
+# -------------------------------------------------------------------------------------------------
+# The DDIM transfer, both directions
+# -------------------------------------------------------------------------------------------------
+
+def alpha_sigma(schedule: NoiseSchedule, t: Tensor | float, like: Tensor) -> tuple[Tensor, Tensor]:
+    """``(alpha_t, sigma_t)`` as scalars in ``like``'s dtype/device."""
+    tt = torch.as_tensor(t, dtype=torch.float64)
+    a, s = schedule.alpha_sigma(tt)
+    return a.to(device=like.device, dtype=like.dtype), s.to(device=like.device, dtype=like.dtype)
+
+
+def ddim_transfer(x: Tensor, eps: Tensor, schedule: NoiseSchedule, t_from: Tensor | float,
+                  t_to: Tensor | float) -> Tensor:
+    """``T_{u->v}(x; eps)``: the deterministic DDIM move from ``t_from`` to ``t_to`` with noise ``eps``.
+
+    ``x0 = (x - sigma_u eps) / alpha_u`` (core :func:`to_x0_eps`), then ``alpha_v x0 + sigma_v eps``
+    (core :func:`ddim_step`). Denoising uses ``t_from > t_to``, inversion ``t_from < t_to``; for a
+    fixed ``eps`` each is the other's exact inverse.
+    """
+    a_u, s_u = alpha_sigma(schedule, t_from, x)
+    a_v, s_v = alpha_sigma(schedule, t_to, x)
+    x0, _ = to_x0_eps(eps, "epsilon", x, a_u, s_u)
+    return ddim_step(x0, eps, a_v, s_v)
+
+
+def ddim_eta_std(schedule: NoiseSchedule, t: Tensor | float, s: Tensor | float, eta: float, like: Tensor) -> Tensor:
     """Noise std of the DDIM(eta) step ``t -> s`` (Song et al. 2021, Eq. 16):
     ``eta sigma_s sqrt(1 - exp(lambda_t - lambda_s))`` -- for a VP schedule
     ``eta sqrt((1 - abar_s)/(1 - abar_t) (1 - abar_t/abar_s))``; eta = 1 is DDPM's posterior std.
     The formula is :func:`diffzoo.sampling.ddim.ddim_noise_scale` (one place)."""
 
-    sch = getattr(sched, "schedule", sched)
     tt, ss = (torch.as_tensor(v, dtype=torch.float64) for v in (t, s))
-    std = ddim_noise_scale(sch.log_snr(tt), sch.log_snr(ss), sch.sigma(ss), eta)
+    std = ddim_noise_scale(schedule.log_snr(tt), schedule.log_snr(ss), schedule.sigma(ss), eta)
     return std.to(device=like.device, dtype=like.dtype)
 
 
-def ddim_eta_mean(x: Tensor, eps: Tensor, sched: Any, t: Tensor | float, s: Tensor | float, std: Tensor) -> Tensor:
+def ddim_eta_mean(x: Tensor, eps: Tensor, schedule: NoiseSchedule, t: Tensor | float, s: Tensor | float,
+                  std: Tensor) -> Tensor:
     """Mean of the DDIM(eta) step: ``alpha_s x0 + sqrt(sigma_s^2 - std^2) eps`` with
     ``x0 = (x - sigma_t eps)/alpha_t`` (the shared :func:`ddim_step` with a reduced noise coefficient)."""
-    a_t, s_t = alpha_sigma(sched, t, x)
-    a_s, s_s = alpha_sigma(sched, s, x)
+    a_t, s_t = alpha_sigma(schedule, t, x)
+    a_s, s_s = alpha_sigma(schedule, s, x)
     x0, _ = to_x0_eps(eps, "epsilon", x, a_t, s_t)
     return ddim_step(x0, eps, a_s, (s_s**2 - std**2).clamp(min=0).sqrt())
 
@@ -285,7 +279,8 @@ def branch_conditions(result: InversionResult, target_prompt: str | Sequence[str
     return tgt, torch.cat([result.cond, cond_t])
 
 
-def controlled(model: Any, controller: Any, batch: int) -> Any:
+def controlled(model: LatentModel, controller: AttentionController | None,
+               batch: int) -> AbstractContextManager[Any]:
     """Context installing an attention controller (:mod:`diffzoo.latent.attention`) on the UNet.
 
     Controllers act on one edit ``[source; target]``, so a controlled edit needs batch size 1.
@@ -299,33 +294,33 @@ def controlled(model: Any, controller: Any, batch: int) -> Any:
     return attention_control(model.unet, controller)
 
 
-def after_step(controller: Any, x: Tensor) -> Tensor:
+def after_step(controller: AttentionController | None, x: Tensor) -> Tensor:
     """The controller's per-step latent hook (P2P local blend) on ``[source; target]``."""
     return x if controller is None else controller.step_callback(x)
 
 
-def set_step(controller: Any, i: int) -> None:
+def set_step(controller: AttentionController | None, i: int) -> None:
     """Tell the controller which edit step the next UNet call belongs to."""
     if controller is not None:
         controller.cur_step = i
 
 
 def ddim_denoise(den: Denoiser, x: Tensor, ts: Tensor, cond: Tensor, uncond: Tensor | Sequence[Tensor] | None,
-                 scale: float | Tensor, *, start: int = 0, controller: Any = None,
-                 correct: Any = None) -> Tensor:
-    """Deterministic DDIM sampling over ``ts[start:]`` with classifier-free guidance.
+                 scale: float | Tensor, *, start: int = 0, controller: AttentionController | None = None,
+                 correct: Corrector | None = None) -> Tensor:
+    """Deterministic DDIM sampling over ``ts[start:]`` with classifier-free guidance: the DDIM loop of
+    every inversion method (reconstruction and edit passes).
 
     ``uncond`` is one null embedding or one per step (null-text inversion). ``correct(i, x)`` runs
     after each step ``ts[i] -> ts[i+1]`` (Direct Inversion's offsets), then the controller's
     ``step_callback`` (local blend).
     """
-    sched = den.schedule
     n = ts.numel() - 1
     for i in range(start, n):
         u = uncond[i] if isinstance(uncond, (list, tuple)) else uncond
         set_step(controller, i - start)
-        eps = guided_eps(den, x, ts[i], cond, u, scale)
-        x = ddim_transfer(x, eps, sched, ts[i], ts[i + 1])
+        eps = guided_x0_eps(den, x, ts[i], cond, u, scale)[1]
+        x = ddim_transfer(x, eps, den.schedule, ts[i], ts[i + 1])
         if correct is not None:
             x = correct(i, x)
         x = after_step(controller, x)
@@ -342,7 +337,7 @@ def ddim_invert_trajectory(den: Denoiser, z0: Tensor, ts: Tensor, cond: Tensor, 
     traj: list[Tensor] = [z0] * (n + 1)
     x = z0
     for i in range(n - 1, -1, -1):
-        eps = guided_eps(den, x, ts[i], cond, uncond, scale)
+        eps = guided_x0_eps(den, x, ts[i], cond, uncond, scale)[1]
         x = ddim_transfer(x, eps, den.schedule, ts[i + 1], ts[i])
         traj[i] = x
     return traj

@@ -11,10 +11,10 @@ methods (EDICT, edit-friendly DDPM) and the corrected ones (null-text, Direct In
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
+from diffzoo.core.random import Generator
 from diffzoo.inversion.common import (
     EditResult,
     InversionResult,
@@ -25,17 +25,21 @@ from diffzoo.inversion.common import (
     ddim_denoise,
     ddim_invert_trajectory,
 )
+from diffzoo.latent.attention import AttentionController
+from diffzoo.latent.model import LatentModel
 
 Tensor = torch.Tensor
 
+#: Inversion guidance (conditional only) and edit guidance (Null-text inversion's DDIM baseline).
+#: Read through the registry (:data:`diffzoo.inversion.METHODS`), which resolves ``guidance=None``.
 DEFAULT_GUIDANCE = 1.0
 DEFAULT_EDIT_GUIDANCE = 7.5
 
 
-def invert(model: Any, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float | None,
-           generator: Any = None) -> InversionResult:
-    """Invert ``z0`` along ``ts`` with guidance ``guidance`` (default 1: conditional only)."""
-    w = check_guidance(DEFAULT_GUIDANCE if guidance is None else guidance)
+def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float,
+           generator: Generator = None) -> InversionResult:
+    """Invert ``z0`` along ``ts`` with guidance ``guidance`` (registry default 1: conditional only)."""
+    w = check_guidance(guidance)
     den = model.denoiser()
     uncond = model.null_embedding(z0.shape[0]) if w != 1 else None
     with torch.no_grad(), Timer(den) as tm:
@@ -53,15 +57,15 @@ def reconstruct(result: InversionResult) -> Tensor:
         return ddim_denoise(den, result.latents, result.timesteps, result.cond, uncond, w)
 
 
-def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float | None = None,
-         controller: Any = None, source_guidance: float | None = None) -> EditResult:
+def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float,
+         controller: AttentionController | None = None, source_guidance: float | None = None) -> EditResult:
     """DDIM(+P2P) editing: sample ``[source; target]`` from the inverted ``z_T``.
 
-    ``guidance`` is the target branch's scale (default 7.5), ``source_guidance`` the source branch's
-    (default: the same).
+    ``guidance`` is the target branch's scale (registry default 7.5), ``source_guidance`` the source
+    branch's (default: the same).
     """
     model = result.model
-    w_t = check_guidance(DEFAULT_EDIT_GUIDANCE if guidance is None else guidance)
+    w_t = check_guidance(guidance)
     w_s = check_guidance(w_t if source_guidance is None else source_guidance, "source_guidance")
     b = result.latent0.shape[0]
     tgt, cond2 = branch_conditions(result, target_prompt)
@@ -70,4 +74,5 @@ def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidanc
     x = torch.cat([result.latents, result.latents])
     with torch.no_grad(), controlled(model, controller, b), Timer(den) as tm:
         x = ddim_denoise(den, x, result.timesteps, cond2, model.null_embedding(2 * b), scale, controller=controller)
-    return EditResult("ddim", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds)
+    return EditResult("ddim", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds, latent0=result.latent0,
+                      guidance=w_t, timesteps=result.timesteps, inversion=result)

@@ -19,12 +19,13 @@ exact.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
+from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.errors import check_range
-from diffzoo.core.random import randn
+from diffzoo.core.guidance import guided_x0_eps
+from diffzoo.core.random import Generator, randn
 from diffzoo.inversion.common import (
     EditResult,
     InversionResult,
@@ -36,44 +37,47 @@ from diffzoo.inversion.common import (
     controlled,
     ddim_eta_mean,
     ddim_eta_std,
-    guided_eps,
     set_step,
 )
+from diffzoo.latent.attention import AttentionController
+from diffzoo.latent.model import LatentModel
 
 Tensor = torch.Tensor
 
-DEFAULT_GUIDANCE = 3.5       # cfg_src of the official code
-DEFAULT_EDIT_GUIDANCE = 15.0  # cfg_tar of the official code
+#: Inversion guidance (``cfg_src`` of the official code) and edit guidance (``cfg_tar``); read through
+#: the registry.
+DEFAULT_GUIDANCE = 3.5
+DEFAULT_EDIT_GUIDANCE = 15.0
 
 
-def _step(den: Any, x: Tensor, z: Tensor, t: Tensor, s: Tensor, eta: float, cond: Tensor, uncond: Tensor | None,
-          scale: Any) -> Tensor:
+def _step(den: Denoiser, x: Tensor, z: Tensor, t: Tensor, s: Tensor, eta: float, cond: Tensor,
+          uncond: Tensor | None, scale: float | Tensor) -> Tensor:
     """``x_s = mu(x_t) + std z`` (``+ z`` when ``std = 0``)."""
-    eps = guided_eps(den, x, t, cond, uncond, scale)
+    eps = guided_x0_eps(den, x, t, cond, uncond, scale)[1]
     std = ddim_eta_std(den.schedule, t, s, eta, x)
     mu = ddim_eta_mean(x, eps, den.schedule, t, s, std)
     return mu + (std if float(std) > 0 else 1.0) * z
 
 
-def invert(model: Any, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float | None,
-           generator: Any = None, *, eta: float = 1.0, zero_last_noise: bool = False) -> InversionResult:
+def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float,
+           generator: Generator = None, *, eta: float = 1.0, zero_last_noise: bool = False) -> InversionResult:
     """Extract the noise maps of ``z0`` (``eta`` in (0, 1]; ``zero_last_noise`` as the official code,
     which makes the last step deterministic and the reconstruction inexact)."""
-    w = check_guidance(DEFAULT_GUIDANCE if guidance is None else guidance)
+    w = check_guidance(guidance)
     eta = check_range(eta, "eta", 0.0, 1.0, lo_open=True)
     n = ts.numel() - 1
     den = model.denoiser()
     uncond = model.null_embedding(z0.shape[0]) if w != 1 else None
     xs: list[Tensor] = []
     for i in range(n):
-        a, s = alpha_sigma(model, ts[i], z0)
+        a, s = alpha_sigma(model.schedule, ts[i], z0)
         xs.append(a * z0 + s * randn(z0.shape, generator, z0.dtype, z0.device))
     xs.append(z0)
     zs: list[Tensor] = []
     with torch.no_grad(), Timer(den) as tm:
         for i in range(n):
             t, s = ts[i], ts[i + 1]
-            eps = guided_eps(den, xs[i], t, cond, uncond, w)
+            eps = guided_x0_eps(den, xs[i], t, cond, uncond, w)[1]
             std = ddim_eta_std(den.schedule, t, s, eta, z0)
             mu = ddim_eta_mean(xs[i], eps, den.schedule, t, s, std)
             scale = std if float(std) > 0 else torch.ones_like(std)
@@ -86,8 +90,8 @@ def invert(model: Any, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor,
                            options=dict(eta=eta), nfe=tm.nfe, seconds=tm.seconds)
 
 
-def _sample(den: Any, x: Tensor, result: InversionResult, cond: Tensor, uncond: Tensor | None, scale: Any,
-            skip: int, controller: Any = None) -> Tensor:
+def _sample(den: Denoiser, x: Tensor, result: InversionResult, cond: Tensor, uncond: Tensor | None,
+            scale: float | Tensor, skip: int, controller: AttentionController | None = None) -> Tensor:
     ts, zs, eta = result.timesteps, result.noise_maps, result.options["eta"]
     reps = x.shape[0] // zs[0].shape[0]
     for i in range(skip, ts.numel() - 1):
@@ -107,16 +111,18 @@ def reconstruct(result: InversionResult) -> Tensor:
         return _sample(den, result.latents, result, result.cond, uncond, w, 0)
 
 
-def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float | None = None,
-         controller: Any = None, source_guidance: float | None = None, skip: int = 0) -> EditResult:
+def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float,
+         controller: AttentionController | None = None, source_guidance: float | None = None,
+         skip: int = 0) -> EditResult:
     """Re-sample with the target prompt from step ``skip`` (``T_skip``: start at ``x_{t_skip}`` with the
-    noise maps ``z[skip:]``; larger keeps more structure). Target guidance default 15 (``cfg_tar``),
-    source branch at the inversion's guidance. A controller's ``num_steps`` should be ``N - skip``."""
+    noise maps ``z[skip:]``; larger keeps more structure). Target guidance: registry default 15
+    (``cfg_tar``); source branch at the inversion's guidance. A controller's ``num_steps`` should be
+    ``N - skip``."""
     model = result.model
     n = result.num_steps
     if not isinstance(skip, int) or not 0 <= skip < n:
         raise ValueError(f"skip: expected an integer in [0, {n - 1}], got {skip!r}")
-    w_t = check_guidance(DEFAULT_EDIT_GUIDANCE if guidance is None else guidance)
+    w_t = check_guidance(guidance)
     w_s = check_guidance(result.guidance if source_guidance is None else source_guidance, "source_guidance")
     b = result.latent0.shape[0]
     tgt, cond2 = branch_conditions(result, target_prompt)
@@ -125,4 +131,5 @@ def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidanc
     x = torch.cat([result.trajectory[skip]] * 2)
     with torch.no_grad(), controlled(model, controller, b), Timer(den) as tm:
         x = _sample(den, x, result, cond2, model.null_embedding(2 * b), scale, skip, controller)
-    return EditResult("ddpm", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds)
+    return EditResult("ddpm", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds, latent0=result.latent0,
+                      guidance=w_t, timesteps=result.timesteps[skip:], inversion=result)

@@ -16,12 +16,13 @@ costs no network evaluation beyond one guided pass per step.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from diffzoo.core.errors import check_range
+from diffzoo.core.random import Generator
 from diffzoo.inversion.common import (
+    Corrector,
     EditResult,
     InversionResult,
     Timer,
@@ -31,17 +32,22 @@ from diffzoo.inversion.common import (
     ddim_denoise,
     ddim_invert_trajectory,
 )
+from diffzoo.latent.attention import AttentionController
+from diffzoo.latent.model import LatentModel
 
 Tensor = torch.Tensor
 
+#: Reconstruction and edit guidance (the pivot itself is inverted at ``inversion_guidance``, 1);
+#: read through the registry.
 DEFAULT_GUIDANCE = 7.5
 
 
-def invert(model: Any, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float | None,
-           generator: Any = None, *, inversion_guidance: float = 1.0, offset_scale: float = 1.0) -> InversionResult:
-    """The pivot (DDIM inversion at ``inversion_guidance``, default 1); ``guidance`` (default 7.5) is the
-    scale of reconstruction and editing."""
-    w = check_guidance(DEFAULT_GUIDANCE if guidance is None else guidance)
+def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float,
+           generator: Generator = None, *, inversion_guidance: float = 1.0,
+           offset_scale: float = 1.0) -> InversionResult:
+    """The pivot (DDIM inversion at ``inversion_guidance``, default 1); ``guidance`` (registry default
+    7.5) is the scale of reconstruction and editing."""
+    w = check_guidance(guidance)
     w_inv = check_guidance(inversion_guidance, "inversion_guidance")
     offset_scale = check_range(offset_scale, "offset_scale", 0.0, 1.0)
     den = model.denoiser()
@@ -53,7 +59,7 @@ def invert(model: Any, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor,
                            nfe=tm.nfe, seconds=tm.seconds)
 
 
-def _corrector(result: InversionResult, rows: slice):
+def _corrector(result: InversionResult, rows: slice) -> Corrector:
     pivot, c = result.trajectory, result.options["offset_scale"]
 
     def correct(i: int, x: Tensor) -> Tensor:
@@ -74,11 +80,12 @@ def reconstruct(result: InversionResult) -> Tensor:
                             correct=_corrector(result, slice(0, b)))
 
 
-def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float | None = None,
-         controller: Any = None) -> EditResult:
-    """``[source; target]`` from the pivot at guidance ``w``; the source branch is corrected each step."""
+def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float,
+         controller: AttentionController | None = None) -> EditResult:
+    """``[source; target]`` from the pivot at guidance ``w`` (registry default: the inversion's); the
+    source branch is corrected each step."""
     model = result.model
-    w = check_guidance(result.guidance if guidance is None else guidance)
+    w = check_guidance(guidance)
     b = result.latent0.shape[0]
     tgt, cond2 = branch_conditions(result, target_prompt)
     den = model.denoiser()
@@ -86,4 +93,5 @@ def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidanc
     with torch.no_grad(), controlled(model, controller, b), Timer(den) as tm:
         x = ddim_denoise(den, x, result.timesteps, cond2, model.null_embedding(2 * b), w, controller=controller,
                          correct=_corrector(result, slice(0, b)))
-    return EditResult("direct", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds)
+    return EditResult("direct", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds, latent0=result.latent0,
+                      guidance=w, timesteps=result.timesteps, inversion=result)

@@ -24,12 +24,15 @@ default) the roles of ``x`` and ``y`` swap on odd steps. ``eps`` is the classifi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import torch
 
+from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.errors import check_range
+from diffzoo.core.guidance import guided_x0_eps
+from diffzoo.core.random import Generator
+from diffzoo.core.schedules import NoiseSchedule
 from diffzoo.inversion.common import (
     EditResult,
     InversionResult,
@@ -39,21 +42,25 @@ from diffzoo.inversion.common import (
     check_guidance,
     controlled,
     ddim_transfer,
-    guided_eps,
     set_step,
 )
+from diffzoo.latent.attention import AttentionController
+from diffzoo.latent.model import LatentModel
 
 Tensor = torch.Tensor
+#: ``eps(v, t)``: the guided noise estimate at state ``v`` and time ``t``.
+EpsFn = Callable[[Tensor, Tensor], Tensor]
 
-DEFAULT_GUIDANCE = 3.0  # the official code's editing default
+#: Inversion and edit guidance (the official code's editing default); read through the registry.
+DEFAULT_GUIDANCE = 3.0
 DEFAULT_P = 0.93
 
 
-def _eps_fn(den: Any, cond: Tensor, uncond: Tensor | None, scale: Any):
-    return lambda v, t: guided_eps(den, v, t, cond, uncond, scale)
+def _eps_fn(den: Denoiser, cond: Tensor, uncond: Tensor | None, scale: float | Tensor) -> EpsFn:
+    return lambda v, t: guided_x0_eps(den, v, t, cond, uncond, scale)[1]
 
 
-def denoise_step(eps: Any, sched: Any, x: Tensor, y: Tensor, t: Tensor, s: Tensor, p: float,
+def denoise_step(eps: EpsFn, sched: NoiseSchedule, x: Tensor, y: Tensor, t: Tensor, s: Tensor, p: float,
                  swap: bool = False) -> tuple[Tensor, Tensor]:
     """One EDICT denoising step ``t -> s`` (paper Eq. 14)."""
     if swap:
@@ -65,7 +72,7 @@ def denoise_step(eps: Any, sched: Any, x: Tensor, y: Tensor, t: Tensor, s: Tenso
     return (y_new, x_new) if swap else (x_new, y_new)
 
 
-def invert_step(eps: Any, sched: Any, x: Tensor, y: Tensor, t: Tensor, s: Tensor, p: float,
+def invert_step(eps: EpsFn, sched: NoiseSchedule, x: Tensor, y: Tensor, t: Tensor, s: Tensor, p: float,
                 swap: bool = False) -> tuple[Tensor, Tensor]:
     """The exact inverse of :func:`denoise_step`: from ``(x_s, y_s)`` back to ``(x_t, y_t)`` (Eq. 15)."""
     if swap:
@@ -77,8 +84,8 @@ def invert_step(eps: Any, sched: Any, x: Tensor, y: Tensor, t: Tensor, s: Tensor
     return (y_t, x_t) if swap else (x_t, y_t)
 
 
-def _run(eps: Any, sched: Any, x: Tensor, y: Tensor, ts: Tensor, p: float, leapfrog: bool,
-         controller: Any = None) -> tuple[Tensor, Tensor]:
+def _run(eps: EpsFn, sched: NoiseSchedule, x: Tensor, y: Tensor, ts: Tensor, p: float, leapfrog: bool,
+         controller: AttentionController | None = None) -> tuple[Tensor, Tensor]:
     n = ts.numel() - 1
     for i in range(n):
         def eps_i(v: Tensor, t: Tensor, i: int = i) -> Tensor:
@@ -90,12 +97,12 @@ def _run(eps: Any, sched: Any, x: Tensor, y: Tensor, ts: Tensor, p: float, leapf
     return x, y
 
 
-def invert(model: Any, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float | None,
-           generator: Any = None, *, p: float = DEFAULT_P, leapfrog: bool = True,
+def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float,
+           generator: Generator = None, *, p: float = DEFAULT_P, leapfrog: bool = True,
            strength: float = 1.0) -> InversionResult:
     """Invert ``z0`` exactly. ``strength`` in (0, 1] inverts only the last ``round(N * strength)`` steps
     of the grid (the official code edits with 0.8); ``p`` in (0, 1] is the mixing weight."""
-    w = check_guidance(DEFAULT_GUIDANCE if guidance is None else guidance)
+    w = check_guidance(guidance)
     p = check_range(p, "p", 0.0, 1.0, lo_open=True)
     strength = check_range(strength, "strength", 0.0, 1.0, lo_open=True)
     n = ts.numel() - 1
@@ -124,15 +131,16 @@ def reconstruct(result: InversionResult) -> Tensor:
     return x
 
 
-def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float | None = None,
-         controller: Any = None, source_guidance: float | None = None) -> EditResult:
+def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float,
+         controller: AttentionController | None = None, source_guidance: float | None = None) -> EditResult:
     """EDICT editing (paper Sec. 4): denoise the inverted pair with the target prompt.
 
     The source branch runs beside the target in the same batch (it reconstructs ``z_0`` and lets an
-    attention controller copy its maps). ``guidance`` defaults to the inversion's scale.
+    attention controller copy its maps). ``guidance`` defaults (in the registry) to the inversion's
+    scale; ``source_guidance`` too.
     """
     model = result.model
-    w_t = check_guidance(result.guidance if guidance is None else guidance)
+    w_t = check_guidance(guidance)
     w_s = check_guidance(result.guidance if source_guidance is None else source_guidance, "source_guidance")
     b = result.latent0.shape[0]
     tgt, cond2 = branch_conditions(result, target_prompt)
@@ -143,4 +151,5 @@ def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidanc
     with torch.no_grad(), controlled(model, controller, b), Timer(den) as tm:
         x, _ = _run(eps, den.schedule, x, y, result.timesteps, result.options["p"], result.options["leapfrog"],
                     controller)
-    return EditResult("edict", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds)
+    return EditResult("edict", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds, latent0=result.latent0,
+                      guidance=w_t, timesteps=result.timesteps, inversion=result)

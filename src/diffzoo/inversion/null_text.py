@@ -19,12 +19,13 @@ Only the null embeddings change; the reconstruction error is bounded by the earl
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
+from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.errors import check_range
-from diffzoo.core.guidance import cfg_combine
+from diffzoo.core.guidance import cfg_combine, guided_x0_eps
+from diffzoo.core.random import Generator
 from diffzoo.inversion.common import (
     EditResult,
     InversionResult,
@@ -35,16 +36,18 @@ from diffzoo.inversion.common import (
     ddim_denoise,
     ddim_invert_trajectory,
     ddim_transfer,
-    guided_eps,
 )
+from diffzoo.latent.attention import AttentionController
+from diffzoo.latent.model import LatentModel
 from diffzoo.sampling.base import steps
 
 Tensor = torch.Tensor
 
+#: The guidance the null embeddings are optimised for (and edit at); read through the registry.
 DEFAULT_GUIDANCE = 7.5
 
 
-def _optimise_null(den: Any, z: Tensor, t: Tensor, s: Tensor, target: Tensor, cond: Tensor, null: Tensor,
+def _optimise_null(den: Denoiser, z: Tensor, t: Tensor, s: Tensor, target: Tensor, cond: Tensor, null: Tensor,
                    w: float, lr: float, inner_steps: int, threshold: float) -> tuple[Tensor, int]:
     """Adam on ``null`` so that the guided DDIM step from ``z`` lands on ``target``; returns (null, iters)."""
     with torch.no_grad():
@@ -66,13 +69,13 @@ def _optimise_null(den: Any, z: Tensor, t: Tensor, s: Tensor, target: Tensor, co
     return null.detach(), iters
 
 
-def invert(model: Any, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float | None,
-           generator: Any = None, *, inner_steps: int = 10, lr: float = 1e-2, early_stop: float = 1e-5,
+def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float,
+           generator: Generator = None, *, inner_steps: int = 10, lr: float = 1e-2, early_stop: float = 1e-5,
            progress: bool = False) -> InversionResult:
     """Pivotal inversion at guidance 1, then per-step null-embedding optimisation for guidance ``w``
-    (default 7.5). ``progress`` shows a tqdm bar over the steps."""
+    (registry default 7.5). ``progress`` shows a tqdm bar over the steps."""
 
-    w = check_guidance(DEFAULT_GUIDANCE if guidance is None else guidance)
+    w = check_guidance(guidance)
     if not isinstance(inner_steps, int) or inner_steps < 0:
         raise ValueError(f"inner_steps: expected a non-negative integer, got {inner_steps!r}")
     lr = check_range(lr, "lr", 0.0, None, lo_open=True)
@@ -93,7 +96,7 @@ def invert(model: Any, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor,
             nulls.append(null)
             iters.append(k)
             with torch.no_grad():
-                z = ddim_transfer(z, guided_eps(den, z, ts[i], cond, null, w), den.schedule, ts[i], ts[i + 1])
+                z = ddim_transfer(z, guided_x0_eps(den, z, ts[i], cond, null, w)[1], den.schedule, ts[i], ts[i + 1])
     return InversionResult("null_text", model, prompts, cond, ts, w, z0, latents=pivot[0], trajectory=pivot,
                            null_embeddings=nulls, options=dict(inner_steps=inner_steps, lr=lr, iterations=iters),
                            nfe=tm.nfe, seconds=tm.seconds)
@@ -107,14 +110,15 @@ def reconstruct(result: InversionResult) -> Tensor:
                             result.guidance)
 
 
-def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float | None = None,
-         controller: Any = None) -> EditResult:
+def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float,
+         controller: AttentionController | None = None) -> EditResult:
     """Null-text + P2P editing: ``[source; target]`` from ``z*_{t_0}``, both with ``null_i`` at step ``i``.
 
-    ``guidance`` defaults to (and should equal) the guidance the null embeddings were optimised for.
+    ``guidance`` defaults (in the registry) to, and should equal, the guidance the null embeddings
+    were optimised for.
     """
     model = result.model
-    w = check_guidance(result.guidance if guidance is None else guidance)
+    w = check_guidance(guidance)
     b = result.latent0.shape[0]
     tgt, cond2 = branch_conditions(result, target_prompt)
     nulls = [torch.cat([u, u]) for u in result.null_embeddings]
@@ -122,4 +126,5 @@ def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidanc
     x = torch.cat([result.latents, result.latents])
     with torch.no_grad(), controlled(model, controller, b), Timer(den) as tm:
         x = ddim_denoise(den, x, result.timesteps, cond2, nulls, w, controller=controller)
-    return EditResult("null_text", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds)
+    return EditResult("null_text", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds, latent0=result.latent0,
+                      guidance=w, timesteps=result.timesteps, inversion=result)

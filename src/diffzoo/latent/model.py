@@ -212,6 +212,45 @@ class LatentModel:
         z = z.to(device=p.device, dtype=p.dtype) if p is not None else z
         return self.vae.decode(z).sample.to(latents.dtype).clamp(-1, 1)
 
+    @property
+    def latent_channels(self) -> int | None:
+        """Channels of the UNet's input (the latent), when its config says."""
+        return getattr(getattr(self.unet, "config", None), "in_channels", None)
+
+    def is_latent(self, x: Tensor) -> bool:
+        """The one rule that tells a latent from an image: ``True`` when the model has an autoencoder and
+        ``x`` (``(B, C, h, w)``) has the latent channel count, which differs from the image's.
+
+        In pixel space (``vae=None``) every input is an image; pass ``is_latent`` explicitly to
+        :meth:`to_latent` when the channel counts cannot tell (an autoencoder with 3 latent channels).
+        """
+        check_tensor(x, "image_or_latent", ndim=4, floating=True)
+        c_lat = self.latent_channels
+        c_img = getattr(getattr(self.vae, "config", None), "in_channels", 3)
+        return self.vae is not None and x.shape[1] == c_lat and c_lat != c_img
+
+    def to_latent(self, image_or_latent: Tensor, dtype: torch.dtype | None = None,
+                  is_latent: bool | None = None) -> Tensor:
+        """The latent ``z_0`` of an image ``(B, 3, H, W)`` in ``[-1, 1]`` (``s * mean(E(x))``, no
+        gradient), or a latent given directly (checked, moved to the model's device), in ``dtype``
+        (``None``: the input's dtype). ``is_latent=None`` decides by :meth:`is_latent`."""
+        x = image_or_latent
+        if is_latent is None:
+            is_latent = self.is_latent(x)
+        check_tensor(x, "image_or_latent", ndim=4, floating=True)
+        if not is_latent:
+            with torch.no_grad():
+                z = self.encode_image(x.to(self.device)).detach()
+            return z if dtype is None else z.to(dtype)
+        c_lat = self.latent_channels
+        if c_lat is not None and x.shape[1] != c_lat:
+            raise ValueError(f"image_or_latent: a latent must have {c_lat} channels, got shape {tuple(x.shape)}")
+        m = max(1, self.size_multiple // self.latent_factor)
+        if x.shape[-1] % m or x.shape[-2] % m:
+            raise ValueError(f"image_or_latent: latent height and width must be multiples of {m}, got "
+                             f"{tuple(x.shape[-2:])}")
+        return x.detach().to(device=self.device, dtype=x.dtype if dtype is None else dtype)
+
     def latent_shape(self, batch: int, height: int, width: int) -> tuple[int, int, int, int]:
         """Shape of the latents of a ``(batch, 3, height, width)`` image."""
         c = getattr(getattr(self.unet, "config", None), "in_channels", 4)
