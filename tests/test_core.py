@@ -27,8 +27,6 @@ from diffzoo.core import (
 from diffzoo.core.analytic import GaussianMixture
 
 
-
-
 @pytest.mark.parametrize("ours,kind", [(linear, "linear"), (scaled_linear, "scaled_linear"),
                                        (cosine, "squaredcos_cap_v2")])
 def test_schedules_match_diffusers_alphas_cumprod(ours, kind):
@@ -167,3 +165,31 @@ def test_denoiser_dtype_and_validation():
     bad = Denoiser(lambda x, t, c: x * float("nan"), linear(), "epsilon")
     with pytest.raises(FloatingPointError, match="model output"):
         bad(x, torch.tensor(5.0))
+
+
+def test_ddim_transfer_coefficients_substitute_the_pair():
+    from diffzoo.core.parameterization import ddim_step, ddim_transfer_coefficients
+
+    x0, eps, a, s, _, _ = _random_pair(2)
+    a2, s2 = a.flip(0), s.flip(0)
+    xt = a[:, None] * x0 + s[:, None] * eps
+    want = ddim_step(x0, eps, a2, s2)
+    cx, ce = ddim_transfer_coefficients(a, s, a2, s2, "eps")
+    assert torch.allclose(cx[:, None] * xt + ce[:, None] * eps, want, atol=1e-12)
+    cx, ce = ddim_transfer_coefficients(a, s, a2, s2, "x0")
+    assert torch.allclose(cx[:, None] * xt + ce[:, None] * x0, want, atol=1e-12)
+    with pytest.raises(ValueError, match="along"):
+        ddim_transfer_coefficients(a, s, a2, s2, "v")
+
+
+def test_denoiser_options_survive_with_net_and_per_sample_times():
+    from diffzoo.core.parameterization import ClipX0
+
+    den = Denoiser(lambda x, t, c: 4 * x, linear(), "epsilon", x0_correction=ClipX0(0.5), recompute_eps=False)
+    g = den.with_net(lambda x, t, c: 4 * x)
+    assert g.x0_correction == ClipX0(0.5) and g.recompute_eps is False
+    x = torch.randn(3, 2, dtype=torch.float64)
+    per_sample = den.x0_eps(x, torch.tensor([10.0, 500.0, 900.0], dtype=torch.float64))
+    for i, t in enumerate((10.0, 500.0, 900.0)):
+        one = den.x0_eps(x[i:i + 1], torch.tensor(t, dtype=torch.float64))
+        assert torch.allclose(per_sample[0][i], one[0][0], atol=1e-14) and torch.equal(per_sample[1][i], one[1][0])

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from diffzoo.core import Denoiser, from_diffusers_config, from_diffusers_unet, get_schedule
-from diffzoo.sampling import SAMPLERS, get_timesteps
+from diffzoo.sampling import SAMPLERS, get_timesteps, nfe, steps_for_nfe
 from diffzoo.sampling import reference as ref
 
 pytest.importorskip("diffusers")
@@ -120,3 +120,26 @@ def test_matches_k_diffusion_edm(name):
     expected = ref.run_k_diffusion(name, den, x, ts)
     got = SAMPLERS[name](den, x, ts)
     assert (got - expected).abs().max().item() <= TOL * max(1.0, expected.abs().max().item())
+
+
+@needs_kdiff
+@pytest.mark.parametrize("schedule,steps", [("linear", 6), ("edm", 8)])
+def test_heun_matches_k_diffusion_on_a_grid_ending_above_zero(schedule, steps, x_start):
+    """k-diffusion's sample_heun takes an Euler step only onto sigma = 0: on a Karras grid stopped at
+    sigma_min every step is a Heun step (NFE 2N); on the full grid the last one is Euler (2N - 1)."""
+    sch = get_schedule(schedule)
+    den = Denoiser(smooth_net if schedule == "linear" else lambda x, t, c: x / (1 + t.reshape(-1, 1, 1, 1) ** 2),
+                   sch, "epsilon" if schedule == "linear" else "sample")
+    x = (x_start if schedule == "linear" else x_start * 80).double()
+    full = get_timesteps(sch, steps, "karras")
+    ts = full[:-1]  # ends at the smallest training noise level, above zero
+    assert float(sch.ve_sigma(ts[-1:])) > 0
+    expected = ref.run_k_diffusion("heun", den, x, ts)
+    den.nfe = 0
+    got = SAMPLERS["heun"](den, x, ts)
+    assert den.nfe == nfe("heun", steps - 1, ends_at_zero=False) == 2 * (steps - 1)
+    assert (got - expected).abs().max().item() <= TOL * max(1.0, expected.abs().max().item())
+    den.nfe = 0
+    SAMPLERS["heun"](den, x, full)
+    assert den.nfe == nfe("heun", steps) == 2 * steps - 1
+    assert steps_for_nfe("heun", 2 * (steps - 1), ends_at_zero=False) == steps - 1

@@ -26,8 +26,6 @@ from diffzoo.sampling import (
 )
 
 
-
-
 @pytest.fixture(scope="module")
 def gmm() -> GaussianMixture:
     return GaussianMixture([[-1.0, -1.0], [1.0, 1.0], [1.5, -1.0], [-1.5, 1.0]], [0.3, 0.2, 0.25, 0.4],
@@ -257,3 +255,89 @@ def test_no_host_sync_inside_the_loop(gmm, name, monkeypatch):
     sample(name, den, x, ts, generator=torch.Generator().manual_seed(1))
     state["in_loop"] = False
     assert den.nfe == nfe(name, 6) and state["syncs"] == 0
+
+
+# ------------------------------------------------------------------------ precomputed fast path
+@pytest.mark.parametrize("kind", ["epsilon", "sample", "v_prediction", "score", "velocity"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_x0_eps_at_equals_x0_eps(kind, dtype):
+    """The loop's precomputed path returns exactly what Denoiser.x0_eps returns, x0 correction included."""
+    from diffzoo.core.parameterization import DynamicThreshold
+
+    sch = get_schedule("rectified_flow" if kind == "velocity" else "cosine")
+    ts = get_timesteps(sch, 7, "uniform")[:-1]
+    x = torch.randn(5, 2, 3, dtype=dtype, generator=torch.Generator().manual_seed(0))
+    for corr in (None, DynamicThreshold(0.9, 1.5)):
+        den = Denoiser(lambda x, t, c: torch.sin(x) + t.reshape(-1, 1, 1).to(x.dtype), sch, kind, x0_correction=corr)
+        times = den.prepare_times(ts, x)
+        for k in range(ts.numel()):
+            x0, eps = den.x0_eps(x, ts[k])
+            x0b, epsb = den.x0_eps_at(x, times, k)
+            assert torch.equal(x0, x0b) and torch.equal(eps, epsb)
+            assert torch.equal(den.x0_at(x, times, k), x0) and torch.equal(den.eps_at(x, times, k), eps)
+
+
+@pytest.mark.parametrize("name", sorted(SAMPLERS))
+def test_an_overriding_x0_eps_is_honoured_by_every_sampler(gmm, name):
+    """A subclass that overrides x0_eps (as inverse-problem wrappers do) is called for every evaluation."""
+    sch = get_schedule("rectified_flow" if name == "flow_euler" else "linear")
+    exact = gmm.denoiser(sch)
+    calls = []
+
+    class Shifted(Denoiser):
+        def x0_eps(self, x, t, cond=None):
+            calls.append(float(t))
+            x0, eps = super().x0_eps(x, t, cond)
+            return x0 + 0.25, eps + 0.5  # samplers move along x0, eps or both: change both
+
+    den = Shifted(exact.net, sch, "sample", validate=False)
+    ts = get_timesteps(sch, 6, "uniform")
+    x = torch.randn(4, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    out = sample(name, den, x, ts, generator=torch.Generator().manual_seed(1))
+    base = sample(name, exact, x, ts, generator=torch.Generator().manual_seed(1))
+    assert len(calls) == nfe(name, 6) and not torch.allclose(out, base)
+
+
+def test_validation_checks_the_result_once_and_never_syncs_in_the_loop(gmm, monkeypatch):
+    """Default settings (validate=True): no host sync between the first and the last network call; a
+    non-finite network output is still reported (FloatingPointError) when the sampler returns."""
+    sch = get_schedule("vp_cosine")
+    exact = gmm.denoiser(sch)
+    state = {"syncs": 0, "at_calls": []}
+
+    def net(x, t, cond):
+        state["at_calls"].append(state["syncs"])
+        return exact.net(x, t, cond)
+
+    for attr in ("item", "__bool__", "__float__", "tolist"):
+        orig = getattr(torch.Tensor, attr)
+
+        def spy(self, *a, _orig=orig, **k):
+            state["syncs"] += 1
+            return _orig(self, *a, **k)
+
+        monkeypatch.setattr(torch.Tensor, attr, spy)
+    den = Denoiser(net, sch, "sample")
+    assert den.validate
+    ts = get_timesteps(sch, 6, "uniform")
+    for name in ("ddim", "dpmpp_2m", "euler", "heun", "plms", "pndm"):
+        state["at_calls"].clear()
+        sample(name, den, torch.randn(4, 2, generator=torch.Generator().manual_seed(0)), ts)
+        assert state["at_calls"][0] == state["at_calls"][-1], name
+    monkeypatch.undo()
+    bad = Denoiser(lambda x, t, c: x * float("nan"), sch, "sample")
+    with pytest.raises(FloatingPointError, match="NaN"):
+        ddim(bad, torch.randn(4, 2), ts)
+    assert torch.isnan(ddim(Denoiser(bad.net, sch, "sample", validate=False), torch.randn(4, 2), ts)).all()
+
+
+def test_nfe_of_heun_depends_on_the_end_of_the_grid(gmm):
+    sch = get_schedule("edm")
+    den = gmm.denoiser(sch)
+    x = torch.randn(4, 2, dtype=torch.float64)
+    for ts, end0 in ((get_timesteps(sch, 5, "karras"), True), (get_timesteps(sch, 5, "karras")[:-1], False)):
+        den.nfe = 0
+        heun(den, x, ts)
+        assert den.nfe == nfe("heun", ts.numel() - 1, ends_at_zero=end0)
+    assert nfe("heun", 5) == 9 and nfe("heun", 5, ends_at_zero=False) == 10 and nfe("ddim", 5, False) == 5
+    assert steps_for_nfe("heun", 9) == 5 and steps_for_nfe("heun", 9, ends_at_zero=False) == 4

@@ -16,8 +16,6 @@ if importlib.util.find_spec("k_diffusion") is None:
 from diffzoo.bench import samplers as bench
 
 
-
-
 def test_rows_parity_and_nfe():
     subj = bench.random_unet_subject(2)
     rows = bench.sampler_rows(subj, None, (10,), 2, 0, with_1000=False, impls=("diffzoo", "diffusers", "k-diffusion"))
@@ -36,11 +34,23 @@ def test_rows_parity_and_nfe():
     assert all(r["overhead us/step"] > 0 for r in rows)
 
 
-def test_overhead_table_has_every_sampler():
+def test_overhead_table_has_every_sampler_and_both_settings():
     rows = bench.overhead_table(budget=10, repeats=1, batch=2)
     assert [r["sampler"] for r in rows] == [s for s in bench.SAMPLER_ORDER if s != "pndm"]
-    assert all(r["diffzoo us/step"] > 0 and r["diffusers / diffzoo"] > 0 for r in rows)
-    assert all("k-diffusion / diffzoo" in r for r in rows if r["sampler"] in bench.KDIFF)
+    for r in rows:
+        assert r["diffzoo us/step"] > 0 and r["diffzoo (validated) us/step"] > 0 and r["diffusers us/step"] > 0
+        assert r["diffzoo / diffusers"] > 0 and r["diffzoo (validated) / diffusers"] > 0
+    assert all("diffzoo / k-diffusion" in r for r in rows if r["sampler"] in bench.KDIFF)
+
+
+def test_timed_keeps_the_denoiser_options():
+    from diffzoo.core.parameterization import ClipX0
+
+    subj = bench.random_unet_subject(2)
+    base = subj.den.with_net(subj.den.net)
+    base.x0_correction, base.recompute_eps = ClipX0(1.0), False
+    den, _ = bench.timed(base, validate=True)
+    assert den.validate and den.x0_correction == ClipX0(1.0) and den.recompute_eps is False
 
 
 def test_timed_denoiser_counts_network_time():

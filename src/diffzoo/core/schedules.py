@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from diffzoo.core.errors import check_finite, check_choice
+from diffzoo.core.errors import check_choice, check_finite
 
 Tensor = torch.Tensor
 
@@ -92,10 +92,22 @@ class NoiseSchedule:
         return f"{type(self).__name__}(name={self.name!r}, t_min={self.t_min}, t_max={self.t_max})"
 
 
+TINY_TERMINAL_ABAR = 2.0**-24  # diffusers' stand-in for a zero terminal abar ("FP16 smallest positive subnormal")
+
+
 class DiscreteSchedule(NoiseSchedule):
     """A DDPM schedule given by its cumulative products ``abar_t`` (t = 0..T-1).
 
     ``final_alpha_cumprod`` is the ``abar`` used at the end time ``t = -1`` (1.0 = clean data).
+
+    Zero terminal SNR (Lin et al., *Common Diffusion Noise Schedules and Sample Steps are Flawed*, 2024):
+    the last entry may be exactly 0, so ``alpha = 0``, ``sigma = 1`` at ``t = T-1`` (``x_{T-1}`` is pure
+    noise; see :func:`rescale_zero_terminal_snr`). There ``log_snr = -inf`` and ``ve_sigma = inf``;
+    ``x0`` cannot be recovered from an ``epsilon`` (or ``score``) prediction, while ``v_prediction`` and
+    ``sample`` stay exact. On the last interval ``(T-2, T-1)`` fractional times interpolate ``alpha``
+    linearly (``log(sigma/alpha)`` is infinite at ``T-1``). diffusers' DPM-Solver, Euler and UniPC
+    schedulers store ``2**-24`` instead of 0 (:data:`TINY_TERMINAL_ABAR`), which on a rescaled schedule
+    exceeds ``abar_{T-2}``; that one non-monotone last entry is accepted as it is, to reproduce them.
     """
 
     kind = "discrete"
@@ -105,19 +117,33 @@ class DiscreteSchedule(NoiseSchedule):
         if acp.numel() < 2:
             raise ValueError(f"alphas_cumprod: need at least 2 entries, got {acp.numel()}")
         check_finite(acp, "alphas_cumprod")
-        if bool(((acp <= 0) | (acp > 1)).any()):
-            raise ValueError("alphas_cumprod: every entry must lie in (0, 1]")
-        if bool((acp[1:] > acp[:-1]).any()):
+        if bool((acp[:-1] <= 0).any() | (acp > 1).any() | (acp[-1] < 0)):
+            raise ValueError("alphas_cumprod: every entry must lie in (0, 1] (only the last may be 0: zero "
+                             "terminal SNR)")
+        rising = acp[1:] > acp[:-1]
+        if acp[-1] == TINY_TERMINAL_ABAR:  # diffusers' stand-in for a zero terminal abar may exceed abar_{T-2}
+            rising[-1] = False
+        if bool(rising.any()):
             raise ValueError("alphas_cumprod: must be non-increasing in t")
         if not (0.0 < final_alpha_cumprod <= 1.0):
             raise ValueError(f"final_alpha_cumprod: must lie in (0, 1], got {final_alpha_cumprod}")
         self.alphas_cumprod = acp
         self.final_alpha_cumprod = float(final_alpha_cumprod)
         self.num_train_timesteps = acp.numel()
+        self.zero_terminal_snr = bool(acp[-1] == 0)
         self.name = name
         self.t_min, self.t_max, self.t_end = 0.0, float(acp.numel() - 1), -1.0
-        # log(sigma/alpha) per integer step, for fractional-time interpolation (k-diffusion style)
+        # log(sigma/alpha) per integer step, for fractional-time interpolation (k-diffusion style); +inf at a
+        # zero-SNR end
         self._log_ve = 0.5 * (torch.log1p(-acp.clamp(max=1 - 1e-16)) - torch.log(acp))
+        self._cache: dict[torch.device, tuple[Tensor, Tensor]] = {}
+
+    def _tables(self, device: torch.device) -> tuple[Tensor, Tensor]:
+        """``(alphas_cumprod, log_ve)`` on ``device`` (copied once per device)."""
+        tabs = self._cache.get(device)
+        if tabs is None:
+            tabs = self._cache[device] = (self.alphas_cumprod.to(device), self._log_ve.to(device))
+        return tabs
 
     @property
     def betas(self) -> Tensor:
@@ -134,17 +160,21 @@ class DiscreteSchedule(NoiseSchedule):
     def _abar(self, t: Tensor) -> Tensor:
         """``abar`` at (possibly fractional) model time ``t``; ``t = -1`` gives the final value.
 
-        No validation and no host sync: this is on every sampler step's path.
+        No validation and no host sync.
         """
-        tf = t.to(torch.float64)
+        tf = t if t.dtype == torch.float64 else t.to(torch.float64)
+        acp, log_ve = self._tables(t.device)
         tc = tf.clamp(0, self.t_max)
-        lo = tc.floor().long()
-        w = tc - lo
-        hi = (lo + 1).clamp(max=self.num_train_timesteps - 1)
-        log_ve = self._log_ve.to(t.device)
-        lv = torch.lerp(log_ve[lo], log_ve[hi], w)
-        abar = torch.where(w == 0, self.alphas_cumprod.to(t.device)[lo], torch.sigmoid(-2 * lv))
-        return torch.where(tf < 0, self.final_alpha_cumprod, abar)
+        lo_f = tc.floor()
+        w = tc - lo_f
+        lo = lo_f.long()
+        hi = (lo + 1).clamp_(max=self.num_train_timesteps - 1)
+        frac = torch.lerp(log_ve[lo], log_ve[hi], w).mul_(-2).sigmoid_()
+        abar = torch.where(w == 0, acp[lo], frac)
+        if self.zero_terminal_snr:  # last interval: alpha linear in t, from sqrt(abar_{T-2}) down to 0
+            last = (1 - w) * acp[lo].sqrt()
+            abar = torch.where((hi == self.num_train_timesteps - 1) & (w > 0), last * last, abar)
+        return abar.masked_fill_(tf < 0, self.final_alpha_cumprod)
 
     def alpha_sigma(self, t: Tensor | float, check: bool = True) -> tuple[Tensor, Tensor]:
         """``(sqrt(abar_t), sqrt(1 - abar_t))``; ``check=False`` skips the range check (hot paths that
@@ -153,8 +183,10 @@ class DiscreteSchedule(NoiseSchedule):
         if check and not t.requires_grad:
             self.check_times(t)
         abar = self._abar(t)
-        out_dtype = t.dtype if t.is_floating_point() else torch.float64
-        return abar.sqrt().to(out_dtype), (1 - abar).clamp(min=0).sqrt().to(out_dtype)
+        a, s = abar.sqrt(), (1 - abar).clamp_(min=0).sqrt_()
+        if t.is_floating_point() and t.dtype != torch.float64:
+            a, s = a.to(t.dtype), s.to(t.dtype)
+        return a, s
 
     def ve_sigma(self, t: Tensor | float) -> Tensor:
         t = _as_time(t)
@@ -163,22 +195,38 @@ class DiscreteSchedule(NoiseSchedule):
         return ((1 - abar) / abar).clamp(min=0).sqrt().to(out_dtype)
 
     def t_from_ve_sigma(self, ve_sigma: Tensor) -> Tensor:
-        """Fractional timestep whose VE sigma is ``ve_sigma`` (k-diffusion's ``sigma_to_t``)."""
+        """Fractional timestep whose VE sigma is ``ve_sigma`` (k-diffusion's ``sigma_to_t``; on a zero-SNR
+        schedule the last interval inverts the linear-``alpha`` interpolation and ``inf`` maps to ``T-1``)."""
         ve_sigma = torch.as_tensor(ve_sigma)
         log_s = ve_sigma.to(torch.float64).log()
-        log_ve = self._log_ve.to(ve_sigma.device)
+        acp, log_ve = self._tables(ve_sigma.device)
         dists = log_s[..., None] - log_ve
         lo = (dists >= 0).cumsum(-1).argmax(-1).clamp(max=log_ve.numel() - 2)
         hi = lo + 1
         low, high = log_ve[lo], log_ve[hi]
         w = ((low - log_s) / (low - high)).clamp(0, 1)
+        if self.zero_terminal_snr:
+            alpha = torch.rsqrt(1 + ve_sigma.to(torch.float64) ** 2)
+            w_last = (1 - alpha / acp[-2].sqrt()).clamp(0, 1)
+            w = torch.where(hi == log_ve.numel() - 1, w_last, w)
         t = (1 - w) * lo + w * hi
         return t.to(ve_sigma.dtype if ve_sigma.is_floating_point() else torch.float64)
 
     def sigma_min_max(self) -> tuple[float, float]:
-        """The smallest and largest VE sigma of the training grid (for Karras spacing)."""
+        """The smallest and largest VE sigma of the training grid (for Karras spacing; the largest is
+        ``inf`` on a zero-SNR schedule)."""
         ve = self._log_ve.exp()
         return float(ve[0]), float(ve[-1])
+
+
+def rescale_zero_terminal_snr(alphas_cumprod: Tensor) -> Tensor:
+    """Rescale a schedule to zero terminal SNR (Lin et al. 2024, Algorithm 1; diffusers'
+    ``rescale_betas_zero_snr``): shift ``sqrt(abar)`` so its last entry is 0 and scale it so its first
+    entry is unchanged, ``sqrt(abar') = (sqrt(abar) - sqrt(abar_T)) sqrt(abar_0) / (sqrt(abar_0) - sqrt(abar_T))``."""
+    sq = torch.as_tensor(alphas_cumprod, dtype=torch.float64).sqrt()
+    first, last = sq[0].clone(), sq[-1].clone()
+    sq = (sq - last) * (first / (first - last))
+    return sq * sq
 
 
 # -------------------------------------------------------------------------------------------------
@@ -323,36 +371,122 @@ def get_schedule(name: str, **kwargs: Any) -> NoiseSchedule:
     return SCHEDULES[name](**kwargs)
 
 
+# diffusers schedulers that replace a zero terminal abar by 2**-24 so their first VE sigma (~4096) is finite
+TINY_TERMINAL_ABAR_CLASSES = frozenset({"DPMSolverMultistepScheduler", "EulerDiscreteScheduler",
+                                        "EulerAncestralDiscreteScheduler", "UniPCMultistepScheduler"})
+
+# Config entries that change the algorithm in a way no diffzoo component reproduces: entry -> (accepted values,
+# what a different value asks for). The accepted values are every diffusers scheduler's defaults.
+UNSUPPORTED_DIFFUSERS_ENTRIES: dict[str, tuple[tuple[Any, ...], str]] = {
+    "variance_type": ((None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log"),
+                      "a network that also predicts its variance (extra output channels)"),
+    "timestep_type": (("discrete",), "continuous timesteps (the network receives 0.25 log sigma)"),
+    "use_flow_sigmas": ((False, None), "flow-matching sigmas"),
+    "use_dynamic_shifting": ((False, None), "resolution-dependent time shifting"),
+    "shift_terminal": ((None,), "a shifted terminal time"),
+    "use_exponential_sigmas": ((False, None), "an exponential sigma grid"),
+    "use_beta_sigmas": ((False, None), "a beta-distribution sigma grid"),
+    "use_lu_lambdas": ((False, None), "a grid uniform in log-SNR (Lu et al.)"),
+    "interpolation_type": (("linear",), "log-linear sigma interpolation"),
+    "lambda_min_clipped": ((-math.inf,), "a grid truncated at a minimum log-SNR"),
+    "euler_at_final": ((False,), "a first-order last DPM-Solver step on every grid"),
+    "timestep_scaling": ((), "consistency-model (LCM/TCD) boundary conditions"),
+}
+DIFFUSERS_PREDICTION_TYPES = {"epsilon": "epsilon", "sample": "sample", "original_sample": "sample",
+                              "v_prediction": "v_prediction"}
+
+
+def _infer_class(cfg: Mapping[str, Any]) -> str | None:
+    """The diffusers scheduler class a full config dict (``dict(scheduler.config)``) comes from, by entries
+    only that class (family) defines; ``None`` when they do not tell."""
+    keys = set(cfg)
+    if keys & {"euler_at_final", "use_lu_lambdas"}:
+        return "DPMSolverMultistepScheduler"
+    if "interpolation_type" in keys:
+        return "EulerDiscreteScheduler"
+    if keys & {"predict_x0", "disable_corrector"}:
+        return "UniPCMultistepScheduler"
+    if {"clip_sample", "set_alpha_to_one"} <= keys and "timestep_scaling" not in keys:
+        return "DDIMScheduler"
+    if {"clip_sample", "variance_type"} <= keys:
+        return "DDPMScheduler"
+    return None
+
+
+def diffusers_config(config: Mapping[str, Any] | Any) -> tuple[dict[str, Any], str | None]:
+    """``(entries, class name)`` of a diffusers scheduler object, its ``.config`` or a plain dict. The class
+    name comes from the object's type, the dict's ``_class_name``, or else the entries only one scheduler
+    family defines (``None`` when they do not tell)."""
+    cls = type(config).__name__ if hasattr(config, "config") else None
+    if hasattr(config, "config"):
+        config = config.config
+    try:
+        cfg = dict(config)
+    except (TypeError, ValueError):
+        raise TypeError(f"config: expected a diffusers scheduler, its config or a dict, got "
+                        f"{type(config).__name__}") from None
+    return cfg, cls or cfg.get("_class_name") or _infer_class(cfg)
+
+
+def check_diffusers_config(cfg: Mapping[str, Any]) -> None:
+    """Raise ``ValueError`` naming the first entry whose value asks for something diffzoo does not support
+    (:data:`UNSUPPORTED_DIFFUSERS_ENTRIES`, an unknown ``prediction_type``)."""
+    for key, (ok, what) in UNSUPPORTED_DIFFUSERS_ENTRIES.items():
+        if key in cfg and cfg[key] not in ok:
+            raise ValueError(f"{key}: {cfg[key]!r} asks for {what}, which diffzoo does not support (accepted: "
+                             f"{list(ok) or 'none'}); drop the entry to use the model with diffzoo's samplers")
+    pred = cfg.get("prediction_type", "epsilon")
+    if pred not in DIFFUSERS_PREDICTION_TYPES:
+        raise ValueError(f"prediction_type: unsupported diffusers prediction type {pred!r} (expected one of "
+                         f"{sorted(DIFFUSERS_PREDICTION_TYPES)})")
+
+
 def from_diffusers_config(config: Mapping[str, Any] | Any) -> DiscreteSchedule:
     """The schedule a diffusers scheduler config describes, so a diffusers model runs on its own schedule.
 
-    Accepts a scheduler object, its ``.config`` or a plain dict. Supports ``beta_schedule`` in
-    ``linear``, ``scaled_linear``, ``squaredcos_cap_v2`` and explicit ``trained_betas``;
-    ``set_alpha_to_one`` sets the end-of-sampling ``abar`` (DDIM/PNDM convention). Given a scheduler
-    object, its own ``alphas_cumprod`` tensor is used bit for bit (diffusers builds it in float32).
+    Accepts a scheduler object, its ``.config`` or a plain dict. Reads ``beta_schedule`` (``linear``,
+    ``scaled_linear``, ``squaredcos_cap_v2``) or ``trained_betas``, ``num_train_timesteps``,
+    ``rescale_betas_zero_snr`` (:func:`rescale_zero_terminal_snr`: ``abar = 0`` at ``t = T-1``) and the
+    end of sampling: ``set_alpha_to_one`` (DDIM/PNDM) or ``final_sigmas_type`` (``"zero"``: clean end,
+    ``"sigma_min"``: ``abar_0``) set ``final_alpha_cumprod``. Given a scheduler object, its own
+    ``alphas_cumprod`` tensor is used bit for bit (diffusers builds it in float32). As in diffusers, the
+    schedulers of :data:`TINY_TERMINAL_ABAR_CLASSES` (DPM-Solver multistep, Euler, UniPC) replace a zero
+    terminal ``abar`` by ``2**-24``; so does a dict config of theirs (:func:`diffusers_config`).
+
+    Entries that choose the sampler or its grid (``timestep_spacing``, ``steps_offset``,
+    ``use_karras_sigmas``, ``solver_order``, ...) are not the model's: pass them to the sampler and
+    :func:`diffzoo.sampling.get_timesteps`. x0 clipping / thresholding and the prediction type are read
+    by :func:`diffzoo.core.denoiser.from_diffusers_unet`. Raises ``ValueError`` naming any entry that asks
+    for something diffzoo cannot reproduce (:data:`UNSUPPORTED_DIFFUSERS_ENTRIES`).
     """
     own_acp = getattr(config, "alphas_cumprod", None)  # a scheduler object: use its exact tensor
-    if hasattr(config, "config"):
-        config = config.config
-    cfg = dict(config)
+    cfg, cls = diffusers_config(config)
+    check_diffusers_config(cfg)
     n = int(cfg.get("num_train_timesteps", 1000))
-    final = 1.0 if cfg.get("set_alpha_to_one", True) else None
     trained = cfg.get("trained_betas")
     kind = cfg.get("beta_schedule", "linear")
     if own_acp is not None:
         sch = DiscreteSchedule(torch.as_tensor(own_acp).to(torch.float64), name=str(kind))
-    elif trained is not None:
-        betas = torch.as_tensor(trained, dtype=torch.float64)
-        sch = _from_betas(betas, "trained")
-    elif kind == "linear":
-        sch = linear(n, cfg.get("beta_start", 1e-4), cfg.get("beta_end", 0.02))
-    elif kind == "scaled_linear":
-        sch = scaled_linear(n, cfg.get("beta_start", 0.00085), cfg.get("beta_end", 0.012))
-    elif kind == "squaredcos_cap_v2":
-        sch = cosine(n)
     else:
-        raise ValueError(f"beta_schedule: unsupported value {kind!r} (expected linear, scaled_linear, "
-                         "squaredcos_cap_v2 or trained_betas)")
-    if final is None:
+        if trained is not None:
+            sch = _from_betas(torch.as_tensor(trained, dtype=torch.float64), "trained")
+        elif kind == "linear":
+            sch = linear(n, cfg.get("beta_start", 1e-4), cfg.get("beta_end", 0.02))
+        elif kind == "scaled_linear":
+            sch = scaled_linear(n, cfg.get("beta_start", 0.00085), cfg.get("beta_end", 0.012))
+        elif kind == "squaredcos_cap_v2":
+            sch = cosine(n)
+        else:
+            raise ValueError(f"beta_schedule: unsupported value {kind!r} (expected linear, scaled_linear, "
+                             "squaredcos_cap_v2 or trained_betas)")
+        if cfg.get("rescale_betas_zero_snr", False):
+            acp = rescale_zero_terminal_snr(sch.alphas_cumprod)
+            if cls in TINY_TERMINAL_ABAR_CLASSES:
+                acp[-1] = TINY_TERMINAL_ABAR
+            sch = DiscreteSchedule(acp, name=f"{sch.name}+zero_snr")
+    if not cfg.get("set_alpha_to_one", True) or cfg.get("final_sigmas_type", "zero") == "sigma_min":
         sch.final_alpha_cumprod = float(sch.alphas_cumprod[0])
+    elif cfg.get("final_sigmas_type", "zero") != "zero":
+        raise ValueError(f"final_sigmas_type: unsupported value {cfg['final_sigmas_type']!r} (expected 'zero' "
+                         "or 'sigma_min')")
     return sch

@@ -21,7 +21,7 @@ from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.errors import check_range
 from diffzoo.core.parameterization import ddim_step
 from diffzoo.core.random import Generator
-from diffzoo.sampling.base import Callback, check_generator, noise_like, predict, prepare, report, steps
+from diffzoo.sampling.base import Callback, NoiseSource, check_generator, finish, predict, prepare, report, steps
 
 Tensor = torch.Tensor
 
@@ -42,21 +42,25 @@ def ddim(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, 
     """
     eta = check_range(eta, "eta", 0.0, 1.0)
     check_generator(generator, x)
-    g = prepare(denoiser, x, timesteps)
-    lam = g.log_snr.to(torch.float64)
-    c = ddim_noise_scale(lam[:-1], lam[1:], g.sigma[1:].to(torch.float64), eta)
-    direction = (g.sigma[1:] if eta == 0 else
-                 torch.sqrt((g.sigma[1:].to(torch.float64) ** 2 - c**2).clamp(min=0)).to(x.dtype))
-    c = c.to(x.dtype)
-    noisy = (c > 0).tolist()  # decided before the loop: no host sync inside it
-    for i in steps(g.num_steps, progress, "ddim" if eta == 0 else f"ddim(eta={eta:g})"):
-        x0, eps = predict(denoiser, x, g.t[i], cond)
-        x_new = ddim_step(x0, eps, g.alpha[i + 1], direction[i])
-        if noisy[i]:
-            x_new = x_new + c[i] * noise_like(x, generator)
+    g = prepare(denoiser, x, timesteps, name="ddim")
+    n = g.num_steps
+    if eta == 0:
+        direction, c = g.sigma_f[1:], [0.0] * n
+    else:
+        lam, sig = g.log_snr.to(torch.float64), g.sigma.to(torch.float64)
+        cs = ddim_noise_scale(lam[:-1], lam[1:], sig[1:], eta)
+        direction = torch.sqrt((sig[1:] ** 2 - cs**2).clamp(min=0)).to(x.dtype).tolist()
+        c = cs.to(x.dtype).tolist()  # decided before the loop: no host sync inside it
+    alpha = g.alpha_0d
+    noise = NoiseSource(x, generator) if any(ci > 0 for ci in c) else None
+    for i in steps(n, progress, "ddim" if eta == 0 else f"ddim(eta={eta:g})"):
+        x0, eps = predict(denoiser, x, g, i, cond)
+        x_new = ddim_step(x0, eps, alpha[i + 1], direction[i])
+        if c[i] > 0:
+            x_new.add_(noise.draw(), alpha=c[i])  # type: ignore[union-attr]
         x = x_new
         report(callback, g, i, x, x0, eps)
-    return x
+    return finish(denoiser, x)
 
 
 @torch.no_grad()

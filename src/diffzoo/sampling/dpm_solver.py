@@ -7,20 +7,21 @@ Lu et al., *DPM-Solver++* (2022), Alg. 2 with the midpoint ("2M") correction. Wi
     x_{i+1} = (sigma_{i+1} / sigma_i) x_i + alpha_{i+1} (1 - exp(-h_i)) D_i
 
 The update is the DDIM transfer with the extrapolated data estimate ``D_i``
-(:func:`diffzoo.sampling.base.transfer_x0`). The first step has no history and is first order (=
+(:attr:`diffzoo.sampling.base.Grid.x0_transfer`). The first step has no history and is first order (=
 DDIM); so is the last step when it lands on ``sigma = 0`` (``lambda = inf``), as in diffusers'
 ``DPMSolverMultistepScheduler`` with ``final_sigmas_type="zero"``.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 
 from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.random import Generator
-from diffzoo.sampling.base import Callback, predict, prepare, report, steps, transfer_x0
+from diffzoo.sampling.base import Callback, finish, pair_from_x0, predict_x0, prepare, report, steps, transfer
 
 Tensor = torch.Tensor
 
@@ -35,23 +36,26 @@ def dpmpp_2m(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None,
     stabilising trick of Lu et al. 2022b, Sec. 5; diffusers' default). A last step onto ``sigma = 0`` is
     always first order. Deterministic (``generator`` is unused).
     """
-    g = prepare(denoiser, x, timesteps)
+    g = prepare(denoiser, x, timesteps, name="dpmpp_2m")
     n = g.num_steps
-    half = (g.log_snr / 2).to(torch.float64)
-    h = half[1:] - half[:-1]
+    # half log-SNR lambda = log(alpha / sigma) per grid point (-inf at alpha = 0, +inf at sigma = 0), in float64
+    half = [(math.log(a) if a > 0 else -math.inf) - (math.log(s) if s > 0 else -math.inf)
+            for a, s in zip(g.alpha_f, g.sigma_f)]
+    h = [half[i + 1] - half[i] for i in range(n)]
     # D_i = x0_i + w_i (x0_i - x0_{i-1}) with w_i = 1/(2 r_i) = h_i / (2 h_{i-1}); 0 on first-order steps
-    w = torch.zeros(n, dtype=torch.float64, device=x.device)
-    if n > 1:
-        w[1:] = 0.5 * h[1:] / h[:-1]
-    final_zero = not bool(g.sigma[-1] > 0)
-    if final_zero or (lower_order_final and n < 15):
+    # (the first; a step after one from alpha = 0, where h_{i-1} = inf)
+    w = [0.0] + [0.5 * h[i] / h[i - 1] if math.isfinite(h[i]) and math.isfinite(h[i - 1]) else 0.0
+                 for i in range(1, n)]
+    if not g.sigma_f[-1] > 0 or (lower_order_final and n < 15):
         w[-1] = 0.0
-    w = torch.nan_to_num(w, nan=0.0, posinf=0.0, neginf=0.0).to(x.dtype)
+    tr = g.x0_transfer
     x0_prev: Tensor | None = None
     for i in steps(n, progress, "dpmpp_2m"):
-        x0, _ = predict(denoiser, x, g.t[i], cond)
-        d = x0 if x0_prev is None else x0 + w[i] * (x0 - x0_prev)
-        x, eps = transfer_x0(x, d, g.alpha[i], g.sigma[i], g.alpha[i + 1], g.sigma[i + 1])
-        x0_prev = x0
-        report(callback, g, i, x, d, eps)
-    return x
+        x0 = predict_x0(denoiser, x, g, i, cond)
+        # D = x0 + w (x0 - x0_prev) = lerp(x0, x0_prev, -w)
+        d = x0 if x0_prev is None or w[i] == 0 else torch.lerp(x0, x0_prev, -w[i])
+        x_new = transfer(x, d, tr[i])
+        if callback is not None:
+            report(callback, g, i, x_new, d, pair_from_x0(x, d, g, i))
+        x, x0_prev = x_new, x0
+    return finish(denoiser, x)

@@ -15,7 +15,7 @@ import torch
 from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.parameterization import from_x0_eps
 from diffzoo.core.random import Generator
-from diffzoo.sampling.base import Callback, predict, prepare, report, steps
+from diffzoo.sampling.base import Callback, finish, predict, prepare, report, steps
 
 Tensor = torch.Tensor
 
@@ -24,13 +24,13 @@ Tensor = torch.Tensor
 def flow_euler(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *,
                generator: Generator = None, callback: Callback | None = None, progress: bool = False) -> Tensor:
     """Euler on the velocity field ``u = alpha' x0 + sigma' eps`` (NFE = N). Deterministic."""
-    g = prepare(denoiser, x, timesteps)
+    g = prepare(denoiser, x, timesteps, name="flow_euler")
     da, ds = denoiser.schedule.d_alpha_sigma(g.t)
-    da, ds = da.to(x.dtype), ds.to(x.dtype)
-    dt = (g.t[1:] - g.t[:-1]).to(x.dtype)
+    da, ds = da.to(x.dtype).unbind(), ds.to(x.dtype).unbind()
+    dt = (g.t[1:] - g.t[:-1]).to(x.dtype).tolist()
     for i in steps(g.num_steps, progress, "flow_euler"):
-        x0, eps = predict(denoiser, x, g.t[i], cond)
-        u = from_x0_eps(x0, eps, "velocity", g.alpha[i], g.sigma[i], da[i], ds[i])
-        x = x + dt[i] * u
+        x0, eps = predict(denoiser, x, g, i, cond)
+        u = from_x0_eps(x0, eps, "velocity", g.alpha_f[i], g.sigma_f[i], da[i], ds[i])
+        x = torch.add(x, u, alpha=dt[i])
         report(callback, g, i, x, x0, eps)
-    return x
+    return finish(denoiser, x)

@@ -2,7 +2,7 @@
 
 Both integrate the probability-flow ODE on the data manifold by combining noise estimates and moving
 with the transfer ``phi(x, eps', t, s)`` (Eq. 9), which equals the DDIM step with ``eps'``
-(:func:`diffzoo.sampling.base.transfer_eps`). The 4th-order linear multistep combination (Eq. 12) is::
+(:attr:`diffzoo.sampling.base.Grid.eps_transfer`). The 4th-order linear multistep combination (Eq. 12) is::
 
     eps' = (55 e_i - 59 e_{i-1} + 37 e_{i-2} - 9 e_{i-3}) / 24
 
@@ -19,9 +19,22 @@ from typing import Any
 
 import torch
 
-from diffzoo.core.denoiser import Denoiser
+from diffzoo.core.denoiser import Denoiser, PreparedTimes
 from diffzoo.core.random import Generator
-from diffzoo.sampling.base import Callback, Grid, predict, prepare, report, steps, transfer_eps
+from diffzoo.sampling.base import (
+    Callback,
+    Coefficients,
+    Grid,
+    constant,
+    finish,
+    pair_from_eps,
+    predict_eps,
+    prepare,
+    report,
+    steps,
+    transfer,
+    transfer_coefficients,
+)
 
 Tensor = torch.Tensor
 
@@ -38,14 +51,12 @@ def linear_multistep(history: list[Tensor]) -> Tensor:
     """The Adams-Bashforth combination of the last (up to four) noise estimates, newest last."""
     recent = history[-4:][::-1]
     coeffs = AB_COEFFS[len(recent)]
-    out = coeffs[0] * recent[0]
+    if len(recent) == 1:
+        return recent[0]
+    out = torch.mul(recent[0], constant(coeffs[0], recent[0]))
     for c, e in zip(coeffs[1:], recent[1:]):
-        out = out + c * e
+        out.add_(e, alpha=c)
     return out
-
-
-def _step(g: Grid, i: int, x: Tensor, eps: Tensor) -> tuple[Tensor, Tensor]:
-    return transfer_eps(x, eps, g.alpha[i], g.sigma[i], g.alpha[i + 1], g.sigma[i + 1])
 
 
 @torch.no_grad()
@@ -55,40 +66,36 @@ def plms(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, 
 
     Deterministic (``generator`` is accepted for a uniform signature and unused).
     """
-    g = prepare(denoiser, x, timesteps)
+    g = prepare(denoiser, x, timesteps, moves_along_eps=True, name="plms")
     n = g.num_steps
     history: list[Tensor] = []
+    tr = g.eps_transfer
     for i in steps(n, progress, "plms"):
-        _, e = predict(denoiser, x, g.t[i], cond)
+        e = predict_eps(denoiser, x, g, i, cond)
         if i == 0 and n > 1:  # pseudo improved Euler: predictor to t_1, average the two estimates
-            x_pred, _ = _step(g, 0, x, e)
-            _, e_pred = predict(denoiser, x_pred, g.t[1], cond)
-            eps = (e + e_pred) / 2
+            e_pred = predict_eps(denoiser, transfer(x, e, tr[0]), g, 1, cond)
+            eps = torch.lerp(e, e_pred, 0.5)
         else:
             eps = linear_multistep(history + [e])
         history = (history + [e])[-4:]
-        x, x0 = _step(g, i, x, eps)
-        report(callback, g, i, x, x0, eps)
-    return x
+        x_new = transfer(x, eps, tr[i])
+        if callback is not None:
+            report(callback, g, i, x_new, pair_from_eps(x, eps, g, i), eps)
+        x = x_new
+    return finish(denoiser, x)
 
 
-def _runge_kutta(denoiser: Denoiser, g: Grid, i: int, x: Tensor, cond: Any) -> tuple[Tensor, Tensor, Tensor]:
-    """One pseudo Runge-Kutta step (Liu et al. 2022, Eq. 13): returns ``(x_s, eps', e1)``."""
-    t, s = g.t[i], g.t[i + 1]
-    tm = (t + s) / 2
-    am, sm = denoiser.schedule.alpha_sigma(tm)
-    am, sm = am.to(x.dtype), sm.to(x.dtype)
-    at, st, as_, ss = g.alpha[i], g.sigma[i], g.alpha[i + 1], g.sigma[i + 1]
-    _, e1 = predict(denoiser, x, t, cond)
-    x2, _ = transfer_eps(x, e1, at, st, am, sm)
-    _, e2 = predict(denoiser, x2, tm, cond)
-    x3, _ = transfer_eps(x, e2, at, st, am, sm)
-    _, e3 = predict(denoiser, x3, tm, cond)
-    x4, _ = transfer_eps(x, e3, at, st, as_, ss)
-    _, e4 = predict(denoiser, x4, s, cond)
-    eps = (e1 + 2 * e2 + 2 * e3 + e4) / 6
-    x_s, _ = transfer_eps(x, eps, at, st, as_, ss)
-    return x_s, eps, e1
+def _runge_kutta(denoiser: Denoiser, g: Grid, mid: PreparedTimes, to_mid: Coefficients, i: int, x: Tensor,
+                 cond: Any) -> tuple[Tensor, Tensor, Tensor]:
+    """One pseudo Runge-Kutta step (Liu et al. 2022, Eq. 13) with midpoint ``(t + s) / 2`` (``mid``: its
+    denoiser table; ``to_mid``: the transfer from ``t`` to it): returns ``(x_s, eps', e1)``."""
+    to_s = g.eps_transfer[i]
+    e1 = predict_eps(denoiser, x, g, i, cond)
+    e2 = denoiser.eps_at(transfer(x, e1, to_mid), mid, i, cond)
+    e3 = denoiser.eps_at(transfer(x, e2, to_mid), mid, i, cond)
+    e4 = predict_eps(denoiser, transfer(x, e3, to_s), g, i + 1, cond)
+    eps = torch.add(e1, e4).add_(e2, alpha=2).add_(e3, alpha=2).mul_(constant(1 / 6, e1))  # (e1+2e2+2e3+e4)/6
+    return transfer(x, eps, to_s), eps, e1
 
 
 @torch.no_grad()
@@ -98,22 +105,26 @@ def pndm(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, 
 
     Deterministic (``generator`` is accepted for a uniform signature and unused).
     """
-    g = prepare(denoiser, x, timesteps)
-    n = g.num_steps
-    if n < 4:
+    if torch.is_tensor(timesteps) and timesteps.ndim == 1 and 2 <= timesteps.numel() < 5:
         raise ValueError(f"timesteps: F-PNDM needs at least 4 steps (its Runge-Kutta warm start evaluates "
-                         f"the model at t_3), got {n}")
+                         f"the model at t_3), got {timesteps.numel() - 1}")
+    ok = torch.is_tensor(timesteps) and timesteps.ndim == 1 and timesteps.numel() >= 5
+    tm = (timesteps[:3] + timesteps[1:4]).detach().to(torch.float64) / 2 if ok else None  # RK midpoints
+    g = prepare(denoiser, x, timesteps, moves_along_eps=True, extra_times=tm, name="F-PNDM")
+    n, mid = g.num_steps, g.extra
+    a, s = g.times.alpha, g.times.sigma
+    to_mid = transfer_coefficients(a[:3], s[:3], mid.alpha, mid.sigma, "eps", x.dtype)
     history: list[Tensor] = []
     for i in steps(n, progress, "pndm"):
         if i < 3:
-            x_new, eps, e1 = _runge_kutta(denoiser, g, i, x, cond)
+            x_new, eps, e1 = _runge_kutta(denoiser, g, mid, to_mid[i], i, x, cond)
             history.append(e1)
-            x0 = (x - g.sigma[i] * eps) / g.alpha[i]
         else:
-            _, e = predict(denoiser, x, g.t[i], cond)
+            e = predict_eps(denoiser, x, g, i, cond)
             history = (history + [e])[-4:]
             eps = linear_multistep(history)
-            x_new, x0 = _step(g, i, x, eps)
+            x_new = transfer(x, eps, g.eps_transfer[i])
+        if callback is not None:
+            report(callback, g, i, x_new, pair_from_eps(x, eps, g, i), eps)
         x = x_new
-        report(callback, g, i, x, x0, eps)
-    return x
+    return finish(denoiser, x)
