@@ -60,7 +60,8 @@ def cfg_denoiser(denoiser: Denoiser, scale: float | Tensor, uncond: Any) -> Deno
     """A denoiser whose call runs ``[cond; uncond]`` as one batch and combines with ``scale``.
 
     ``uncond`` is the null condition (a null class label, the empty-prompt embedding, ...), either one
-    row (broadcast) or one per sample. ``scale`` is one float, or a 1-D tensor of one scale per sample
+    row (broadcast) or one per sample, or a zero-argument callable returning it at each network call
+    (null-text inversion's per-step embeddings inside one sampler run). ``scale`` is one float, or a 1-D tensor of one scale per sample
     (e.g. an edit batch ``[source; target]`` with different scales per branch). ``scale = 1`` everywhere
     returns the conditional prediction alone (``uncond`` may then be ``None``); callers of the wrapped
     denoiser pass ``cond`` as usual. The wrapper counts its own ``nfe`` (one per batched call).
@@ -74,7 +75,8 @@ def cfg_denoiser(denoiser: Denoiser, scale: float | Tensor, uncond: Any) -> Deno
     per_sample = scale if isinstance(scale, Tensor) else None
 
     def net(x: Tensor, t: Tensor, cond: Any) -> Tensor:
-        out = base(torch.cat([x, x]), torch.cat([t, t]), _cat_cond(cond, uncond))
+        null = uncond() if callable(uncond) else uncond
+        out = base(torch.cat([x, x]), torch.cat([t, t]), _cat_cond(cond, null))
         pc, pu = out.chunk(2)
         if per_sample is None:
             return cfg_combine(pu, pc, scale)

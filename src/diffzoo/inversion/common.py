@@ -32,12 +32,12 @@ import torch
 
 from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.errors import check_range
-from diffzoo.core.guidance import guided_x0_eps
+from diffzoo.core.guidance import cfg_denoiser, guided_x0_eps
 from diffzoo.core.parameterization import ddim_step, to_x0_eps
 from diffzoo.core.schedules import NoiseSchedule
 from diffzoo.latent.attention import AttentionController, attention_control
 from diffzoo.latent.model import LatentModel
-from diffzoo.sampling.ddim import ddim_noise_scale
+from diffzoo.sampling.ddim import ddim, ddim_noise_scale
 from diffzoo.sampling.timesteps import get_timesteps
 
 Tensor = torch.Tensor
@@ -308,23 +308,36 @@ def set_step(controller: AttentionController | None, i: int) -> None:
 def ddim_denoise(den: Denoiser, x: Tensor, ts: Tensor, cond: Tensor, uncond: Tensor | Sequence[Tensor] | None,
                  scale: float | Tensor, *, start: int = 0, controller: AttentionController | None = None,
                  correct: Corrector | None = None) -> Tensor:
-    """Deterministic DDIM sampling over ``ts[start:]`` with classifier-free guidance: the DDIM loop of
-    every inversion method (reconstruction and edit passes).
+    """Deterministic DDIM sampling over ``ts[start:]`` with classifier-free guidance, for the
+    reconstruction and edit passes of every inversion method: :func:`diffzoo.sampling.ddim` (the one
+    DDIM loop) over core's guidance batcher, with the per-step hooks in its callback.
 
-    ``uncond`` is one null embedding or one per step (null-text inversion). ``correct(i, x)`` runs
+    ``uncond`` is one null embedding or one per grid step (null-text inversion). ``correct(i, x)`` runs
     after each step ``ts[i] -> ts[i+1]`` (Direct Inversion's offsets), then the controller's
-    ``step_callback`` (local blend).
+    ``step_callback`` (local blend); the controller is told the edit step before each network call.
     """
-    n = ts.numel() - 1
-    for i in range(start, n):
-        u = uncond[i] if isinstance(uncond, (list, tuple)) else uncond
-        set_step(controller, i - start)
-        eps = guided_x0_eps(den, x, ts[i], cond, u, scale)[1]
-        x = ddim_transfer(x, eps, den.schedule, ts[i], ts[i + 1])
-        if correct is not None:
-            x = correct(i, x)
-        x = after_step(controller, x)
-    return x
+    per_step = isinstance(uncond, (list, tuple))
+    current = {"i": start}
+
+    def null() -> Tensor | None:
+        return uncond[current["i"]] if per_step else uncond  # type: ignore[index,return-value]
+
+    def hook(d: dict) -> Tensor:
+        i = start + int(d["i"])
+        y = d["x"] if correct is None else correct(i, d["x"])
+        y = after_step(controller, y)
+        current["i"] = i + 1
+        set_step(controller, i + 1 - start)
+        return y
+
+    if ts.numel() - 1 <= start:
+        return x
+    guided = cfg_denoiser(den, scale, null if per_step else uncond)
+    set_step(controller, 0)
+    try:
+        return ddim(guided, x, ts[start:], cond, callback=hook)
+    finally:
+        den.nfe += guided.nfe
 
 
 def ddim_invert_trajectory(den: Denoiser, z0: Tensor, ts: Tensor, cond: Tensor, uncond: Tensor | None,

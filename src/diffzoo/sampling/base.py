@@ -41,7 +41,7 @@ from diffzoo.core.random import Generator, randn
 from diffzoo.sampling.timesteps import validate_timesteps
 
 Tensor = torch.Tensor
-Callback = Callable[[dict], None]
+Callback = Callable[[dict], "Tensor | None"]
 Coefficients = tuple[Tensor, float]  # (c_x, c_e) of x_s = c_x x + c_e e
 
 
@@ -208,10 +208,19 @@ def steps(n: int, progress: bool, desc: str) -> Iterable[int]:
     return tqdm(range(n), desc=desc, leave=False) if progress else range(n)
 
 
-def report(callback: Callback | None, grid: Grid, i: int, x: Tensor, x0: Tensor, eps: Tensor) -> None:
-    """Call ``callback(dict(i, t, s, x, x0, eps))`` after step ``i`` (``x`` is the new state at ``s``)."""
-    if callback is not None:
-        callback({"i": i, "t": grid.t[i], "s": grid.t[i + 1], "x": x, "x0": x0, "eps": eps})
+def report(callback: Callback | None, grid: Grid, i: int, x: Tensor, x0: Tensor, eps: Tensor) -> Tensor:
+    """Call ``callback(dict(i, t, s, x, x0, eps))`` after step ``i`` (``x`` is the new state at ``s``) and
+    return the state to continue from: the callback's return value when it returns a tensor (a per-step
+    hook that edits the state, e.g. prompt-to-prompt's local blend or Direct Inversion's offsets; the
+    convention of diffusers' ``callback_on_step_end``), else ``x``."""
+    if callback is None:
+        return x
+    out = callback({"i": i, "t": grid.t[i], "s": grid.t[i + 1], "x": x, "x0": x0, "eps": eps})
+    if out is None:
+        return x
+    if not isinstance(out, Tensor) or out.shape != x.shape:
+        raise ValueError(f"callback: must return None or a tensor of shape {tuple(x.shape)}")
+    return out.to(x.dtype)
 
 
 def predict(denoiser: Denoiser, x: Tensor, grid: Grid, i: int, cond: Any) -> tuple[Tensor, Tensor]:

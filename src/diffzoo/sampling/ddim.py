@@ -59,7 +59,7 @@ def ddim(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, 
         if c[i] > 0:
             x_new.add_(noise.draw(), alpha=c[i])  # type: ignore[union-attr]
         x = x_new
-        report(callback, g, i, x, x0, eps)
+        x = report(callback, g, i, x, x0, eps)
     return finish(denoiser, x)
 
 

@@ -56,6 +56,6 @@ def dpmpp_2m(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None,
         d = x0 if x0_prev is None or w[i] == 0 else torch.lerp(x0, x0_prev, -w[i])
         x_new = transfer(x, d, tr[i])
         if callback is not None:
-            report(callback, g, i, x_new, d, pair_from_x0(x, d, g, i))
+            x_new = report(callback, g, i, x_new, d, pair_from_x0(x, d, g, i))
         x, x0_prev = x_new, x0
     return finish(denoiser, x)

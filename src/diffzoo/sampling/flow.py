@@ -32,5 +32,5 @@ def flow_euler(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = Non
         x0, eps = predict(denoiser, x, g, i, cond)
         u = from_x0_eps(x0, eps, "velocity", g.alpha_f[i], g.sigma_f[i], da[i], ds[i])
         x = torch.add(x, u, alpha=dt[i])
-        report(callback, g, i, x, x0, eps)
+        x = report(callback, g, i, x, x0, eps)
     return finish(denoiser, x)

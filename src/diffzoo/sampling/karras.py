@@ -57,7 +57,7 @@ def euler(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *,
         x0 = predict_x0(denoiser, x, g, i, cond)
         x_new = transfer(x, x0, tr[i])
         if callback is not None:
-            report(callback, g, i, x_new, x0, pair_from_x0(x, x0, g, i))
+            x_new = report(callback, g, i, x_new, x0, pair_from_x0(x, x0, g, i))
         x = x_new
     return finish(denoiser, x)
 
@@ -79,6 +79,6 @@ def heun(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, 
             eps = torch.lerp(eps, eps_s, 0.5)
         x_new = transfer(x, eps, tr[i])
         if callback is not None:
-            report(callback, g, i, x_new, pair_from_eps(x, eps, g, i), eps)
+            x_new = report(callback, g, i, x_new, pair_from_eps(x, eps, g, i), eps)
         x = x_new
     return finish(denoiser, x)

@@ -80,7 +80,7 @@ def plms(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, 
         history = (history + [e])[-4:]
         x_new = transfer(x, eps, tr[i])
         if callback is not None:
-            report(callback, g, i, x_new, pair_from_eps(x, eps, g, i), eps)
+            x_new = report(callback, g, i, x_new, pair_from_eps(x, eps, g, i), eps)
         x = x_new
     return finish(denoiser, x)
 
@@ -125,6 +125,6 @@ def pndm(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, 
             eps = linear_multistep(history)
             x_new = transfer(x, eps, g.eps_transfer[i])
         if callback is not None:
-            report(callback, g, i, x_new, pair_from_eps(x, eps, g, i), eps)
+            x_new = report(callback, g, i, x_new, pair_from_eps(x, eps, g, i), eps)
         x = x_new
     return finish(denoiser, x)
