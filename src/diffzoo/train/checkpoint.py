@@ -5,7 +5,12 @@ A checkpoint is one ``.safetensors`` file whose tensors are prefixed ``model.``,
 ``losses``; everything that is not a tensor (step, config, optimizer hyper-parameters) is JSON stored
 in the file's metadata under the key ``diffzoo``. Files are written to a temporary name in the same
 folder and renamed into place (``os.replace`` is atomic on POSIX), so a kill during a save leaves
-either the old checkpoint or the new one, never a torn file. Nothing is ever unpickled.
+either the old checkpoint or the new one, never a torn file: a run killed during a checkpoint write resumes
+from the previous checkpoint, bit-identically to an uninterrupted run (``tests/test_determinism.py``).
+The temporary files such a kill leaves behind (``.checkpoint.safetensors.*.tmp``) are removed by
+:func:`remove_stale_temps` when the run resumes. ``checkpoint.json`` is a readable copy of the step and
+config, written after the checkpoint itself; resuming reads only the safetensors file. Nothing is ever
+unpickled.
 """
 
 from __future__ import annotations
@@ -20,10 +25,9 @@ from diffzoo.io import META_KEY, atomic_save_safetensors, atomic_write_json, rea
 
 Tensor = torch.Tensor
 CKPT_NAME = "checkpoint.safetensors"
-__all__ = ["CKPT_NAME", "META_KEY", "atomic_save_safetensors", "atomic_write_json", "load_checkpoint",
-           "read_safetensors", "save_checkpoint"]
-
-
+CKPT_JSON = "checkpoint.json"
+__all__ = ["CKPT_JSON", "CKPT_NAME", "META_KEY", "atomic_save_safetensors", "atomic_write_json", "load_checkpoint",
+           "read_safetensors", "remove_stale_temps", "save_checkpoint"]
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -66,8 +70,21 @@ def save_checkpoint(out_dir: str | os.PathLike, model: torch.nn.Module, ema_mode
     tensors["losses"] = torch.tensor(losses, dtype=torch.float64)
     meta = {"step": int(step), "config": config, "optimizer": opt_meta}
     path = atomic_save_safetensors(tensors, Path(out_dir) / CKPT_NAME, meta)
-    atomic_write_json({"step": int(step), "config": config}, Path(out_dir) / "checkpoint.json")
+    atomic_write_json({"step": int(step), "config": config}, Path(out_dir) / CKPT_JSON)
     return path
+
+
+def remove_stale_temps(out_dir: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files of checkpoint writes that were killed before their rename (hidden
+    ``.checkpoint*.tmp`` files of :func:`diffzoo.io.atomic_path`); returns them. Call it only where no
+    checkpoint is being written (the trainer calls it on resume, on the main process)."""
+    d = Path(out_dir)
+    if not d.is_dir():
+        return []
+    stale = [p for p in d.glob(".checkpoint*.tmp") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def load_checkpoint(out_dir: str | os.PathLike, model: torch.nn.Module, ema_model: torch.nn.Module,

@@ -14,7 +14,9 @@ Everything a diffusion paper trains in diffzoo goes through :func:`train`::
 * The learning rate is ``lr * min(1, (n + 1) / warmup_steps)`` at step ``n``, recomputed from the
   step counter, so it resumes exactly.
 * Checkpoints (model, EMA, AdamW state, losses, step, config) are atomic safetensors files in
-  ``out_dir`` (:mod:`diffzoo.train.checkpoint`); a new call with the same ``out_dir`` resumes.
+  ``out_dir`` (:mod:`diffzoo.train.checkpoint`); a new call with the same ``out_dir`` resumes, bit for
+  bit as an uninterrupted run, also after a SIGKILL mid-step or during a checkpoint write (it then resumes
+  from the previous checkpoint).
 
 Multi-GPU: ``accelerate launch -m diffzoo.cli train RECIPE ...``; each process draws its share of the
 batch (``batch_size // num_processes``) from its own per-step generator.
@@ -37,7 +39,7 @@ from tqdm.auto import tqdm
 
 from diffzoo.core.errors import check_range
 from diffzoo.core.parameterization import canonical_prediction_type, from_x0_eps
-from diffzoo.train.checkpoint import load_checkpoint, save_checkpoint
+from diffzoo.train.checkpoint import load_checkpoint, remove_stale_temps, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +138,9 @@ def train(model: torch.nn.Module, loss_fn: LossFn, sample_batch: BatchFn, cfg: T
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, losses = 0, []
     if cfg.out_dir is not None:
+        if acc.is_main_process:
+            for p in remove_stale_temps(cfg.out_dir):  # a previous run killed during a checkpoint write
+                log.info("removed %s (a checkpoint write that was killed)", p)
         restored = load_checkpoint(cfg.out_dir, model, ema, opt)
         if restored is not None:
             start, losses = restored

@@ -8,15 +8,35 @@ The JSON records ``kind`` (see :data:`KINDS`), ``arch``, ``arch_config``, ``sche
 ``ZooModel.sample_shape``; nothing guesses them from the architecture.
 
 Safety: only safetensors are read (no pickle, so loading never runs code); ``.pt``/``.pth``/``.bin``/
-``.ckpt``/``.pkl`` files are refused; a torn file, a missing or unexpected tensor, or a state dict of
-another architecture raises ``ValueError`` naming the file.
+``.ckpt``/``.pkl`` files are refused, and so is a pickle renamed to ``.safetensors`` (from its first
+bytes, never unpickled). A torn file, a header that claims more bytes than the file holds, a missing or
+unexpected tensor, a tensor of the wrong shape or dtype, non-finite weights, or a state dict of another
+architecture raises ``ValueError`` naming the file (and the tensor).
+
+The JSON config is checked by :func:`read_config`: a known key of the wrong type (``arch_config`` not an
+object, ``sample_shape`` not a list of positive integers, an unknown ``kind``, a malformed ``schedule``,
+...) is a ``ValueError`` naming the file and the key; an *unknown* top-level key is kept and logged as a
+warning (configs written by a newer diffzoo still load).
+
+Writes never leave a half pair: :func:`save` writes the new JSON beside the old one under a hidden
+``.<name>.json.<digest>.pending`` name, then replaces the weights (one atomic rename: the commit point;
+the weights' header records the SHA-256 of the JSON they belong to), then renames the JSON into place.
+A process killed before the commit leaves the previous pair untouched; one killed between the two renames
+leaves weights whose recorded digest matches the pending JSON, and the next :func:`names` / :func:`load`
+finishes the rename (or, in a read-only folder, reads the pending JSON). :func:`names` lists only
+complete pairs. The hidden temporary files of killed saves are removed by the next save of that name
+(two processes saving the *same* name at once are not supported: the last rename wins, per file).
 """
 
 from __future__ import annotations
 
+import glob
+import hashlib
 import json
+import logging
+import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,14 +44,21 @@ from typing import Any
 import torch
 
 from diffzoo.core.denoiser import Denoiser
+from diffzoo.core.parameterization import canonical_prediction_type
 from diffzoo.core.schedules import NoiseSchedule, get_schedule
-from diffzoo.io import atomic_save_safetensors, atomic_write_json, read_safetensors
+from diffzoo.io import atomic_save_safetensors, atomic_write_text, read_safetensors, read_safetensors_metadata
 from diffzoo.models import build
+
+log = logging.getLogger(__name__)
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt", ".pkl", ".pickle", ".joblib")
 REQUIRED_KEYS = ("arch", "arch_config")
 MASKED_PREDICTION = "masked-x0-logits"
+#: Key of the weights' header recording the SHA-256 of the JSON saved with them (see :func:`save`).
+CONFIG_DIGEST = "config_sha256"
+#: A zoo JSON larger than this (16 MiB) is refused before it is parsed.
+MAX_CONFIG_BYTES = 16 * 2**20
 
 #: What a zoo model is, which decides what the commands can do with it:
 #: ``diffusion`` (a Gaussian denoiser: ``diffzoo sample`` with the continuous samplers, ``restore``),
@@ -75,7 +102,7 @@ class ZooModel:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        return dict(self.config.get("metrics", {}))
+        return dict(self.config.get("metrics") or {})
 
     def denoiser(self, **kw: Any) -> Denoiser:
         """A core :class:`~diffzoo.core.Denoiser` around this network (``cond`` = class labels where
@@ -123,11 +150,49 @@ def _weights_dir(weights_dir: str | os.PathLike | None) -> Path:
 
 
 def names(weights_dir: str | os.PathLike | None = None) -> list[str]:
-    """Names of the models with both a ``.safetensors`` and a ``.json`` file."""
+    """Names of the models with both a ``.safetensors`` and a ``.json`` file (a save killed between its
+    two renames is finished first, see :func:`save`; a half pair is never listed)."""
     d = _weights_dir(weights_dir)
     if not d.is_dir():
         return []
-    return sorted(p.stem for p in d.glob("*.safetensors") if p.with_suffix(".json").is_file())
+    out = []
+    for p in d.glob("*.safetensors"):
+        js = _settle(p)
+        if js is not None and js.is_file():
+            out.append(p.stem)
+    return sorted(out)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _pending_json(js: Path, digest: str) -> Path:
+    """Where :func:`save` writes the JSON of weights whose header records ``digest`` before committing."""
+    return js.with_name(f".{js.name}.{digest[:16]}.pending")
+
+
+def _settle(st: Path) -> Path | None:
+    """The JSON that belongs to weights ``st``: ``st.with_suffix('.json')``, after finishing a :func:`save`
+    that was killed between renaming the weights and renaming their JSON (the weights' header records the
+    pending JSON's digest). Returns the pending file itself when the rename cannot be finished (a
+    read-only folder); ``None`` when there is no JSON at all."""
+    js = st.with_suffix(".json")
+    if not glob.glob(glob.escape(str(st.parent / f".{js.name}.")) + "*.pending"):
+        return js if js.is_file() else None  # the common case: no save in flight, no header read
+    try:
+        digest = read_safetensors_metadata(st).get(CONFIG_DIGEST)
+    except (OSError, ValueError):
+        digest = None  # a torn file: load() reports it
+    if isinstance(digest, str) and len(digest) == 64:
+        pending = _pending_json(js, digest)
+        if pending.is_file() and not (js.is_file() and _sha256(js) == digest) and _sha256(pending) == digest:
+            try:
+                os.replace(pending, js)
+                log.warning("%s: finished an interrupted save (renamed %s into place)", js, pending.name)
+            except OSError:
+                return pending
+    return js if js.is_file() else None
 
 
 def _resolve(name: str, weights_dir: str | os.PathLike | None) -> tuple[Path, Path]:
@@ -147,28 +212,134 @@ def _resolve(name: str, weights_dir: str | os.PathLike | None) -> tuple[Path, Pa
                     raise ValueError(f"{st.with_suffix(suf)}: refusing to load a pickle-based checkpoint; "
                                      "diffzoo only loads .safetensors files")
             raise ValueError(f"model: unknown zoo model {name!r}; expected one of {names(weights_dir)}")
-    js = st.with_suffix(".json")
-    if not js.is_file():
-        raise FileNotFoundError(f"model: {str(js)!r} is missing (the JSON config of {st.name})")
+    js = _settle(st)
+    if js is None:
+        raise FileNotFoundError(f"model: {str(st.with_suffix('.json'))!r} is missing (the JSON config of {st.name})")
     return st, js
 
 
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
+    return lambda v: v is None or check(v)
+
+
+def _check_schedule(v: Any) -> bool:
+    return (isinstance(v, dict) and isinstance(v.get("name"), str) and isinstance(v.get("kwargs", {}), dict)
+            and set(v) <= {"name", "kwargs"})
+
+
+def _check_shape(v: Any) -> bool:
+    return isinstance(v, list) and len(v) > 0 and all(_is_int(k) and k > 0 for k in v)
+
+
+#: Top-level keys of a zoo JSON: what each must be (``None`` is allowed where the key is optional), and
+#: what the check says in the error. Other keys are kept and logged as unknown.
+CONFIG_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "arch": (lambda v: isinstance(v, str) and bool(v), "a non-empty string"),
+    "arch_config": (lambda v: isinstance(v, dict), "an object of the architecture's keyword arguments"),
+    "kind": (lambda v: v in KINDS, f"one of {list(KINDS)}"),
+    "name": (_optional(lambda v: isinstance(v, str)), "null or a string"),
+    "schedule": (_optional(_check_schedule), 'null or {"name": <schedule name>, "kwargs": {...}}'),
+    "prediction_type": (_optional(lambda v: isinstance(v, str)), "null or a string"),
+    "sample_shape": (_optional(_check_shape), "null or a non-empty list of positive integers"),
+    "null_class": (_optional(lambda v: _is_int(v) and v >= 0), "null or a non-negative integer"),
+    "seed": (_optional(_is_int), "null or an integer"),
+    "steps": (_optional(lambda v: _is_int(v) and v >= 0), "null or a non-negative integer"),
+    "train_command": (_optional(lambda v: isinstance(v, str)), "null or a string"),
+    "metrics": (_optional(lambda v: isinstance(v, dict)), "null or an object"),
+    "dataset": (_optional(lambda v: isinstance(v, str)), "null or a string"),
+    "base": (_optional(lambda v: isinstance(v, str)), "null or a string"),
+    "mask_schedule": (_optional(lambda v: isinstance(v, str)), "null or a string"),
+    "operator": (_optional(lambda v: isinstance(v, dict)), "null or an object"),
+    "scaling_factor": (_optional(lambda v: _is_number(v) and math.isfinite(v) and v > 0),
+                       "null or a positive number"),
+}
+
+
 def read_config(path: str | os.PathLike) -> dict[str, Any]:
-    """Parse and check a zoo JSON config."""
+    """Parse and check a zoo JSON config: ``ValueError`` naming the file (and the key) when it is not a
+    JSON object, lacks ``arch`` / ``arch_config``, has a known key of the wrong type (see
+    :data:`CONFIG_KEYS`), a schedule :func:`~diffzoo.core.schedules.get_schedule` cannot build, or a
+    prediction type the core does not know. Unknown keys are kept and logged as a warning."""
     path = Path(path)
     try:
-        cfg = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: unreadable zoo config ({e})") from e
+        size = path.stat().st_size
+        if size > MAX_CONFIG_BYTES:
+            raise ValueError(f"{path}: unreadable zoo config ({size:,} bytes; a zoo JSON is at most "
+                             f"{MAX_CONFIG_BYTES:,})")
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise ValueError(f"{path}: unreadable zoo config ({type(e).__name__}: {e})") from None
     if not isinstance(cfg, dict):
-        raise ValueError(f"{path}: expected a JSON object")
+        raise ValueError(f"{path}: expected a JSON object, got {type(cfg).__name__}")
     missing = [k for k in REQUIRED_KEYS if k not in cfg]
     if missing:
         raise ValueError(f"{path}: missing key(s) {missing}")
     cfg.setdefault("kind", default_kind(cfg))
     if cfg["kind"] not in KINDS:
         raise ValueError(f"{path}: unknown kind {cfg['kind']!r}; expected one of {list(KINDS)}")
+    for key, (ok, what) in CONFIG_KEYS.items():
+        if key in cfg and not ok(cfg[key]):
+            raise ValueError(f"{path}: {key}: expected {what}, got {json.dumps(cfg[key])[:80]}")
+    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+    if unknown:
+        log.warning("%s: unknown key(s) %s (kept, not used by diffzoo)", path, unknown)
+    sch = cfg.get("schedule")
+    if sch:
+        try:
+            get_schedule(sch["name"], **sch.get("kwargs", {}))
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: " + ("" if str(e).startswith("schedule:") else "schedule: ") + str(e)) from None
+    pred = cfg.get("prediction_type")
+    if pred is not None and pred != MASKED_PREDICTION:
+        try:
+            canonical_prediction_type(pred)
+        except ValueError as e:
+            raise ValueError(f"{path}: {e}") from None
+    if cfg["kind"] == "diffusion" and not sch:
+        raise ValueError(f"{path}: schedule: a diffusion model needs one; got {json.dumps(sch)}")
+    if cfg["kind"] == "masked" and pred != MASKED_PREDICTION:
+        raise ValueError(f"{path}: prediction_type: a masked model has {MASKED_PREDICTION!r}, got {pred!r}")
     return cfg
+
+
+def check_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], model: torch.nn.Module) -> None:
+    """``ValueError`` naming ``path`` and the tensors when ``tensors`` are not exactly ``model``'s state
+    dict: a missing or unexpected key, a shape or a dtype that differs (nothing is cast silently), or a
+    non-finite value in a floating-point tensor."""
+    want = model.state_dict()
+    problems = []
+    missing = sorted(set(want) - set(tensors))
+    extra = sorted(set(tensors) - set(want))
+    if missing:
+        problems.append(f"missing {_few(missing)}")
+    if extra:
+        problems.append(f"unexpected {_few(extra)}")
+    for k in sorted(set(want) & set(tensors)):
+        a, b = tensors[k], want[k]
+        if tuple(a.shape) != tuple(b.shape):
+            problems.append(f"{k} has shape {tuple(a.shape)}, expected {tuple(b.shape)}")
+        elif a.dtype != b.dtype:
+            problems.append(f"{k} has dtype {str(a.dtype).replace('torch.', '')}, expected "
+                            f"{str(b.dtype).replace('torch.', '')}")
+        elif a.is_floating_point() and not bool(torch.isfinite(a).all()):
+            problems.append(f"{k} has non-finite values")
+        if len(problems) >= 3:
+            break
+    if problems:
+        raise ValueError(f"{path}: weights do not match arch {type(model).__name__} built from its JSON: "
+                         + "; ".join(problems[:3]) + (" ..." if len(problems) > 3 else ""))
+
+
+def _few(keys: list[str], n: int = 3) -> str:
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
 def load(name: str, weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
@@ -185,13 +356,17 @@ def load(name: str, weights_dir: str | os.PathLike | None = None, device: str | 
     tensors, _ = read_safetensors(st)
     try:
         model = build(cfg["arch"], **cfg["arch_config"])
-    except TypeError as e:
-        raise ValueError(f"{js}: arch_config does not fit arch {cfg['arch']!r} ({e})") from e
+    except Exception as e:  # noqa: BLE001 -- a hostile arch_config: TypeError, ValueError, RuntimeError, ...
+        if str(e).startswith("arch:"):  # an unknown architecture name
+            raise ValueError(f"{js}: {e}") from None
+        raise ValueError(f"{js}: arch_config does not fit arch {cfg['arch']!r} ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+    check_weights(st, tensors, model)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
         raise ValueError(f"{st}: weights do not match arch {cfg['arch']!r} with its arch_config "
-                         f"({str(e).splitlines()[0]} ...)") from e
+                         f"({str(e).splitlines()[0]} ...)") from None
     model.to(device).eval().requires_grad_(False)
     return ZooModel(st.stem, cfg, model, st)
 
@@ -201,7 +376,8 @@ def save(name: str, model: torch.nn.Module, arch: str, arch_config: dict[str, An
          train_command: str = "", seed: int | None = None, steps: int | None = None,
          metrics: dict[str, Any] | None = None, weights_dir: str | os.PathLike | None = None,
          kind: str | None = None, sample_shape: tuple[int, ...] | None = None, **extra: Any) -> Path:
-    """Ship ``model``'s weights and JSON config to the zoo (both files written atomically).
+    """Ship ``model``'s weights and JSON config to the zoo: the previous pair stays whole until the new
+    weights are renamed into place, and a kill after that is finished by the next read (module docstring).
 
     ``schedule`` is ``{"name": <core schedule name>, "kwargs": {...}}``; ``kind`` defaults to
     :func:`default_kind`, ``sample_shape`` to the network's own; ``extra`` keys (e.g.
@@ -219,8 +395,22 @@ def save(name: str, model: torch.nn.Module, arch: str, arch_config: dict[str, An
     shape = sample_shape or getattr(model, "sample_shape", None)
     if shape:
         cfg["sample_shape"] = [int(v) for v in shape]
-    path = atomic_save_safetensors(dict(model.state_dict()), d / f"{name}.safetensors", {"name": name})
-    atomic_write_json(cfg, d / f"{name}.json")
+    st, js = d / f"{name}.safetensors", d / f"{name}.json"
+    if st.is_dir() or js.is_dir():
+        raise ValueError(f"name: {str(st)!r} or {str(js)!r} is a folder")
+    text = json.dumps(cfg, indent=2, sort_keys=True) + "\n"
+    digest = hashlib.sha256(text.encode()).hexdigest()
+    pending = _pending_json(js, digest)
+    atomic_write_text(pending, text)  # 1. the new JSON, complete, beside the old pair
+    try:  # 2. the commit point: one atomic rename of the weights, whose header names the JSON's digest
+        path = atomic_save_safetensors(dict(model.state_dict()), st, {"name": name, CONFIG_DIGEST: digest})
+    except BaseException:
+        pending.unlink(missing_ok=True)
+        raise
+    os.replace(pending, js)  # 3. the JSON into place (a kill before this is finished by _settle)
+    for prefix, suffix in ((f".{js.name}.", ".pending"), (f"..{js.name}.", ".tmp"), (f".{st.name}.", ".tmp")):
+        for stale in d.glob(glob.escape(prefix) + "*" + suffix):  # what killed saves of this name left
+            stale.unlink(missing_ok=True)
     return path
 
 
@@ -238,5 +428,5 @@ def report(weights_dir: str | os.PathLike | None = None) -> str:
     return "\n".join([head, *rows])
 
 
-__all__ = ["KINDS", "WEIGHTS_DIR", "ZooModel", "check_kind", "default_kind", "load", "names", "read_config", "report",
-           "save"]
+__all__ = ["CONFIG_KEYS", "KINDS", "WEIGHTS_DIR", "ZooModel", "check_kind", "check_weights", "default_kind", "load",
+           "names", "read_config", "report", "save"]
