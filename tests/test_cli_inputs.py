@@ -171,8 +171,6 @@ def test_edit_refuses_a_truncated_png(inputs, capsys, _latent_stack_imported):
     assert not (inputs / "o.png").exists()
 
 
-@pytest.mark.xfail(strict=True, reason="cli/edit.py reads --image with read_image(args.image): the error says "
-                                       "'image:', not '--image:' (reported; pass arg='--image')")
 def test_invert_and_edit_errors_name_the_option(inputs, capsys, _latent_stack_imported):
     assert main(["invert", "--image", str(inputs / "cut.png"), "--model", "tiny-random", "--prompt", "x",
                  "--out", str(inputs / "o.png")]) == 2

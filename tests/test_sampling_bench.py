@@ -59,3 +59,27 @@ def test_timed_denoiser_counts_network_time():
     x = torch.randn(2, 1, 8, 8)
     den.x0_eps(x, torch.tensor(10.0), subj.cond)
     assert net.calls == 1 and net.seconds > 0 and den.validate is False
+
+
+def test_runs_without_k_diffusion(monkeypatch, tmp_path):
+    """The README's main set-up does not install k-diffusion: the bench runs and marks it unavailable."""
+    import argparse
+
+    real_overhead = bench.overhead_table
+    seen: dict = {}
+    monkeypatch.setattr(bench.ref, "k_diffusion_available", lambda: False)
+    monkeypatch.setattr(bench, "convergence_table", lambda: [])
+    monkeypatch.setattr(bench, "overhead_table", lambda kdiff=True: real_overhead(4, 1, 2, kdiff=kdiff))
+    monkeypatch.setattr(bench, "sampler_rows", lambda *a, impls, **k: seen.setdefault("impls", impls) and [])
+    args = argparse.Namespace(threads=1, quick=True, n=2, digits_model="none", toy_model="none", random_unet=True,
+                              out=str(tmp_path / "b.md"), no_write=True)
+    text = bench.run(args)
+    assert seen["impls"] == ("diffzoo", "diffusers")
+    assert "k-diffusion not installed" in text and bench.UNAVAILABLE in text
+
+
+def test_overhead_table_marks_k_diffusion_unavailable():
+    rows = bench.overhead_table(budget=4, repeats=1, batch=2, kdiff=False)
+    euler = next(r for r in rows if r["sampler"] == "euler")
+    assert euler["k-diffusion us/step"] == bench.UNAVAILABLE and "diffzoo us/step" in euler
+    assert all(isinstance(r["diffzoo / diffusers"], float) for r in rows)

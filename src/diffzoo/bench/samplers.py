@@ -55,6 +55,7 @@ GRID = {"ddpm": "leading", "ddim": "leading", "plms": "leading", "pndm": "leadin
         "euler": "karras", "heun": "karras"}
 NOMINAL_ORDER = {"ddim": 1, "euler": 1, "heun": 2, "dpmpp_2m": 2, "plms": 4, "pndm": 4}
 KDIFF = ("euler", "heun", "dpmpp_2m")
+UNAVAILABLE = "unavailable (k-diffusion not installed)"
 NFES_FULL = (5, 10, 20, 50, 100)
 NFES_QUICK = (10, 20)
 GUIDANCE = 2.0
@@ -203,7 +204,7 @@ OVERHEAD_IMPLS = (("diffzoo", "diffzoo", False), ("diffzoo (validated)", "diffzo
                   ("diffusers", "diffusers", False), ("k-diffusion", "k-diffusion", False))
 
 
-def overhead_table(budget: int = 20, repeats: int = 15, batch: int = 16) -> list[dict[str, Any]]:
+def overhead_table(budget: int = 20, repeats: int = 15, batch: int = 16, kdiff: bool = True) -> list[dict[str, Any]]:
     """Per-step overhead with a null network (``eps = 0.1 x``: ~free), best of ``repeats`` runs.
 
     With a negligible network the wall time is the sampler's own cost: schedule arithmetic, the
@@ -211,7 +212,8 @@ def overhead_table(budget: int = 20, repeats: int = 15, batch: int = 16) -> list
     diffzoo runs twice: with validation off (the pure sampler cost) and with the Denoiser's default
     settings (``validate=True``: entry checks and a final finiteness check), as a user runs it. The
     implementations alternate within each repeat, so a loaded machine disturbs them alike; the
-    minimum is the least disturbed run. Ratios below 1 mean diffzoo is cheaper.
+    minimum is the least disturbed run. Ratios below 1 mean diffzoo is cheaper. ``kdiff=False`` (k-diffusion
+    not installed) marks its columns ``unavailable``.
     """
     subj = Subject("null", Denoiser(lambda x, t, c: 0.1 * x, get_schedule("linear"), "epsilon"),
                    (1, 8, 8), None, lambda x: {})
@@ -221,7 +223,7 @@ def overhead_table(budget: int = 20, repeats: int = 15, batch: int = 16) -> list
         if steps is None:
             continue
         impls = [(label, impl, val) for label, impl, val in OVERHEAD_IMPLS
-                 if impl != "k-diffusion" or sampler in KDIFF]
+                 if impl != "k-diffusion" or (kdiff and sampler in KDIFF)]
         best = {label: math.inf for label, _, _ in impls}
         for rep in range(repeats + 1):  # the first round warms up
             for label, impl, val in impls:
@@ -234,6 +236,8 @@ def overhead_table(budget: int = 20, repeats: int = 15, batch: int = 16) -> list
             row[f"{ours} / diffusers"] = best[ours] / best["diffusers"]
         if "k-diffusion" in best:
             row["diffzoo / k-diffusion"] = best["diffzoo"] / best["k-diffusion"]
+        elif not kdiff and sampler in KDIFF:
+            row["k-diffusion us/step"] = row["diffzoo / k-diffusion"] = UNAVAILABLE
         rows.append(row)
     return rows
 
@@ -358,13 +362,18 @@ def run(args: argparse.Namespace) -> str:
     t0 = time.perf_counter()
 
     def header() -> str:
-        return (f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} "
+        return (("k-diffusion not installed: its rows and columns are unavailable. " if not kdiff else "")
+                + f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} "
                 f"thread(s); digits model `{digits.name if digits else 'none'}` (CFG {GUIDANCE}, {n_digits} "
                 f"samples per row, labels 0..9 cycling), toy2d model `{toy.name if toy else 'none'}` ({n_toy} "
                 f"samples); total {time.perf_counter() - t0:.0f} s.")
 
+    kdiff = ref.k_diffusion_available()
+    if not kdiff:
+        log.warning("k-diffusion is not installed: its columns are marked unavailable "
+                    "(pip install --no-deps k-diffusion==0.1.1.post1)")
     conv = convergence_table()
-    ovh = overhead_table()
+    ovh = overhead_table(kdiff=kdiff)
     out = _out_path(args)
 
     def flush(rows: list[dict[str, Any]]) -> None:
@@ -373,7 +382,7 @@ def run(args: argparse.Namespace) -> str:
 
     rows = [data_floor(n_digits)] if real else []
     rows += sampler_rows(digits, toy, nfes, n_digits, n_toy, with_1000=not quick,
-                         impls=("diffzoo", "diffusers", "k-diffusion"),
+                         impls=("diffzoo", "diffusers", "k-diffusion") if kdiff else ("diffzoo", "diffusers"),
                          on_row=lambda r: flush(rows + r))
     return render(args, header(), conv, ovh, rows, real)
 

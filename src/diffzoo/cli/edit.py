@@ -22,7 +22,7 @@ from typing import Any
 import torch
 
 from diffzoo.editing import EDIT_METHODS, P2P_MODES, edit_image, reconstruct_image
-from diffzoo.io import read_image, save_image
+from diffzoo.io import check_output_path, read_image, save_image
 from diffzoo.zoo.latent import load_latent_model
 
 log = logging.getLogger(__name__)
@@ -60,8 +60,9 @@ def _common(p: argparse.ArgumentParser) -> None:
 def cmd_invert(args: argparse.Namespace) -> int:
     """Invert an image with ``--method`` and write its reconstruction; prints the round-trip error."""
     dt = _dtype(args.dtype)
+    check_output_path(args.out, "--out", suffixes=(".png",))
+    img = read_image(args.image, arg="--image").to(dt)  # bad files fail before any model loads
     model = load_latent_model(args.model, dt)
-    img = read_image(args.image).to(dt)
     res = reconstruct_image(
         args.method,
         model,
@@ -98,8 +99,9 @@ def _parse_blend(text: str | None) -> list[list[str]] | None:
 
 def cmd_edit(args: argparse.Namespace) -> int:
     dt = _dtype(args.dtype)
+    check_output_path(args.out, "--out", suffixes=(".png",))
+    img = read_image(args.image, arg="--image").to(dt)  # bad files fail before any model loads
     model = load_latent_model(args.model, dt)
-    img = read_image(args.image).to(dt)
     out = edit_image(
         args.method,
         model,

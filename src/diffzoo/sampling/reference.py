@@ -62,6 +62,15 @@ def load_k_diffusion_sampling() -> types.ModuleType:
     return module
 
 
+def k_diffusion_available() -> bool:
+    """Whether k-diffusion's ``sampling`` module can be loaded (it is an optional reference)."""
+    try:
+        load_k_diffusion_sampling()
+    except ImportError:  # ModuleNotFoundError included: not installed, or a dependency of it missing
+        return False
+    return True
+
+
 def kdiff_model(denoiser: Denoiser, cond: Any = None) -> Callable[[Tensor, Tensor], Tensor]:
     """k-diffusion's model convention ``D(z, sigma) -> x0`` in the VE frame ``z = x / alpha``."""
     sch = denoiser.schedule
