@@ -14,8 +14,24 @@ SRC = ROOT / "src" / "diffzoo"
 
 #: Optional or heavy third-party packages that library code may import inside a function (so that
 #: importing diffzoo does not pull them in). Nothing of diffzoo itself is ever imported in a function.
-LAZY_OK = {"diffusers", "transformers", "accelerate", "sklearn", "scipy", "k_diffusion", "torchdiffeq", "torchsde",
-           "onnxruntime", "torchao", "imwatermark", "blind_watermark", "pywt", "ot", "skimage", "resource"}
+LAZY_OK = {
+    "diffusers",
+    "transformers",
+    "accelerate",
+    "sklearn",
+    "scipy",
+    "k_diffusion",
+    "torchdiffeq",
+    "torchsde",
+    "onnxruntime",
+    "torchao",
+    "imwatermark",
+    "blind_watermark",
+    "pywt",
+    "ot",
+    "skimage",
+    "resource",
+}
 
 
 def _function_imports(path: Path) -> list[tuple[int, str]]:
@@ -53,7 +69,9 @@ def test_no_diffzoo_import_inside_functions():
         for line, mod in _function_imports(path):
             if mod.startswith(".") or mod.split(".")[0] not in LAZY_OK:
                 bad.append(f"{path.relative_to(ROOT)}:{line}: {mod}")
-    assert not bad, "imports inside functions (hoist them; only optional heavy packages may be lazy):\n" + "\n".join(bad)
+    assert not bad, "imports inside functions (hoist them; only optional heavy packages may be lazy):\n" + "\n".join(
+        bad
+    )
 
 
 def test_no_modules_loaded_by_name():
@@ -62,7 +80,10 @@ def test_no_modules_loaded_by_name():
     for path in sorted(SRC.rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in (
-                    "import_module", "find_spec", "__import__"):
+                "import_module",
+                "find_spec",
+                "__import__",
+            ):
                 arg = node.args[0] if node.args else None
                 name = arg.value if isinstance(arg, ast.Constant) and isinstance(arg.value, str) else None
                 if name is None or name.split(".")[0] not in LAZY_OK:
@@ -74,8 +95,14 @@ def test_registries_list_real_modules():
     from diffzoo import cli, models, recipes
     from diffzoo.cli import bench
 
-    assert {m.__name__.rsplit(".", 1)[1] for m in cli.COMMANDS} == {"train", "sample", "bench", "demo", "edit",
-                                                                     "restore"}
+    assert {m.__name__.rsplit(".", 1)[1] for m in cli.COMMANDS} == {
+        "train",
+        "sample",
+        "bench",
+        "demo",
+        "edit",
+        "restore",
+    }
     assert len(bench.BENCHES) == 4 and len(recipes.MODULES) == 4 and len(models.MODULES) == 6
     assert {"toy2d", "digits-unet", "masked-digits", "tinysd-unet", "idm-cs"} <= set(recipes.recipes())
     assert {"mlp", "digits_unet", "tinysd", "idm_cs", "masked-transformer"} <= set(models.archs())

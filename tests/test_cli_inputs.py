@@ -68,10 +68,10 @@ def test_restore_default_output_is_not_written_on_failure(inputs, capsys):
 
 
 def test_restore_missing_file_and_folder(inputs, capsys):
-    assert "no such file" in _fails(capsys, ["restore", str(inputs / "nope.png"), "--out", str(inputs / "o.png")],
-                                    "restore", "IMAGE")
-    assert "is a folder" in _fails(capsys, ["restore", str(inputs), "--out", str(inputs / "o.png")], "restore",
-                                   "IMAGE")
+    assert "no such file" in _fails(
+        capsys, ["restore", str(inputs / "nope.png"), "--out", str(inputs / "o.png")], "restore", "IMAGE"
+    )
+    assert "is a folder" in _fails(capsys, ["restore", str(inputs), "--out", str(inputs / "o.png")], "restore", "IMAGE")
     assert not (inputs / "o.png").exists()
 
 
@@ -80,8 +80,9 @@ def test_restore_refuses_bad_output_paths_before_any_work(inputs, capsys):
     before = _files(inputs)
     assert "is a folder" in _fails(capsys, ["restore", good, "--out", str(inputs)], "restore", "out")
     assert ".jpg" in _fails(capsys, ["restore", good, "--out", str(inputs / "o.jpg")], "restore", "out")
-    assert "not a folder" in _fails(capsys, ["restore", good, "--out", str(inputs / "good.png" / "o.png")],
-                                    "restore", "out")
+    assert "not a folder" in _fails(
+        capsys, ["restore", good, "--out", str(inputs / "good.png" / "o.png")], "restore", "out"
+    )
     assert _files(inputs) == before
 
 
@@ -90,11 +91,13 @@ def test_restore_refuses_bad_models_shapes_and_threads(inputs, capsys):
     out = ["--out", str(inputs / "o.png")]
     assert "unknown zoo model" in _fails(capsys, ["restore", good, "--model", "nope", *out], "restore", "model")
     assert "idm model; expected a diffusion model" in _fails(
-        capsys, ["restore", good, "--model", "idm-cs10", *out], "restore", "model")
+        capsys, ["restore", good, "--model", "idm-cs10", *out], "restore", "model"
+    )
     assert "not images" in _fails(capsys, ["restore", good, "--model", "toy2d-moons", *out], "restore", "model")
     assert "1-channel" in _fails(capsys, ["restore", good, "--shape", "3", "8", "8", *out], "restore", "shape")
-    assert "cannot run at 9 x 9" in _fails(capsys, ["restore", good, "--shape", "1", "9", "9", *out], "restore",
-                                           "shape")
+    assert "cannot run at 9 x 9" in _fails(
+        capsys, ["restore", good, "--shape", "1", "9", "9", *out], "restore", "shape"
+    )
     _fails(capsys, ["restore", good, "--threads", "0", *out], "restore", "threads")
     assert not (inputs / "o.png").exists()
 
@@ -107,18 +110,21 @@ def test_restore_still_restores_a_good_image(inputs, capsys):
 # ------------------------------------------------------------------------------------------- sample
 
 
-@pytest.mark.parametrize("argv, arg, words", [
-    (["nope"], "model", "unknown zoo model 'nope'"),
-    (["no-such.safetensors"], "model", "no such file"),
-    (["digits-classifier"], "model", "is a classifier model"),
-    (["toy2d-moons", "--out", "{tmp}/s.jpg"], "out", "unsupported file type '.jpg'"),
-    (["toy2d-moons", "--out", "{tmp}"], "out", "is a folder"),
-    (["toy2d-moons", "-n", "0"], "n", "positive number of samples"),
-    (["toy2d-moons", "--sampler", "fhs"], "sampler", "cannot sample a Gaussian model"),
-    (["masked-digits", "--sampler", "ddim"], "sampler", "cannot sample a masked (discrete) model"),
-    (["toy2d-moons", "--class-label", "3"], "class_label", "not class-conditional"),
-    (["digits-unet", "--class-label", "10"], "class_label", "expected a value in [0, 9]"),
-])
+@pytest.mark.parametrize(
+    "argv, arg, words",
+    [
+        (["nope"], "model", "unknown zoo model 'nope'"),
+        (["no-such.safetensors"], "model", "no such file"),
+        (["digits-classifier"], "model", "is a classifier model"),
+        (["toy2d-moons", "--out", "{tmp}/s.jpg"], "out", "unsupported file type '.jpg'"),
+        (["toy2d-moons", "--out", "{tmp}"], "out", "is a folder"),
+        (["toy2d-moons", "-n", "0"], "n", "positive number of samples"),
+        (["toy2d-moons", "--sampler", "fhs"], "sampler", "cannot sample a Gaussian model"),
+        (["masked-digits", "--sampler", "ddim"], "sampler", "cannot sample a masked (discrete) model"),
+        (["toy2d-moons", "--class-label", "3"], "class_label", "not class-conditional"),
+        (["digits-unet", "--class-label", "10"], "class_label", "expected a value in [0, 9]"),
+    ],
+)
 def test_sample_refuses_bad_input_and_writes_nothing(tmp_path, capsys, argv, arg, words):
     argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
     if "--out" not in argv:
@@ -140,8 +146,23 @@ def test_sample_removes_its_outputs_when_a_later_one_fails(tmp_path, capsys, mon
         return real(path, *a, **kw)
 
     monkeypatch.setattr(sample_cli, "save_samples", flaky)
-    _fails(capsys, ["sample", "toy2d-moons", "-n", "4", "--steps", "2", "--out", str(tmp_path / "a.png"),
-                    "--out", str(tmp_path / "b.npz")], "sample", "out")
+    _fails(
+        capsys,
+        [
+            "sample",
+            "toy2d-moons",
+            "-n",
+            "4",
+            "--steps",
+            "2",
+            "--out",
+            str(tmp_path / "a.png"),
+            "--out",
+            str(tmp_path / "b.npz"),
+        ],
+        "sample",
+        "out",
+    )
     assert _files(tmp_path) == []
 
 
@@ -158,22 +179,66 @@ def _latent_stack_imported():
 
 
 def test_invert_refuses_a_text_file(inputs, capsys, _latent_stack_imported):
-    line = _fails(capsys, ["invert", "--image", str(inputs / "README.md"), "--model", "tiny-random", "--prompt", "x",
-                           "--out", str(inputs / "o.png")], "invert", "(--)?image")
+    line = _fails(
+        capsys,
+        [
+            "invert",
+            "--image",
+            str(inputs / "README.md"),
+            "--model",
+            "tiny-random",
+            "--prompt",
+            "x",
+            "--out",
+            str(inputs / "o.png"),
+        ],
+        "invert",
+        "(--)?image",
+    )
     assert "README.md' is not a readable image file" in line
     assert not (inputs / "o.png").exists()
 
 
 def test_edit_refuses_a_truncated_png(inputs, capsys, _latent_stack_imported):
-    line = _fails(capsys, ["edit", "--image", str(inputs / "cut.png"), "--model", "tiny-random", "--source-prompt",
-                           "a", "--target-prompt", "b", "--out", str(inputs / "o.png")], "edit", "(--)?image")
+    line = _fails(
+        capsys,
+        [
+            "edit",
+            "--image",
+            str(inputs / "cut.png"),
+            "--model",
+            "tiny-random",
+            "--source-prompt",
+            "a",
+            "--target-prompt",
+            "b",
+            "--out",
+            str(inputs / "o.png"),
+        ],
+        "edit",
+        "(--)?image",
+    )
     assert "cut.png' is not a readable image file" in line
     assert not (inputs / "o.png").exists()
 
 
 def test_invert_and_edit_errors_name_the_option(inputs, capsys, _latent_stack_imported):
-    assert main(["invert", "--image", str(inputs / "cut.png"), "--model", "tiny-random", "--prompt", "x",
-                 "--out", str(inputs / "o.png")]) == 2
+    assert (
+        main(
+            [
+                "invert",
+                "--image",
+                str(inputs / "cut.png"),
+                "--model",
+                "tiny-random",
+                "--prompt",
+                "x",
+                "--out",
+                str(inputs / "o.png"),
+            ]
+        )
+        == 2
+    )
     assert "diffzoo invert: error: --image: " in capsys.readouterr().err
 
 
@@ -193,7 +258,8 @@ def test_train_refuses_bad_options_before_training(tmp_path, capsys):
     run = ["--steps", "1", "--no-progress", "--out-dir", str(tmp_path / "run")]
     assert "plain name" in _fails(capsys, ["train", "toy2d", *run, "--zoo-name", "../evil"], "train", "zoo-name")
     assert "not to the zoo" in _fails(capsys, ["train", "tinysd-vae", *run, "--zoo-name", "x"], "train", "zoo-name")
-    assert "no such file" in _fails(capsys, ["train", "tinysd-unet", *run, "--vae", str(tmp_path / "v.safetensors")],
-                                    "train", "vae")
+    assert "no such file" in _fails(
+        capsys, ["train", "tinysd-unet", *run, "--vae", str(tmp_path / "v.safetensors")], "train", "vae"
+    )
     _fails(capsys, ["train", "toy2d", "--steps", "0", "--no-progress"], "train", "steps")
     assert not (tmp_path / "run").exists()

@@ -27,8 +27,9 @@ from diffzoo.core import (
 from diffzoo.core.analytic import GaussianMixture
 
 
-@pytest.mark.parametrize("ours,kind", [(linear, "linear"), (scaled_linear, "scaled_linear"),
-                                       (cosine, "squaredcos_cap_v2")])
+@pytest.mark.parametrize(
+    "ours,kind", [(linear, "linear"), (scaled_linear, "scaled_linear"), (cosine, "squaredcos_cap_v2")]
+)
 def test_schedules_match_diffusers_alphas_cumprod(ours, kind):
     diffusers = pytest.importorskip("diffusers")
     betas = {"beta_start": 0.00085, "beta_end": 0.012} if kind == "scaled_linear" else {}
@@ -56,7 +57,7 @@ def _random_pair(seed: int):
     g = torch.Generator().manual_seed(seed)
     x0 = torch.randn(6, 3, generator=g, dtype=torch.float64)
     eps = torch.randn(6, 3, generator=g, dtype=torch.float64)
-    alpha = torch.rand(6, generator=g, dtype=torch.float64) * 0.95 + 0.05     # not variance preserving
+    alpha = torch.rand(6, generator=g, dtype=torch.float64) * 0.95 + 0.05  # not variance preserving
     sigma = torch.rand(6, generator=g, dtype=torch.float64) * 1.95 + 0.05
     da = -torch.rand(6, generator=g, dtype=torch.float64) - 0.1
     ds = torch.rand(6, generator=g, dtype=torch.float64) + 0.1
@@ -191,5 +192,5 @@ def test_denoiser_options_survive_with_net_and_per_sample_times():
     x = torch.randn(3, 2, dtype=torch.float64)
     per_sample = den.x0_eps(x, torch.tensor([10.0, 500.0, 900.0], dtype=torch.float64))
     for i, t in enumerate((10.0, 500.0, 900.0)):
-        one = den.x0_eps(x[i:i + 1], torch.tensor(t, dtype=torch.float64))
+        one = den.x0_eps(x[i : i + 1], torch.tensor(t, dtype=torch.float64))
         assert torch.allclose(per_sample[0][i], one[0][0], atol=1e-14) and torch.equal(per_sample[1][i], one[1][0])

@@ -45,8 +45,19 @@ from diffzoo.zoo.sampling import draw, draw_masked, guided
 THREADS_ATOL = 1e-5
 
 SAMPLE_RUNS = {
-    "digits-unet dpmpp_2m": ["digits-unet", "--sampler", "dpmpp_2m", "--steps", "4", "-n", "3", "--guidance", "2",
-                             "--class-label", "all"],
+    "digits-unet dpmpp_2m": [
+        "digits-unet",
+        "--sampler",
+        "dpmpp_2m",
+        "--steps",
+        "4",
+        "-n",
+        "3",
+        "--guidance",
+        "2",
+        "--class-label",
+        "all",
+    ],
     "digits-unet ddpm": ["digits-unet", "--sampler", "ddpm", "--steps", "4", "-n", "3"],
     "masked-digits fhs": ["masked-digits", "--sampler", "fhs", "--steps", "8", "-n", "3"],
 }
@@ -206,21 +217,32 @@ def test_inversion_round_trips_share_a_model_across_threads():
     """DDIM, EDICT, edit-friendly DDPM and Direct inversions + reconstructions of different latents and
     prompts on one shared latent model (pixel space, a small text-conditional network), concurrently =
     sequentially."""
-    model = LatentModel(unet=_TinyUNet().eval(), vae=None, text_encoder=_TinyText().eval(), tokenize=_tokenize,
-                        schedule=get_schedule("scaled_linear"), scaling_factor=1.0, max_length=6)
+    model = LatentModel(
+        unet=_TinyUNet().eval(),
+        vae=None,
+        text_encoder=_TinyText().eval(),
+        tokenize=_tokenize,
+        schedule=get_schedule("scaled_linear"),
+        scaling_factor=1.0,
+        max_length=6,
+    )
     z = torch.randn(4, 1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
 
     def job(method, i, prompt, guidance):
         def run():
             gen = torch.Generator().manual_seed(i) if method == "ddpm" else None
             with torch.no_grad():
-                r = invert(method, model, z[i], prompt, num_steps=4, guidance=guidance, is_latent=True,
-                           generator=gen)
+                r = invert(method, model, z[i], prompt, num_steps=4, guidance=guidance, is_latent=True, generator=gen)
                 return torch.cat([r.latents.flatten(), reconstruct(r).flatten()])
+
         return run
 
-    jobs = {"ddim": job("ddim", 0, "a red circle", 1.0), "edict": job("edict", 1, "a blue square", 2.0),
-            "ddpm": job("ddpm", 2, "a green triangle", 3.0), "direct": job("direct", 3, "two dots", 3.0)}
+    jobs = {
+        "ddim": job("ddim", 0, "a red circle", 1.0),
+        "edict": job("edict", 1, "a blue square", 2.0),
+        "ddpm": job("ddpm", 2, "a green triangle", 3.0),
+        "direct": job("direct", 3, "two dots", 3.0),
+    }
     sequential = {k: fn() for k, fn in jobs.items()}
     for concurrent in _concurrently(jobs):
         for k in jobs:
@@ -246,8 +268,19 @@ def _loss(model: torch.nn.Module, batch: torch.Tensor, gen: torch.Generator) -> 
 
 def _cfg(out: Path | None) -> TrainConfig:
     """13 steps, checkpoints after steps 4, 8, 12 and 13 (as in tests/test_train.py)."""
-    return TrainConfig(steps=13, batch_size=16, lr=1e-2, warmup_steps=3, ema_decay=0.9, grad_clip=0.5, seed=3,
-                       out_dir=None if out is None else str(out), ckpt_every=4, log_every=2, progress=False)
+    return TrainConfig(
+        steps=13,
+        batch_size=16,
+        lr=1e-2,
+        warmup_steps=3,
+        ema_decay=0.9,
+        grad_clip=0.5,
+        seed=3,
+        out_dir=None if out is None else str(out),
+        ckpt_every=4,
+        log_every=2,
+        progress=False,
+    )
 
 
 def _state(res) -> list[torch.Tensor]:
@@ -261,11 +294,14 @@ def straight():
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
-@pytest.mark.parametrize("point,resumes_from", [
-    ("writing the checkpoint", 8),         # a torn temporary file, the step-8 checkpoint in place
-    ("before the checkpoint's rename", 8),  # a complete temporary file, not renamed
-    ("before checkpoint.json", 12),        # the step-12 checkpoint in place, checkpoint.json still says 8
-])
+@pytest.mark.parametrize(
+    "point,resumes_from",
+    [
+        ("writing the checkpoint", 8),  # a torn temporary file, the step-8 checkpoint in place
+        ("before the checkpoint's rename", 8),  # a complete temporary file, not renamed
+        ("before checkpoint.json", 12),  # the step-12 checkpoint in place, checkpoint.json still says 8
+    ],
+)
 def test_resume_after_sigkill_during_a_checkpoint_write_is_identical(tmp_path, straight, point, resumes_from):
     """A forked child trains and SIGKILLs itself in the middle of the step-12 checkpoint write; the resumed
     run equals the uninterrupted one bit for bit, and the killed write's temporary file is removed."""

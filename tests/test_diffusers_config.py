@@ -17,17 +17,27 @@ from diffzoo.sampling import reference as ref
 
 diffusers = pytest.importorskip("diffusers")
 
-TOL = 2e-6        # float64 state and network; diffusers' coefficients come from float32 alphas_cumprod
+TOL = 2e-6  # float64 state and network; diffusers' coefficients come from float32 alphas_cumprod
 TOL_EULER = 2e-5  # diffusers' EulerDiscreteScheduler.step computes in float32
 
 
 @pytest.fixture(scope="module")
 def unet():
     torch.manual_seed(0)
-    return diffusers.UNet2DModel(sample_size=8, in_channels=2, out_channels=2, layers_per_block=1,
-                                 block_out_channels=(8, 16), norm_num_groups=4,
-                                 down_block_types=("DownBlock2D", "DownBlock2D"),
-                                 up_block_types=("UpBlock2D", "UpBlock2D")).eval().double()
+    return (
+        diffusers.UNet2DModel(
+            sample_size=8,
+            in_channels=2,
+            out_channels=2,
+            layers_per_block=1,
+            block_out_channels=(8, 16),
+            norm_num_groups=4,
+            down_block_types=("DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D"),
+        )
+        .eval()
+        .double()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -37,15 +47,20 @@ def x_start():
 
 ZERO_SNR = {"rescale_betas_zero_snr": True, "prediction_type": "v_prediction", "timestep_spacing": "trailing"}
 CASES = [  # (diffusers scheduler, config, diffzoo sampler, diffzoo spacing, tolerance)
-    ("DDIMScheduler", ZERO_SNR, "ddim", "trailing", TOL),                      # (a) zero terminal SNR
+    ("DDIMScheduler", ZERO_SNR, "ddim", "trailing", TOL),  # (a) zero terminal SNR
     ("DPMSolverMultistepScheduler", ZERO_SNR, "dpmpp_2m", "trailing", TOL),
     ("EulerDiscreteScheduler", ZERO_SNR, "euler", "trailing", TOL_EULER),
-    ("DDIMScheduler", {}, "ddim", "leading", TOL),                             # (b) defaults: clip_sample=True
+    ("DDIMScheduler", {}, "ddim", "leading", TOL),  # (b) defaults: clip_sample=True
     ("DDIMScheduler", {"clip_sample_range": 0.5, "set_alpha_to_one": False}, "ddim", "leading", TOL),
     ("DDIMScheduler", {"thresholding": True, "sample_max_value": 2.0}, "ddim", "leading", TOL),  # (c)
     ("DPMSolverMultistepScheduler", {"thresholding": True, "sample_max_value": 1.5}, "dpmpp_2m", "uniform", TOL),
-    ("DPMSolverMultistepScheduler", {"thresholding": True, "prediction_type": "v_prediction"}, "dpmpp_2m",
-     "uniform", TOL),
+    (
+        "DPMSolverMultistepScheduler",
+        {"thresholding": True, "prediction_type": "v_prediction"},
+        "dpmpp_2m",
+        "uniform",
+        TOL,
+    ),
 ]
 
 
@@ -84,12 +99,23 @@ def test_adapter_reads_the_corrections():
     assert diffusers_denoiser_options(dict(diffusers.DDIMScheduler().config))["recompute_eps"] is False
 
 
-@pytest.mark.parametrize("entry,value", [
-    ("variance_type", "learned_range"), ("timestep_type", "continuous"), ("use_lu_lambdas", True),
-    ("use_exponential_sigmas", True), ("use_beta_sigmas", True), ("interpolation_type", "log_linear"),
-    ("lambda_min_clipped", -5.1), ("use_flow_sigmas", True), ("euler_at_final", True),
-    ("prediction_type", "flow_prediction"), ("beta_schedule", "sigmoid"), ("final_sigmas_type", "middle"),
-])
+@pytest.mark.parametrize(
+    "entry,value",
+    [
+        ("variance_type", "learned_range"),
+        ("timestep_type", "continuous"),
+        ("use_lu_lambdas", True),
+        ("use_exponential_sigmas", True),
+        ("use_beta_sigmas", True),
+        ("interpolation_type", "log_linear"),
+        ("lambda_min_clipped", -5.1),
+        ("use_flow_sigmas", True),
+        ("euler_at_final", True),
+        ("prediction_type", "flow_prediction"),
+        ("beta_schedule", "sigmoid"),
+        ("final_sigmas_type", "middle"),
+    ],
+)
 def test_unsupported_entries_raise_naming_them(unet, entry, value):
     with pytest.raises(ValueError, match=entry):
         from_diffusers_config({entry: value})
@@ -98,15 +124,27 @@ def test_unsupported_entries_raise_naming_them(unet, entry, value):
 
 
 def test_shipped_defaults_of_other_schedulers_are_accepted():
-    for cls in ("PNDMScheduler", "DDPMScheduler", "EulerDiscreteScheduler", "EulerAncestralDiscreteScheduler",
-                "DPMSolverMultistepScheduler", "UniPCMultistepScheduler", "DEISMultistepScheduler",
-                "HeunDiscreteScheduler", "LMSDiscreteScheduler"):
+    for cls in (
+        "PNDMScheduler",
+        "DDPMScheduler",
+        "EulerDiscreteScheduler",
+        "EulerAncestralDiscreteScheduler",
+        "DPMSolverMultistepScheduler",
+        "UniPCMultistepScheduler",
+        "DEISMultistepScheduler",
+        "HeunDiscreteScheduler",
+        "LMSDiscreteScheduler",
+    ):
         sch = getattr(diffusers, cls)()
         assert isinstance(from_diffusers_config(sch), DiscreteSchedule)
         assert isinstance(from_diffusers_config(dict(sch.config)), DiscreteSchedule)
         diffusers_denoiser_options(sch)
-    ddpm_cifar = {"_class_name": "DDPMScheduler", "beta_schedule": "linear", "clip_sample": True,
-                  "variance_type": "fixed_large"}
+    ddpm_cifar = {
+        "_class_name": "DDPMScheduler",
+        "beta_schedule": "linear",
+        "clip_sample": True,
+        "variance_type": "fixed_large",
+    }
     assert diffusers_denoiser_options(ddpm_cifar)["x0_correction"] == ClipX0(1.0)
     sigma_min = from_diffusers_config(diffusers.DPMSolverMultistepScheduler(final_sigmas_type="sigma_min"))
     assert sigma_min.final_alpha_cumprod == pytest.approx(float(sigma_min.alphas_cumprod[0]))

@@ -30,7 +30,7 @@ def _gen(seed=0):
 
 @pytest.fixture(scope="module")
 def oracle():
-    p = torch.rand(3, 3, 3, generator=_gen(1), dtype=torch.float64) ** 3   # correlated, 27 states
+    p = torch.rand(3, 3, 3, generator=_gen(1), dtype=torch.float64) ** 3  # correlated, 27 states
     return JointOracle(p)
 
 
@@ -101,14 +101,14 @@ def test_fhs_exact_calls_times_and_law(oracle):
     assert counter.nfe == oracle.seq_len and (x != oracle.vocab_size).all()
     assert (times[:, 1:] < times[:, :-1]).all()
     # first hitting time with L masked tokens at t=1 (linear): tau = u^{1/L}, i.e. CDF tau^L
-    assert stats.kstest(times[:, 0].numpy(), lambda v: v ** oracle.seq_len).pvalue > 1e-3
+    assert stats.kstest(times[:, 0].numpy(), lambda v: v**oracle.seq_len).pvalue > 1e-3
     assert _chi2_pvalue(oracle, x) > 1e-3
 
 
 def test_ancestral_matches_fhs_law_and_one_step_does_not(oracle):
     x = ancestral_sample(oracle, 6000, 128, generator=_gen(3))
     assert _chi2_pvalue(oracle, x) > 1e-3
-    x1 = ancestral_sample(oracle, 6000, 1, generator=_gen(3))     # all tokens at once: product of marginals
+    x1 = ancestral_sample(oracle, 6000, 1, generator=_gen(3))  # all tokens at once: product of marginals
     assert _chi2_pvalue(oracle, x1) < 1e-6
 
 

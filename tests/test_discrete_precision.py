@@ -24,9 +24,17 @@ def test_zipf_oracle_exact():
     assert ZipfOracle(4, 1, exponent=0.0).entropy == pytest.approx(math.log(4))
 
 
-@pytest.mark.parametrize("vocab,length,n,steps,precision", [
-    (50, 3, 6, 20, "float64"), (50, 3, 6, 20, "float32"), (7, 4, 5, 3, "float32"),
-    (400, 1, 12, 300, "float32"), (400, 2, 6, 300, "float64"), (5, 2, 4, 1, "float64")])
+@pytest.mark.parametrize(
+    "vocab,length,n,steps,precision",
+    [
+        (50, 3, 6, 20, "float64"),
+        (50, 3, 6, 20, "float32"),
+        (7, 4, 5, 3, "float32"),
+        (400, 1, 12, 300, "float32"),
+        (400, 2, 6, 300, "float64"),
+        (5, 2, 4, 1, "float64"),
+    ],
+)
 def test_fast_sampler_gives_the_draws_of_ancestral_sample(vocab, length, n, steps, precision):
     o = ZipfOracle(vocab, length)
     ref = ancestral_sample(o, n, steps, generator=generators_from_seeds(range(10, 10 + n)), precision=precision)
@@ -52,7 +60,7 @@ def test_float32_undersamples_the_tail_at_many_steps():
     (row,) = precision_experiment(8192, 1, 64, steps=(4096,), precisions=("float32",), seed=0)
     assert row["true tail mass"] == pytest.approx(0.215, abs=1e-3)
     assert row["tail mass drawn float32"] < 0.75 * row["true tail mass"]
-    assert row["NLL float32"] < row["true entropy"] - 0.4       # lower generative perplexity: temperature < 1
+    assert row["NLL float32"] < row["true entropy"] - 0.4  # lower generative perplexity: temperature < 1
 
 
 def test_bad_input_names_the_argument():

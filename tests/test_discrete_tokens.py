@@ -16,7 +16,7 @@ from diffzoo.inverse.operators import get_operator
 from diffzoo.models.transformer import MaskedTransformer
 
 torch.set_num_threads(1)
-SHAPE, P, K = (3, 8, 8), 4, 12          # 4 tokens of 4x4 RGB patches, 12 codes
+SHAPE, P, K = (3, 8, 8), 4, 12  # 4 tokens of 4x4 RGB patches, 12 codes
 
 
 def _gen(s=0):
@@ -32,8 +32,9 @@ def space():
 @pytest.fixture(scope="module")
 def vq_model(space):
     torch.manual_seed(0)
-    m = MaskedTransformer(K, space.seq_len, d_model=16, n_layers=1, n_heads=2, codebook_dim=space.dim,
-                          image_shape=SHAPE, patch=P).eval()
+    m = MaskedTransformer(
+        K, space.seq_len, d_model=16, n_layers=1, n_heads=2, codebook_dim=space.dim, image_shape=SHAPE, patch=P
+    ).eval()
     m.codebook.copy_(space.codebook.float())
     return m
 
@@ -45,7 +46,7 @@ def test_patchify_is_an_exact_permutation(space):
     # token 1 is the top-right 4x4 patch
     assert torch.equal(e[:, 1].reshape(5, 3, P, P), img[:, :, :P, P:])
     x = torch.randint(0, K, (5, 4), generator=_gen(1))
-    assert torch.equal(space.encode(space.decode(x)), x)        # codes are their own nearest code
+    assert torch.equal(space.encode(space.decode(x)), x)  # codes are their own nearest code
 
 
 def test_levels_space_matches_pixel_levels():
@@ -73,32 +74,34 @@ def test_kmeans_recovers_separated_clusters():
 
 def test_vq_inpainting_guidance_is_exact_patch_quadratic(space):
     """Inpainting with fully observed tokens: the guidance adds -||E_k - y_i||^2 / (2 sigma^2) + const."""
-    op = get_operator("box_inpaint", SHAPE)               # centre 4x4 box missing: all 4 tokens partly seen
+    op = get_operator("box_inpaint", SHAPE)  # centre 4x4 box missing: all 4 tokens partly seen
     x0 = torch.randint(0, K, (2, 4), generator=_gen(2))
     y = measure_tokens(x0, op, space)
     base = torch.zeros(2, 4, K, dtype=torch.float64)
     g = quantized_expectation_guidance(base, torch.full_like(x0, K), op, y, 0.3, space, eta=1.0, iters=1)
-    obs = space.image_to_embed(op.mask.double().reshape(1, *SHAPE))[0]            # (L, d) 0/1
-    truth = space.image_to_embed(space.decode(x0))                                  # (B, L, d)
+    obs = space.image_to_embed(op.mask.double().reshape(1, *SHAPE))[0]  # (L, d) 0/1
+    truth = space.image_to_embed(space.decode(x0))  # (B, L, d)
     target = -(((space.codebook[None, None] - truth[:, :, None]) ** 2) * obs[None, :, None]).sum(-1) / (2 * 0.09)
     diff = g - target
     assert torch.allclose(diff - diff[..., :1], torch.zeros_like(diff), atol=1e-8)
-    assert torch.equal(g.argmax(-1), x0)                   # the observed pixels identify each code
+    assert torch.equal(g.argmax(-1), x0)  # the observed pixels identify each code
 
 
 def test_vq_samplers_run_and_replacement_keeps_observed_tokens(vq_model, space):
     x0 = torch.randint(0, K, (3, 4), generator=_gen(4))
     mask = torch.ones(8, 8, dtype=torch.bool)
-    mask[4:, 4:] = False                                   # bottom-right token unobserved
+    mask[4:, 4:] = False  # bottom-right token unobserved
     from diffzoo.inverse.operators import Inpainting
 
     op = Inpainting(SHAPE, mask)
     y = measure_tokens(x0, op, space)
     r = replacement_sample(vq_model, op, y, generator=_gen())
     assert torch.equal(r[:, :3], x0[:, :3])
-    for x in (aps_sample(vq_model, op, y, steps=3, generator=_gen()),
-              smc_sample(vq_model, op, y, steps=3, particles=3, generator=_gen()),
-              split_gibbs_sample(vq_model, op, y, sweeps=2, generator=_gen())):
+    for x in (
+        aps_sample(vq_model, op, y, steps=3, generator=_gen()),
+        smc_sample(vq_model, op, y, steps=3, particles=3, generator=_gen()),
+        split_gibbs_sample(vq_model, op, y, sweeps=2, generator=_gen()),
+    ):
         assert x.shape == x0.shape and (x < K).all()
 
 
@@ -108,7 +111,7 @@ def test_token_space_bad_input(space, vq_model):
     with pytest.raises(ValueError, match="patch"):
         TokenSpace(torch.zeros(4, 27), SHAPE, 3)
     with pytest.raises(ValueError, match="x"):
-        space.decode(torch.full((1, 4), K))                # [MASK] cannot be decoded
+        space.decode(torch.full((1, 4), K))  # [MASK] cannot be decoded
     with pytest.raises(ValueError, match="x"):
         space.decode(torch.zeros(1, 5, dtype=torch.long))  # wrong sequence length
     with pytest.raises(ValueError, match="k"):
@@ -121,10 +124,10 @@ def test_token_hessian_gives_the_exact_single_token_likelihood_change(space):
     """For a linear A: NLL(q with token i -> E_k) - NLL(q) = g_i.(E_k - q_i) + (E_k - q_i)^T H_i (E_k - q_i) / 2."""
     from diffzoo.discrete.aps import token_hessian
 
-    op = get_operator("sr", SHAPE, factor=4)           # every pooled pixel mixes 16 pixels of one token
+    op = get_operator("sr", SHAPE, factor=4)  # every pooled pixel mixes 16 pixels of one token
     h = token_hessian(op, space)
     assert h.shape == (4, 48, 48) and torch.allclose(h, h.transpose(1, 2))
-    q = space.codebook[torch.tensor([[1, 5, 7, 2]])].clone().requires_grad_(True)      # (1, L, d)
+    q = space.codebook[torch.tensor([[1, 5, 7, 2]])].clone().requires_grad_(True)  # (1, L, d)
     y = torch.randn(1, *op.meas_shape(), generator=_gen(8), dtype=torch.float64)
 
     def nll(e):
@@ -147,7 +150,7 @@ def test_token_hessian_of_a_saturating_operator_is_the_jacobian_gauss_newton(spa
     img = torch.randn(1, *SHAPE, generator=_gen(9), dtype=torch.float64) * 0.5
     jac = torch.autograd.functional.jacobian(lambda z: op.forward(z), img).reshape(-1, 3 * 8 * 8)
     idx = space.image_to_embed(torch.arange(192, dtype=torch.float64).reshape(1, *SHAPE))[0].long()
-    cols = jac[:, idx]                                                     # (m, L, d), dense
+    cols = jac[:, idx]  # (m, L, d), dense
     want = torch.einsum("mld,mle->lde", cols, cols)
     rows, vals = _token_columns(jac, space)
     assert torch.allclose(torch.einsum("lrd,lre->lde", vals, vals), want, atol=1e-10)

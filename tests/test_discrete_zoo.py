@@ -39,8 +39,9 @@ def test_zoo_masked_digits_nelbo_and_samples():
 
     zm = _zoo_model()
     test = digits.load("test").levels
-    nelbo = negative_elbo(zm.model, test, zm.config.get("mask_schedule", "linear"), n_t=8,
-                          generator=torch.Generator().manual_seed(1234))
+    nelbo = negative_elbo(
+        zm.model, test, zm.config.get("mask_schedule", "linear"), n_t=8, generator=torch.Generator().manual_seed(1234)
+    )
     assert nelbo == pytest.approx(zm.metrics["test_nelbo_nats_per_token"], abs=0.06)
     x = sample_digits(zm.model, 16, generator=torch.Generator().manual_seed(0))
     # samples are digit-like: a background of zeros and a spread of levels (not collapsed)
@@ -72,8 +73,8 @@ def test_zoo_masked_shapes_tokens_nelbo_and_samples():
     zm = zoo.load("masked-shapes")
     space = token_space(zm.model)
     assert space.image_shape == (3, 32, 32) and space.seq_len == 64 and space.vocab_size == 256
-    scenes, toks = shapes_token_data(space, 200, zm.config["seed"] + 1)      # the recipe's test stream
-    rec = psnr(space.decode(toks).float(), shapes.render_batch(scenes))        # mean per-image PSNR, as recorded
+    scenes, toks = shapes_token_data(space, 200, zm.config["seed"] + 1)  # the recipe's test stream
+    rec = psnr(space.decode(toks).float(), shapes.render_batch(scenes))  # mean per-image PSNR, as recorded
     assert float(rec) == pytest.approx(zm.metrics["vq_test_psnr_db"], abs=0.7)
     nelbo = negative_elbo(zm.model, toks, "linear", n_t=4, generator=torch.Generator().manual_seed(1234))
     assert nelbo == pytest.approx(zm.metrics["test_nelbo_nats_per_token"], abs=0.06)
@@ -95,9 +96,32 @@ def test_masked_shapes_recipe_runs_end_to_end(tmp_path, monkeypatch):
         (weights / p.name).symlink_to(p)
     monkeypatch.setattr(zoo, "WEIGHTS_DIR", weights)
     args = build_parser().parse_args(
-        ["train", "masked-shapes", "--steps", "2", "--batch-size", "8", "--train-scenes", "64", "--kmeans-scenes",
-         "16", "--kmeans-iters", "2", "--codes", "16", "--d-model", "16", "--n-layers", "1", "--n-heads", "2",
-         "--out-dir", str(tmp_path / "run"), "--no-progress"])
+        [
+            "train",
+            "masked-shapes",
+            "--steps",
+            "2",
+            "--batch-size",
+            "8",
+            "--train-scenes",
+            "64",
+            "--kmeans-scenes",
+            "16",
+            "--kmeans-iters",
+            "2",
+            "--codes",
+            "16",
+            "--d-model",
+            "16",
+            "--n-layers",
+            "1",
+            "--n-heads",
+            "2",
+            "--out-dir",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ]
+    )
     assert args.zoo_name is None
     metrics = args.recipe_fn(args)
     assert set(metrics) >= {"test_nelbo_bits_per_token", "vq_test_psnr_db"}

@@ -93,8 +93,11 @@ def test_default_guidance_comes_from_the_registries(model, monkeypatch):
     monkeypatch.setitem(EDIT_METHODS, "sdedit", dataclasses.replace(EDIT_METHODS["sdedit"], guidance=3.25))
     assert edit_image("sdedit", model, img, SOURCE, TARGET, num_steps=3).guidance == 3.25
     # an inversion method with separate defaults: inversion at one, edit at the other
-    monkeypatch.setitem(inversion.METHODS, "ddim", dataclasses.replace(inversion.METHODS["ddim"], default_guidance=2.0,
-                                                                         default_edit_guidance=4.0))
+    monkeypatch.setitem(
+        inversion.METHODS,
+        "ddim",
+        dataclasses.replace(inversion.METHODS["ddim"], default_guidance=2.0, default_edit_guidance=4.0),
+    )
     assert EDIT_METHODS["ddim"].default_guidance == 4.0
     r = edit_image("ddim", model, img, SOURCE, TARGET, num_steps=2)
     assert r.guidance == 4.0 and r.inversion.guidance == 2.0

@@ -30,9 +30,7 @@ def _inputs(model, prompts, seed=0):
 
 def _unet(model, x, t, emb):
     with torch.no_grad():
-        return model.unet(
-            x, torch.full((x.shape[0],), float(t), dtype=x.dtype), encoder_hidden_states=emb
-        ).sample
+        return model.unet(x, torch.full((x.shape[0],), float(t), dtype=x.dtype), encoder_hidden_states=emb).sample
 
 
 class Probe(A.PromptToPrompt):
@@ -158,9 +156,7 @@ def test_local_blend_keeps_background(model):
     assert bool(mm.any()) and not bool((mm & ~mask).any())
     assert torch.equal(out[0], lat[0])
     assert 0 < int(mask.sum()) < 64
-    assert torch.equal(out[1][:, ~mask], lat[0][:, ~mask]) and torch.allclose(
-        out[1][:, mask], lat[1][:, mask]
-    )
+    assert torch.equal(out[1][:, ~mask], lat[0][:, ~mask]) and torch.allclose(out[1][:, mask], lat[1][:, mask])
     with pytest.raises(ValueError, match="blend_words"):
         A.replace(model.tokenize, [SRC, TGT], 2, blend_words=[["red"]])
 

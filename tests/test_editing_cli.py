@@ -124,9 +124,7 @@ def test_demo_edit(tmp_path, monkeypatch):
     torch.manual_seed(0)
     sd = TinySD(
         vae=dict(block_out_channels=(8, 8, 16), norm_num_groups=4),
-        unet=dict(
-            block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=16, attention_head_dim=4
-        ),
+        unet=dict(block_out_channels=(16, 32), norm_num_groups=8, cross_attention_dim=16, attention_head_dim=4),
         text=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
     )
     lm = latent_model(sd.eval().requires_grad_(False))

@@ -56,12 +56,8 @@ def test_ddcm_edits_and_is_seeded(model):
     img = _image(model.dtype, 1)
     z0 = model.to_latent(img)
     kw = dict(num_steps=6, strength=0.8, guidance=3.0, blend_words=[["circle"], ["square"]])
-    a = ddcm_edit(
-        model, img, "a red circle", "a blue square", generator=torch.Generator().manual_seed(3), **kw
-    )
-    b = ddcm_edit(
-        model, img, "a red circle", "a blue square", generator=torch.Generator().manual_seed(3), **kw
-    )
+    a = ddcm_edit(model, img, "a red circle", "a blue square", generator=torch.Generator().manual_seed(3), **kw)
+    b = ddcm_edit(model, img, "a red circle", "a blue square", generator=torch.Generator().manual_seed(3), **kw)
     assert torch.equal(a.latents, b.latents)
     assert (a.latents - z0).abs().max() > 1e-3
     assert torch.equal(a.source_latents, z0)
@@ -120,9 +116,7 @@ def test_ddcm_on_a_stable_diffusion_pipeline(tokdir):
     from diffusers import StableDiffusionPipeline
 
     c = tiny_random_components(tokdir, seed=1)
-    pipe = StableDiffusionPipeline(
-        **c, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-    )
+    pipe = StableDiffusionPipeline(**c, safety_checker=None, feature_extractor=None, requires_safety_checker=False)
     m = LatentModel.from_diffusers_pipeline(pipe)
     img = _image(torch.float32, 3)
     r = ddcm_edit(m, img, "a red circle", "a red circle", num_steps=4, guidance=2.0, source_guidance=2.0)
@@ -150,9 +144,7 @@ def test_unified_attention_control(model):
     )
     assert (r.latents - z0).abs().max() <= _tol(model.dtype) and r.nfe == 4
     ctl = A.unified(model.tokenize, ["a red circle", "a blue circle"], 4, self_replace_steps=0.5)
-    q, k, v = (
-        torch.randn(2 * 3 * 2, 5, 4, dtype=torch.float64) for _ in range(3)
-    )  # 2 groups x 3 branches x 2 heads
+    q, k, v = (torch.randn(2 * 3 * 2, 5, 4, dtype=torch.float64) for _ in range(3))  # 2 groups x 3 branches x 2 heads
     split = lambda t: t.reshape(2, 3, 2, 5, 4)  # noqa: E731
     for step, early in ((0, True), (3, False)):
         ctl.cur_step = step

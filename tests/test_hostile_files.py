@@ -54,8 +54,10 @@ def _real_bomb(w: int, h: int) -> bytes:
 
 def _no_decoding(monkeypatch):
     """Any pixel decoding fails the test: the refusal must come from the header alone."""
+
     def boom(self, *a, **k):
         raise AssertionError("pixels were decoded")
+
     monkeypatch.setattr(ImageFile.ImageFile, "load", boom)
 
 
@@ -180,15 +182,18 @@ def test_grey_to_rgb_repeats_and_rgb_to_grey_is_itu_601_luma(tmp_path):
 def _png16(colour: int, pixels: list[tuple[int, ...]], w: int) -> bytes:
     """A 16-bit PNG (colour type 0 grey, 2 RGB, 4 grey + alpha, 6 RGBA) of big-endian samples."""
     h = len(pixels) // w
-    rows = (b"\0" + b"".join(struct.pack(f">{len(p)}H", *p) for p in pixels[r * w:(r + 1) * w]) for r in range(h))
+    rows = (b"\0" + b"".join(struct.pack(f">{len(p)}H", *p) for p in pixels[r * w : (r + 1) * w]) for r in range(h))
     return _png_claiming(w, h, bit_depth=16, colour=colour, idat=zlib.compress(b"".join(rows)))
 
 
-@pytest.mark.parametrize("colour,pixels,want", [
-    (2, [(65535, 0, 32896), (257, 514, 65535)], [[255, 0, 128], [1, 2, 255]]),  # RGB: the high byte
-    (6, [(65535, 0, 0, 65535), (0, 0, 0, 0)], [[255, 0, 0], [255, 255, 255]]),   # RGBA: onto white
-    (4, [(32896, 65535), (0, 0)], [[128] * 3, [255] * 3]),                       # grey + alpha
-])
+@pytest.mark.parametrize(
+    "colour,pixels,want",
+    [
+        (2, [(65535, 0, 32896), (257, 514, 65535)], [[255, 0, 128], [1, 2, 255]]),  # RGB: the high byte
+        (6, [(65535, 0, 0, 65535), (0, 0, 0, 0)], [[255, 0, 0], [255, 255, 255]]),  # RGBA: onto white
+        (4, [(32896, 65535), (0, 0)], [[128] * 3, [255] * 3]),  # grey + alpha
+    ],
+)
 def test_sixteen_bit_colour_and_alpha_pngs(tmp_path, colour, pixels, want):
     (tmp_path / "x.png").write_bytes(_png16(colour, pixels, 2))
     assert _rgb(io.read_image(tmp_path / "x.png")) == want
@@ -213,8 +218,15 @@ def shipped(tmp_path):
     """A zoo folder with one model ``m`` (and its bytes, header length and state dict)."""
     torch.manual_seed(0)
     model = build("mlp", **ARCH)
-    zoo.save("m", model, "mlp", ARCH, schedule={"name": "linear", "kwargs": {}}, prediction_type="epsilon",
-             weights_dir=tmp_path)
+    zoo.save(
+        "m",
+        model,
+        "mlp",
+        ARCH,
+        schedule={"name": "linear", "kwargs": {}},
+        prediction_type="epsilon",
+        weights_dir=tmp_path,
+    )
     data = (tmp_path / "m.safetensors").read_bytes()
     return tmp_path, data, struct.unpack("<Q", data[:8])[0], model.state_dict()
 
@@ -249,19 +261,31 @@ def test_oversized_header_length_is_refused_from_8_bytes(shipped, monkeypatch, c
 
 
 def _with_header(data: bytes, n: int, header: bytes) -> bytes:
-    return struct.pack("<Q", len(header)) + header + data[8 + n:]
+    return struct.pack("<Q", len(header)) + header + data[8 + n :]
 
 
-@pytest.mark.parametrize("case", ["not-json", "not-utf8", "json-array", "unknown-dtype", "negative-shape",
-                                  "offsets-past-end", "meta-not-object", "meta-not-json", "meta-not-string"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "not-json",
+        "not-utf8",
+        "json-array",
+        "unknown-dtype",
+        "negative-shape",
+        "offsets-past-end",
+        "meta-not-object",
+        "meta-not-json",
+        "meta-not-string",
+    ],
+)
 def test_malformed_safetensors_header_names_the_file(shipped, case):
     d, data, n, _ = shipped
-    header = json.loads(data[8:8 + n])
+    header = json.loads(data[8 : 8 + n])
     key = next(k for k in header if k != "__metadata__")
     if case == "not-json":
-        raw = data[8:8 + n].replace(b'"', b"'", 3)
+        raw = data[8 : 8 + n].replace(b'"', b"'", 3)
     elif case == "not-utf8":
-        raw = b"\xff\xfe" + data[10:8 + n]
+        raw = b"\xff\xfe" + data[10 : 8 + n]
     elif case == "json-array":
         raw = b"[1, 2, 3]"
     else:
@@ -303,8 +327,11 @@ def test_pickle_renamed_to_safetensors_is_refused_without_running_it(tmp_path, h
     else:
         st.write_bytes(pickle.dumps(_Evil(marker)))
     (tmp_path / "m.json").write_text(json.dumps({"arch": "mlp", "arch_config": ARCH, "kind": "classifier"}))
-    for call in (lambda: zoo.load("m", weights_dir=tmp_path), lambda: zoo.load(str(st)),
-                 lambda: io.read_safetensors(st)):
+    for call in (
+        lambda: zoo.load("m", weights_dir=tmp_path),
+        lambda: zoo.load(str(st)),
+        lambda: io.read_safetensors(st),
+    ):
         with pytest.raises(ValueError, match=r"m\.safetensors: not a readable safetensors file") as e:
             call()
         assert ("pickle" in str(e.value) or "zip archive" in str(e.value)) and "not unpickled" in str(e.value)
@@ -318,16 +345,19 @@ def test_pickle_renamed_to_safetensors_is_refused_without_running_it(tmp_path, h
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("case,pattern", [
-    ("float64", r"has dtype float64, expected float32"),
-    ("float16", r"has dtype float16, expected float32"),
-    ("int64", r"has dtype int64, expected float32"),
-    ("shape", r"has shape \(256,\), expected \(16, 16\)"),
-    ("nan", r"has non-finite values"),
-    ("inf", r"has non-finite values"),
-    ("missing", r"missing blocks\.0\.1\.weight"),
-    ("extra", r"unexpected intruder"),
-])
+@pytest.mark.parametrize(
+    "case,pattern",
+    [
+        ("float64", r"has dtype float64, expected float32"),
+        ("float16", r"has dtype float16, expected float32"),
+        ("int64", r"has dtype int64, expected float32"),
+        ("shape", r"has shape \(256,\), expected \(16, 16\)"),
+        ("nan", r"has non-finite values"),
+        ("inf", r"has non-finite values"),
+        ("missing", r"missing blocks\.0\.1\.weight"),
+        ("extra", r"unexpected intruder"),
+    ],
+)
 def test_wrong_dtype_shape_or_values_name_the_file_and_tensor(shipped, case, pattern):
     """Nothing is cast silently: a float64 / float16 / int64 file for a float32 network is refused (before,
     ``load_state_dict`` cast it without a word), and so are non-finite weights."""
@@ -350,37 +380,40 @@ def test_wrong_dtype_shape_or_values_name_the_file_and_tensor(shipped, case, pat
 # ------------------------------------------------------------------------------------------ zoo JSON configs
 
 
-@pytest.mark.parametrize("key,value,pattern", [
-    ("arch", 3, r"arch: expected a non-empty string, got 3"),
-    ("arch", "no-such-arch", r"arch: unknown value 'no-such-arch'"),
-    ("arch_config", [1], r"arch_config: expected an object"),
-    ("arch_config", {"dim": 2, "bogus": 1}, r"arch_config does not fit arch 'mlp' \(TypeError"),
-    ("arch_config", {"dim": "two"}, r"arch_config does not fit arch 'mlp' \(ValueError"),
-    ("arch_config", {"dim": 2, "hidden": -16, "depth": 1}, r"arch_config does not fit arch 'mlp' \(RuntimeError"),
-    ("kind", "gan", r"unknown kind 'gan'"),
-    ("kind", 1, r"unknown kind 1"),
-    ("kind", "masked", r"prediction_type: a masked model has 'masked-x0-logits'"),
-    ("schedule", "linear", r"schedule: expected null or \{"),
-    ("schedule", {"kwargs": {}}, r"schedule: expected null or \{"),
-    ("schedule", {"name": "linear", "kwargs": [1]}, r"schedule: expected null or \{"),
-    ("schedule", {"name": "nope"}, r"schedule: unknown value 'nope'"),
-    ("schedule", {"name": "linear", "kwargs": {"bogus": 1}}, r"schedule: .*unexpected keyword argument 'bogus'"),
-    ("schedule", None, r"schedule: a diffusion model needs one"),
-    ("prediction_type", "banana", r"prediction_type: unknown value 'banana'"),
-    ("prediction_type", 3, r"prediction_type: expected null or a string"),
-    ("sample_shape", "2", r"sample_shape: expected null or a non-empty list of positive integers"),
-    ("sample_shape", [2.5], r"sample_shape: expected"),
-    ("sample_shape", [-2], r"sample_shape: expected"),
-    ("sample_shape", [True], r"sample_shape: expected"),
-    ("sample_shape", [], r"sample_shape: expected"),
-    ("null_class", "x", r"null_class: expected null or a non-negative integer"),
-    ("seed", 1.5, r"seed: expected null or an integer"),
-    ("steps", -1, r"steps: expected null or a non-negative integer"),
-    ("metrics", [1], r"metrics: expected null or an object"),
-    ("train_command", ["diffzoo"], r"train_command: expected null or a string"),
-    ("scaling_factor", "x", r"scaling_factor: expected null or a positive number"),
-    ("operator", 3, r"operator: expected null or an object"),
-])
+@pytest.mark.parametrize(
+    "key,value,pattern",
+    [
+        ("arch", 3, r"arch: expected a non-empty string, got 3"),
+        ("arch", "no-such-arch", r"arch: unknown value 'no-such-arch'"),
+        ("arch_config", [1], r"arch_config: expected an object"),
+        ("arch_config", {"dim": 2, "bogus": 1}, r"arch_config does not fit arch 'mlp' \(TypeError"),
+        ("arch_config", {"dim": "two"}, r"arch_config does not fit arch 'mlp' \(ValueError"),
+        ("arch_config", {"dim": 2, "hidden": -16, "depth": 1}, r"arch_config does not fit arch 'mlp' \(RuntimeError"),
+        ("kind", "gan", r"unknown kind 'gan'"),
+        ("kind", 1, r"unknown kind 1"),
+        ("kind", "masked", r"prediction_type: a masked model has 'masked-x0-logits'"),
+        ("schedule", "linear", r"schedule: expected null or \{"),
+        ("schedule", {"kwargs": {}}, r"schedule: expected null or \{"),
+        ("schedule", {"name": "linear", "kwargs": [1]}, r"schedule: expected null or \{"),
+        ("schedule", {"name": "nope"}, r"schedule: unknown value 'nope'"),
+        ("schedule", {"name": "linear", "kwargs": {"bogus": 1}}, r"schedule: .*unexpected keyword argument 'bogus'"),
+        ("schedule", None, r"schedule: a diffusion model needs one"),
+        ("prediction_type", "banana", r"prediction_type: unknown value 'banana'"),
+        ("prediction_type", 3, r"prediction_type: expected null or a string"),
+        ("sample_shape", "2", r"sample_shape: expected null or a non-empty list of positive integers"),
+        ("sample_shape", [2.5], r"sample_shape: expected"),
+        ("sample_shape", [-2], r"sample_shape: expected"),
+        ("sample_shape", [True], r"sample_shape: expected"),
+        ("sample_shape", [], r"sample_shape: expected"),
+        ("null_class", "x", r"null_class: expected null or a non-negative integer"),
+        ("seed", 1.5, r"seed: expected null or an integer"),
+        ("steps", -1, r"steps: expected null or a non-negative integer"),
+        ("metrics", [1], r"metrics: expected null or an object"),
+        ("train_command", ["diffzoo"], r"train_command: expected null or a string"),
+        ("scaling_factor", "x", r"scaling_factor: expected null or a positive number"),
+        ("operator", 3, r"operator: expected null or an object"),
+    ],
+)
 def test_config_with_a_wrong_type_names_the_file_and_key(shipped, key, value, pattern):
     d = shipped[0]
     cfg = json.loads((d / "m.json").read_text())
@@ -389,14 +422,17 @@ def test_config_with_a_wrong_type_names_the_file_and_key(shipped, key, value, pa
     _load_fails(d, r"m\.json: " + pattern)
 
 
-@pytest.mark.parametrize("text,pattern", [
-    (b"{ not json", r"unreadable zoo config \(JSONDecodeError"),
-    (b"\xff\xfe{}", r"unreadable zoo config \(UnicodeDecodeError"),
-    (b"[1, 2]", r"expected a JSON object, got list"),
-    (b"null", r"expected a JSON object, got NoneType"),
-    (b"[" * 100_000 + b"]" * 100_000, r"unreadable zoo config \(RecursionError|expected a JSON object"),
-    (b'{"arch_config": {}}', r"missing key\(s\) \['arch'\]"),
-])
+@pytest.mark.parametrize(
+    "text,pattern",
+    [
+        (b"{ not json", r"unreadable zoo config \(JSONDecodeError"),
+        (b"\xff\xfe{}", r"unreadable zoo config \(UnicodeDecodeError"),
+        (b"[1, 2]", r"expected a JSON object, got list"),
+        (b"null", r"expected a JSON object, got NoneType"),
+        (b"[" * 100_000 + b"]" * 100_000, r"unreadable zoo config \(RecursionError|expected a JSON object"),
+        (b'{"arch_config": {}}', r"missing key\(s\) \['arch'\]"),
+    ],
+)
 def test_unreadable_config_names_the_file(shipped, text, pattern):
     d = shipped[0]
     (d / "m.json").write_bytes(text)
@@ -410,12 +446,15 @@ def test_oversized_config_is_refused_before_parsing(shipped, monkeypatch):
     _load_fails(d, r"m\.json: unreadable zoo config \(\d+ bytes; a zoo JSON is at most 100\)")
 
 
-@pytest.mark.parametrize("key,value,named", [
-    ("schedule", {"kwargs": {}}, "schedule: expected"),
-    ("arch_config", {"dim": 2, "hidden": -16}, "arch_config does not fit arch 'mlp' (RuntimeError"),
-    ("kind", "masked", "prediction_type: a masked model has"),
-    ("sample_shape", [-2], "sample_shape: expected"),
-])
+@pytest.mark.parametrize(
+    "key,value,named",
+    [
+        ("schedule", {"kwargs": {}}, "schedule: expected"),
+        ("arch_config", {"dim": 2, "hidden": -16}, "arch_config does not fit arch 'mlp' (RuntimeError"),
+        ("kind", "masked", "prediction_type: a masked model has"),
+        ("sample_shape", [-2], "sample_shape: expected"),
+    ],
+)
 def test_cli_reports_a_hostile_config_in_one_line(shipped, capsys, key, value, named):
     """Before, these four ended in a traceback (KeyError, RuntimeError, AttributeError, RuntimeError)."""
     d = shipped[0]
@@ -460,8 +499,16 @@ def _version(v: int) -> tuple[torch.nn.Module, dict]:
 
 def _save_version(d: Path, v: int) -> None:
     model, arch = _version(v)
-    zoo.save("m", model, "mlp", arch, schedule={"name": "linear", "kwargs": {}}, prediction_type="epsilon",
-             seed=v, weights_dir=d)
+    zoo.save(
+        "m",
+        model,
+        "mlp",
+        arch,
+        schedule={"name": "linear", "kwargs": {}},
+        prediction_type="epsilon",
+        seed=v,
+        weights_dir=d,
+    )
 
 
 def _consistent_version(d: Path) -> int:
@@ -511,14 +558,17 @@ needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 
 @needs_fork
-@pytest.mark.parametrize("point,expect", [
-    ("writing the new JSON", 1),           # a torn temporary JSON file
-    ("before the pending JSON's rename", 1),  # the JSON complete under its temporary name
-    ("writing the weights", 1),            # a torn temporary weights file
-    ("before the weights' rename", 1),     # the weights complete under their temporary name
-    ("before the JSON's rename", 2),       # committed (weights renamed): the next read finishes the save
-    ("after the save", 2),
-])
+@pytest.mark.parametrize(
+    "point,expect",
+    [
+        ("writing the new JSON", 1),  # a torn temporary JSON file
+        ("before the pending JSON's rename", 1),  # the JSON complete under its temporary name
+        ("writing the weights", 1),  # a torn temporary weights file
+        ("before the weights' rename", 1),  # the weights complete under their temporary name
+        ("before the JSON's rename", 2),  # committed (weights renamed): the next read finishes the save
+        ("after the save", 2),
+    ],
+)
 def test_save_killed_at_each_step_leaves_a_whole_pair(tmp_path, point, expect):
     """SIGKILL at each step of ``zoo.save``'s protocol (JSON to a pending file, weights renamed: the
     commit, JSON renamed): the folder then holds the previous pair or, once the weights are committed, the
@@ -534,8 +584,11 @@ def test_save_killed_at_each_step_leaves_a_whole_pair(tmp_path, point, expect):
         def replace(src, dst):
             calls["replace"] += 1
             k = calls["replace"]  # 1: JSON temp -> .pending, 2: weights temp -> m.safetensors, 3: .pending -> m.json
-            if (point, k) in {("before the pending JSON's rename", 1), ("before the weights' rename", 2),
-                              ("before the JSON's rename", 3)}:
+            if (point, k) in {
+                ("before the pending JSON's rename", 1),
+                ("before the weights' rename", 2),
+                ("before the JSON's rename", 3),
+            }:
                 _die()
             real_replace(src, dst)
 
@@ -580,8 +633,9 @@ def test_save_killed_at_random_times_never_leaves_a_half_pair(tmp_path):
         ready()
         while True:
             for v, model, arch in models:
-                zoo.save("m", model, "mlp", arch, schedule={"name": "linear", "kwargs": {}}, seed=v,
-                         weights_dir=tmp_path)
+                zoo.save(
+                    "m", model, "mlp", arch, schedule={"name": "linear", "kwargs": {}}, seed=v, weights_dir=tmp_path
+                )
 
     for _ in range(8):
         _fork_and_kill(body, at=rng.uniform(0.0, 0.2))
@@ -621,6 +675,7 @@ def _replace_all_but_the_json(real):
         if str(dst).endswith("m.json"):
             raise _Stop()
         return real(src, dst)
+
     return replace
 
 

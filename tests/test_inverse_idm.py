@@ -40,8 +40,9 @@ def _perturb(module, scale=0.05, seed=0):
 
 def test_coupling_inverse_and_memory_free_backward_match_autograd():
     torch.manual_seed(0)
-    blocks = nn.ModuleList(RevCoupling(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Tanh()), v_init=0.3 + 0.2 * i)
-                           for i in range(3)).double()
+    blocks = nn.ModuleList(
+        RevCoupling(nn.Sequential(nn.Conv2d(4, 4, 3, padding=1), nn.Tanh()), v_init=0.3 + 0.2 * i) for i in range(3)
+    ).double()
     x1 = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True)
     x2 = torch.randn(2, 4, 5, 5, dtype=torch.float64, requires_grad=True)
     with torch.no_grad():
@@ -112,7 +113,7 @@ def test_idm_schedule_and_projection():
     chain.ctx.set(op, y)
     last = [b.f for b in chain.steps if isinstance(b.f, IDMStep) and b.f.k == 1][0]
     with torch.no_grad():
-        out = last(torch.randn(3, 1, 8, 8, dtype=torch.float64))   # abar_0 = 1: the projected x0
+        out = last(torch.randn(3, 1, 8, 8, dtype=torch.float64))  # abar_0 = 1: the projected x0
     assert float((op.A(out) - y).abs().max()) < 1e-12
 
 
@@ -120,7 +121,7 @@ def test_saved_tensor_meter_counts_and_releases():
     w = torch.randn(1000, requires_grad=True)
     x = torch.randn(1000)
     with SavedTensorMeter(exclude=[w]) as m:
-        z = torch.sin(x * w)            # saves x (4 kB) for d/dw and x*w (4 kB) for sin
+        z = torch.sin(x * w)  # saves x (4 kB) for d/dw and x*w (4 kB) for sin
         assert m.live == 8000
         z.sum().backward()
     assert m.peak == 8000 and m.live == 0

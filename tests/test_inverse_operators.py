@@ -29,8 +29,9 @@ def test_pseudo_inverse_identities(name):
     op = _op(name)
     a = op.matrix()
     n = a.shape[1]
-    ap = torch.stack([op.pinv(e.reshape(1, *op.meas_shape()))[0].flatten()
-                      for e in torch.eye(a.shape[0], dtype=torch.float64)], 1)
+    ap = torch.stack(
+        [op.pinv(e.reshape(1, *op.meas_shape()))[0].flatten() for e in torch.eye(a.shape[0], dtype=torch.float64)], 1
+    )
     scale = max(1.0, float(torch.linalg.matrix_norm(a, 2)))
     tol = 1e-3 * scale if name.endswith("blur") else 1e-10 * scale  # blur drops s < 1e-3 s_max
     assert torch.allclose(a @ ap @ a, a, atol=tol), name
@@ -63,8 +64,9 @@ def test_adjoint(name):
 def test_closed_form_pinv_is_exact(name):
     op = _op(name)
     a = op.matrix()
-    ap = torch.stack([op.pinv(e.reshape(1, *op.meas_shape()))[0].flatten()
-                      for e in torch.eye(a.shape[0], dtype=torch.float64)], 1)
+    ap = torch.stack(
+        [op.pinv(e.reshape(1, *op.meas_shape()))[0].flatten() for e in torch.eye(a.shape[0], dtype=torch.float64)], 1
+    )
     assert torch.allclose(ap, torch.linalg.pinv(a), atol=1e-10)
 
 

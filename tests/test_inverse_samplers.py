@@ -27,8 +27,9 @@ SHAPE = (1, 8, 8)
 def image_denoiser(gmm: GaussianMixture) -> Denoiser:
     """The exact x0-denoiser of a 64-D mixture, acting on (B, 1, 8, 8) images."""
     inner = gmm.denoiser(SCHED)
-    return Denoiser(lambda x, t, c=None: inner.net(x.flatten(1), t, c).reshape(x.shape), SCHED, "sample",
-                    validate=False)
+    return Denoiser(
+        lambda x, t, c=None: inner.net(x.flatten(1), t, c).reshape(x.shape), SCHED, "sample", validate=False
+    )
 
 
 def two_blobs(seed=0, std=0.3):
@@ -44,8 +45,7 @@ def test_ddnm_noiseless_satisfies_measurement(name):
     op = get_operator(name, SHAPE, ratio=0.1)
     x = gmm.sample(4, torch.Generator().manual_seed(1)).reshape(4, *SHAPE)
     y = op.A(x)
-    out = posterior_sample("ddnm", den, op, y, 10, generator=torch.Generator().manual_seed(2),
-                           dtype=torch.float64)
+    out = posterior_sample("ddnm", den, op, y, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     assert float(measurement_error(op, out, y).max()) < 1e-10
     out32 = posterior_sample("ddnm", den, op, y.float(), 10, generator=torch.Generator().manual_seed(2))
     assert float(measurement_error(op, out32, y.float()).max()) < 1e-5 * (1 + float(y.abs().max()))
@@ -134,8 +134,7 @@ def test_dps_fits_measurement_and_is_batch_invariant():
     dps = posterior_sample("dps", den, op, y, 30, x_T=xT, zeta=0.5, generator=gens(range(6)), dtype=torch.float64)
     prior = posterior_sample("prior", den, op, y, 30, x_T=xT, dtype=torch.float64)
     assert measurement_error(op, dps, y).mean() < 0.5 * measurement_error(op, prior, y).mean()
-    one = posterior_sample("dps", den, op, y[2:3], 30, x_T=xT[2:3], zeta=0.5, generator=gens([2]),
-                           dtype=torch.float64)
+    one = posterior_sample("dps", den, op, y[2:3], 30, x_T=xT[2:3], zeta=0.5, generator=gens([2]), dtype=torch.float64)
     assert torch.allclose(one, dps[2:3], atol=1e-10)
 
 

@@ -43,6 +43,7 @@ def _err(a, b):
 
 # --- the shared step ---------------------------------------------------------------------------------
 
+
 def test_ddim_transfer_inverse_is_exact(model64):
     x, eps = _latent(torch.float64, 1), _latent(torch.float64, 2)
     for t, s in ((901, 801), (1, -1), (500.5, 20)):
@@ -51,6 +52,7 @@ def test_ddim_transfer_inverse_is_exact(model64):
 
 
 # --- EDICT -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("leapfrog", [True, False])
 def test_edict_exact_float64(model64, leapfrog):
@@ -82,9 +84,12 @@ def test_batch_rows_are_independent(model64):
 
     z = _latent(torch.float64, b=2)
     prompts = [PROMPT, TARGET]
-    both = invert("ddpm", model64, z, prompts, num_steps=4, dtype=torch.float64, generator=generators_from_seeds([5, 6]))
-    one = invert("ddpm", model64, z[1:], prompts[1:], num_steps=4, dtype=torch.float64,
-                 generator=generators_from_seeds([6]))
+    both = invert(
+        "ddpm", model64, z, prompts, num_steps=4, dtype=torch.float64, generator=generators_from_seeds([5, 6])
+    )
+    one = invert(
+        "ddpm", model64, z[1:], prompts[1:], num_steps=4, dtype=torch.float64, generator=generators_from_seeds([6])
+    )
     assert _err(both.noise_maps[2][1:], one.noise_maps[2]) < 1e-9
     e = invert("edict", model64, z, prompts, num_steps=4, dtype=torch.float64)
     e1 = invert("edict", model64, z[:1], prompts[:1], num_steps=4, dtype=torch.float64)
@@ -94,25 +99,51 @@ def test_batch_rows_are_independent(model64):
 
 # --- edit-friendly DDPM ------------------------------------------------------------------------------
 
+
 def test_ddpm_inversion_exact(model64):
     z = _latent(torch.float64)
-    r = invert("ddpm", model64, z, PROMPT, num_steps=10, guidance=3.5, dtype=torch.float64,
-               generator=torch.Generator().manual_seed(0))
+    r = invert(
+        "ddpm",
+        model64,
+        z,
+        PROMPT,
+        num_steps=10,
+        guidance=3.5,
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(0),
+    )
     rec = reconstruct(r)
     assert torch.equal(rec, r.trajectory[-1])  # the sampler reaches the stored states bit for bit
     assert _err(rec, z) < 1e-12
     # the noise maps are not N(0, I): they encode the image (larger than unit scale somewhere)
     assert len(r.noise_maps) == 10
     # the official code's zero last noise map breaks exactness
-    r0 = invert("ddpm", model64, z, PROMPT, num_steps=10, guidance=3.5, dtype=torch.float64,
-                generator=torch.Generator().manual_seed(0), zero_last_noise=True)
+    r0 = invert(
+        "ddpm",
+        model64,
+        z,
+        PROMPT,
+        num_steps=10,
+        guidance=3.5,
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(0),
+        zero_last_noise=True,
+    )
     assert _err(reconstruct(r0), z) > 1e-4
 
 
 def test_ddpm_edit_same_prompt_is_source(model64):
     z = _latent(torch.float64)
-    r = invert("ddpm", model64, z, PROMPT, num_steps=8, guidance=3.5, dtype=torch.float64,
-               generator=torch.Generator().manual_seed(0))
+    r = invert(
+        "ddpm",
+        model64,
+        z,
+        PROMPT,
+        num_steps=8,
+        guidance=3.5,
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(0),
+    )
     e = edit(r, PROMPT, guidance=3.5, skip=2)
     assert _err(e.source_latents, z) < 1e-9
     assert _err(e.latents, e.source_latents) < 1e-9
@@ -121,6 +152,7 @@ def test_ddpm_edit_same_prompt_is_source(model64):
 
 
 # --- DDIM inversion drift ----------------------------------------------------------------------------
+
 
 class _SteerableUNet(torch.nn.Module):
     """``eps = delta * unet(x, t, c) + R vec(c)``: a random network whose prediction the text embedding
@@ -142,8 +174,9 @@ class _SteerableUNet(torch.nn.Module):
 @pytest.fixture(scope="module")
 def steerable(tokdir):
     m = tiny_random_latent_model(tokdir, seed=0, dtype=torch.float32)
-    return LatentModel(_SteerableUNet(m.unet), m.vae, m.text_encoder, m.tokenize, m.schedule, m.scaling_factor,
-                       m.max_length)
+    return LatentModel(
+        _SteerableUNet(m.unet), m.vae, m.text_encoder, m.tokenize, m.schedule, m.scaling_factor, m.max_length
+    )
 
 
 def test_ddim_drift_grows_with_guidance(steerable):
@@ -192,6 +225,7 @@ def test_ddim_inversion_matches_diffusers_inverse_scheduler(tmp_path):
 
 # --- null-text inversion -----------------------------------------------------------------------------
 
+
 def test_null_text_beats_ddim_at_high_guidance(steerable):
     z = _latent(torch.float32)
     ddim75 = _err(reconstruct(invert("ddim", steerable, z, PROMPT, num_steps=10, guidance=7.5)), z)
@@ -210,6 +244,7 @@ def test_null_text_beats_ddim_at_high_guidance(steerable):
 
 # --- Direct Inversion --------------------------------------------------------------------------------
 
+
 def test_direct_inversion_source_branch_exact(model64):
     z = _latent(torch.float64)
     r = invert("direct", model64, z, PROMPT, num_steps=10, guidance=7.5, dtype=torch.float64)
@@ -226,16 +261,30 @@ def test_direct_inversion_source_branch_exact(model64):
 
 # --- attention control during the edit pass ----------------------------------------------------------
 
+
 @pytest.mark.parametrize("method", ["edict", "ddim", "ddpm", "direct"])
 def test_controller_keeps_source_branch(model64, method):
     attention = pytest.importorskip("diffzoo.latent.attention")
     z = _latent(torch.float64)
-    r = invert(method, model64, z, PROMPT, num_steps=6, guidance=3.0, dtype=torch.float64,
-               generator=torch.Generator().manual_seed(0))
+    r = invert(
+        method,
+        model64,
+        z,
+        PROMPT,
+        num_steps=6,
+        guidance=3.0,
+        dtype=torch.float64,
+        generator=torch.Generator().manual_seed(0),
+    )
     kw = {"skip": 1} if method == "ddpm" else {}
     plain = edit(r, TARGET, **kw)
-    ctl = attention.replace(model64.tokenize, [PROMPT, TARGET], num_steps=6 - kw.get("skip", 0),
-                            cross_replace_steps=0.8, self_replace_steps=0.4)
+    ctl = attention.replace(
+        model64.tokenize,
+        [PROMPT, TARGET],
+        num_steps=6 - kw.get("skip", 0),
+        cross_replace_steps=0.8,
+        self_replace_steps=0.4,
+    )
     ctrl = edit(r, TARGET, controller=ctl, **kw)
     assert _err(ctrl.source_latents, plain.source_latents) < 1e-9
     assert _err(ctrl.latents, plain.latents) > 1e-6  # the controller changed the edit branch
@@ -244,6 +293,7 @@ def test_controller_keeps_source_branch(model64, method):
 
 
 # --- bad input ---------------------------------------------------------------------------------------
+
 
 def test_errors(model32):
     z = _latent(torch.float32)

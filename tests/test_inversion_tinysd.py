@@ -65,7 +65,9 @@ def test_ddpm_exact_on_tinysd():
     model = _tinysd_random(torch.float64)
     img, prompt = _scene()
     img = img.double()
-    r = invert("ddpm", model, img, prompt, num_steps=10, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    r = invert(
+        "ddpm", model, img, prompt, num_steps=10, dtype=torch.float64, generator=torch.Generator().manual_seed(0)
+    )
     with torch.no_grad():
         z = model.encode_image(img)
     assert float((reconstruct(r) - z).abs().max()) < 1e-12

@@ -98,8 +98,10 @@ def test_save_samples_png_npz_safetensors(tmp_path):
     assert Image.open(points).size == (400, 400)
     tokens = torch.randint(0, 17, (2, 64))  # masked models: the PNG draws the decoded images
     io.save_samples(tmp_path / "t.png", tokens, images=torch.zeros(2, 1, 8, 8))
-    assert set(load_file(str(io.save_samples(tmp_path / "t.safetensors", tokens, images=torch.zeros(2, 1, 8, 8))))) \
-        == {"samples", "images"}
+    assert set(load_file(str(io.save_samples(tmp_path / "t.safetensors", tokens, images=torch.zeros(2, 1, 8, 8))))) == {
+        "samples",
+        "images",
+    }
     assert _leftovers(tmp_path) == []
 
 

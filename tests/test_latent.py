@@ -18,9 +18,16 @@ def pipe(tmp_path_factory):
     from diffusers import StableDiffusionPipeline
 
     c = tiny_random_components(str(tmp_path_factory.mktemp("tok")), seed=0)
-    return StableDiffusionPipeline(vae=c["vae"], text_encoder=c["text_encoder"], tokenizer=c["tokenizer"],
-                                   unet=c["unet"], scheduler=c["scheduler"], safety_checker=None,
-                                   feature_extractor=None, requires_safety_checker=False)
+    return StableDiffusionPipeline(
+        vae=c["vae"],
+        text_encoder=c["text_encoder"],
+        tokenizer=c["tokenizer"],
+        unet=c["unet"],
+        scheduler=c["scheduler"],
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -82,8 +89,15 @@ def test_denoiser_and_ddim_sampling_match_pipeline(pipe, model):
 
     zT = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
-        ref = pipe("the red circle", height=16, width=16, num_inference_steps=5, guidance_scale=3.0,
-                   latents=zT.clone(), output_type="latent").images
+        ref = pipe(
+            "the red circle",
+            height=16,
+            width=16,
+            num_inference_steps=5,
+            guidance_scale=3.0,
+            latents=zT.clone(),
+            output_type="latent",
+        ).images
         den = cfg_denoiser(model.denoiser(), 3.0, model.null_embedding(1))
         ts = get_timesteps(model.schedule, 5, "leading", steps_offset=pipe.scheduler.config.steps_offset)
         assert torch.equal(ts[:-1].long(), pipe.scheduler.timesteps.long())
@@ -102,6 +116,7 @@ def test_float64_cast(tmp_path):
 
 
 # --- bad input ---------------------------------------------------------------------------------------
+
 
 def test_too_long_prompt(model):
     with pytest.raises(ValueError, match="max_length"):
@@ -126,8 +141,16 @@ def test_bad_images(model):
         model.encode_image(torch.zeros(3, 16, 16))
     with pytest.raises(TypeError, match="floating"):
         model.encode_image(torch.zeros(1, 3, 16, 16, dtype=torch.uint8))
-    sized = LatentModel(model.unet, model.vae, model.text_encoder, model.tokenize, model.schedule,
-                        model.scaling_factor, model.max_length, image_size=16)
+    sized = LatentModel(
+        model.unet,
+        model.vae,
+        model.text_encoder,
+        model.tokenize,
+        model.schedule,
+        model.scaling_factor,
+        model.max_length,
+        image_size=16,
+    )
     with pytest.raises(ValueError, match="16x16"):
         sized.encode_image(_image(size=32))
 

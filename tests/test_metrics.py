@@ -25,8 +25,9 @@ def test_swd_identity_and_exact_1d_shift():
 
 
 def test_mmd_unbiased_near_zero_for_same_law_and_positive_otherwise():
-    vals = [float(mmd(torch.randn(200, 2, generator=g(s)), torch.randn(200, 2, generator=g(100 + s))))
-            for s in range(5)]
+    vals = [
+        float(mmd(torch.randn(200, 2, generator=g(s)), torch.randn(200, 2, generator=g(100 + s)))) for s in range(5)
+    ]
     assert abs(sum(vals) / 5) < 0.01 and min(vals) < 0  # unbiased estimator: can go negative
     far = float(mmd(torch.randn(200, 2, generator=g(0)), torch.randn(200, 2, generator=g(1)) + 2))
     assert far > 0.3
@@ -82,8 +83,8 @@ def test_ssim_matches_scikit_image_style_reference():
     mx, my = (w * x[0, 0]).sum(), (w * y[0, 0]).sum()
     vx, vy = (w * (x[0, 0] - mx) ** 2).sum(), (w * (y[0, 0] - my) ** 2).sum()
     cxy = (w * (x[0, 0] - mx) * (y[0, 0] - my)).sum()
-    c1, c2 = 0.01 ** 2, 0.03 ** 2
-    ref = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    c1, c2 = 0.01**2, 0.03**2
+    ref = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     assert math.isclose(float(ssim(x, y, data_range=1.0)), float(ref), rel_tol=1e-9)
 
 

@@ -16,10 +16,12 @@ pytest.importorskip("diffusers")
 
 
 TOL = 1e-5
-needs_kdiff = pytest.mark.skipif(importlib.util.find_spec("k_diffusion") is None or
-                                 importlib.util.find_spec("torchsde") is None or
-                                 importlib.util.find_spec("torchdiffeq") is None,
-                                 reason="k-diffusion (pip install k-diffusion --no-deps), torchsde, torchdiffeq")
+needs_kdiff = pytest.mark.skipif(
+    importlib.util.find_spec("k_diffusion") is None
+    or importlib.util.find_spec("torchsde") is None
+    or importlib.util.find_spec("torchdiffeq") is None,
+    reason="k-diffusion (pip install k-diffusion --no-deps), torchsde, torchdiffeq",
+)
 
 
 def smooth_net(x: torch.Tensor, t: torch.Tensor, cond=None) -> torch.Tensor:
@@ -50,8 +52,13 @@ CASES = [  # (sampler, our spacing, diffusers overrides)
 @pytest.mark.parametrize("alpha_to_one", [True, False])
 @pytest.mark.parametrize("num_steps", [5, 20])
 def test_matches_diffusers_scheduler(name, spacing, over, alpha_to_one, num_steps, x_start):
-    sch = ref.diffusers_scheduler(name, {"set_alpha_to_one": alpha_to_one, "beta_schedule": "scaled_linear"}
-                                  if num_steps == 5 else {"set_alpha_to_one": alpha_to_one}, **over)
+    sch = ref.diffusers_scheduler(
+        name,
+        {"set_alpha_to_one": alpha_to_one, "beta_schedule": "scaled_linear"}
+        if num_steps == 5
+        else {"set_alpha_to_one": alpha_to_one},
+        **over,
+    )
     den = Denoiser(smooth_net, from_diffusers_config(sch), "epsilon")
     expected = ref.run_diffusers(sch, den, x_start, num_steps)
     ts = get_timesteps(den.schedule, num_steps, spacing)
@@ -85,10 +92,16 @@ def test_ddim_eta_and_ddpm_match_diffusers_noise_stream(x_start):
 def test_ddim_matches_diffusers_on_a_random_unet():
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)
-    unet = diffusers.UNet2DModel(sample_size=8, in_channels=2, out_channels=2, layers_per_block=1,
-                                 block_out_channels=(8, 16), norm_num_groups=4,
-                                 down_block_types=("DownBlock2D", "DownBlock2D"),
-                                 up_block_types=("UpBlock2D", "UpBlock2D")).eval()
+    unet = diffusers.UNet2DModel(
+        sample_size=8,
+        in_channels=2,
+        out_channels=2,
+        layers_per_block=1,
+        block_out_channels=(8, 16),
+        norm_num_groups=4,
+        down_block_types=("DownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "UpBlock2D"),
+    ).eval()
     x = torch.randn(2, 2, 8, 8, generator=torch.Generator().manual_seed(3))
     for name in ("ddim", "dpmpp_2m"):  # x0-prediction keeps a random network's x0 bounded
         sch = ref.diffusers_scheduler(name, {"prediction_type": "sample"})
@@ -128,8 +141,11 @@ def test_heun_matches_k_diffusion_on_a_grid_ending_above_zero(schedule, steps, x
     """k-diffusion's sample_heun takes an Euler step only onto sigma = 0: on a Karras grid stopped at
     sigma_min every step is a Heun step (NFE 2N); on the full grid the last one is Euler (2N - 1)."""
     sch = get_schedule(schedule)
-    den = Denoiser(smooth_net if schedule == "linear" else lambda x, t, c: x / (1 + t.reshape(-1, 1, 1, 1) ** 2),
-                   sch, "epsilon" if schedule == "linear" else "sample")
+    den = Denoiser(
+        smooth_net if schedule == "linear" else lambda x, t, c: x / (1 + t.reshape(-1, 1, 1, 1) ** 2),
+        sch,
+        "epsilon" if schedule == "linear" else "sample",
+    )
     x = (x_start if schedule == "linear" else x_start * 80).double()
     full = get_timesteps(sch, steps, "karras")
     ts = full[:-1]  # ends at the smallest training noise level, above zero

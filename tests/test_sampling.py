@@ -28,8 +28,9 @@ from diffzoo.sampling import (
 
 @pytest.fixture(scope="module")
 def gmm() -> GaussianMixture:
-    return GaussianMixture([[-1.0, -1.0], [1.0, 1.0], [1.5, -1.0], [-1.5, 1.0]], [0.3, 0.2, 0.25, 0.4],
-                           [0.3, 0.2, 0.3, 0.2])
+    return GaussianMixture(
+        [[-1.0, -1.0], [1.0, 1.0], [1.5, -1.0], [-1.5, 1.0]], [0.3, 0.2, 0.25, 0.4], [0.3, 0.2, 0.3, 0.2]
+    )
 
 
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_proj: int = 64, seed: int = 0) -> float:
@@ -52,8 +53,10 @@ def edm_convergence(gmm):
     ref = heun(gm_den, x, get_timesteps(sch, 1000, "karras"))
     out = {}
     for name in ("ddim", "euler", "heun", "dpmpp_2m", "plms", "pndm"):
-        errs = [float((SAMPLERS[name](den, x, get_timesteps(sch, n, "karras")) - ref).norm(dim=1).mean())
-                for n in (8, 16, 32, 64)]
+        errs = [
+            float((SAMPLERS[name](den, x, get_timesteps(sch, n, "karras")) - ref).norm(dim=1).mean())
+            for n in (8, 16, 32, 64)
+        ]
         out[name] = errs
     return out
 
@@ -66,8 +69,17 @@ def _slope(errs: list[float]) -> float:
     return sum((a - mx) * (b - my) for a, b in zip(xs, ys)) / sum((a - mx) ** 2 for a in xs)
 
 
-@pytest.mark.parametrize("name,lo,hi", [("ddim", 0.85, 1.3), ("euler", 0.85, 1.3), ("heun", 1.8, 3.0),
-                                        ("dpmpp_2m", 1.8, 3.0), ("plms", 2.0, 4.5), ("pndm", 2.0, 4.5)])
+@pytest.mark.parametrize(
+    "name,lo,hi",
+    [
+        ("ddim", 0.85, 1.3),
+        ("euler", 0.85, 1.3),
+        ("heun", 1.8, 3.0),
+        ("dpmpp_2m", 1.8, 3.0),
+        ("plms", 2.0, 4.5),
+        ("pndm", 2.0, 4.5),
+    ],
+)
 def test_convergence_order(edm_convergence, name, lo, hi):
     assert lo <= _slope(edm_convergence[name]) <= hi, edm_convergence[name]
 
@@ -112,10 +124,20 @@ def test_batch_invariance_with_per_sample_generators(gmm, name):
     den = gmm.denoiser(sch)
     ts = get_timesteps(sch, 8, "uniform")
     seeds = [11, 12, 13, 14, 15]
-    full = sample(name, den, initial_noise(den, (5, 2), ts, generators_from_seeds(seeds)), ts,
-                  generator=generators_from_seeds(seeds))
-    part = sample(name, den, initial_noise(den, (2, 2), ts, generators_from_seeds(seeds[3:])), ts,
-                  generator=generators_from_seeds(seeds[3:]))
+    full = sample(
+        name,
+        den,
+        initial_noise(den, (5, 2), ts, generators_from_seeds(seeds)),
+        ts,
+        generator=generators_from_seeds(seeds),
+    )
+    part = sample(
+        name,
+        den,
+        initial_noise(den, (2, 2), ts, generators_from_seeds(seeds[3:])),
+        ts,
+        generator=generators_from_seeds(seeds[3:]),
+    )
     assert torch.allclose(full[3:], part, atol=1e-6, rtol=0)
 
 

@@ -71,8 +71,16 @@ def test_runs_without_k_diffusion(monkeypatch, tmp_path):
     monkeypatch.setattr(bench, "convergence_table", lambda: [])
     monkeypatch.setattr(bench, "overhead_table", lambda kdiff=True: real_overhead(4, 1, 2, kdiff=kdiff))
     monkeypatch.setattr(bench, "sampler_rows", lambda *a, impls, **k: seen.setdefault("impls", impls) and [])
-    args = argparse.Namespace(threads=1, quick=True, n=2, digits_model="none", toy_model="none", random_unet=True,
-                              out=str(tmp_path / "b.md"), no_write=True)
+    args = argparse.Namespace(
+        threads=1,
+        quick=True,
+        n=2,
+        digits_model="none",
+        toy_model="none",
+        random_unet=True,
+        out=str(tmp_path / "b.md"),
+        no_write=True,
+    )
     text = bench.run(args)
     assert seen["impls"] == ("diffzoo", "diffusers")
     assert "k-diffusion not installed" in text and bench.UNAVAILABLE in text

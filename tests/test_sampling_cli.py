@@ -18,24 +18,57 @@ def tiny_models(tmp_path_factory):
     d = tmp_path_factory.mktemp("zoo")
     torch.manual_seed(0)
     sched = {"name": "linear", "kwargs": {}}
-    mlp = zoo.save("tiny-mlp", build("mlp", dim=2, hidden=16, depth=1, num_classes=3), "mlp",
-                   {"dim": 2, "hidden": 16, "depth": 1, "num_classes": 3}, schedule=sched,
-                   prediction_type="epsilon", weights_dir=d, null_class=3)
+    mlp = zoo.save(
+        "tiny-mlp",
+        build("mlp", dim=2, hidden=16, depth=1, num_classes=3),
+        "mlp",
+        {"dim": 2, "hidden": 16, "depth": 1, "num_classes": 3},
+        schedule=sched,
+        prediction_type="epsilon",
+        weights_dir=d,
+        null_class=3,
+    )
     cfg = {"in_ch": 1, "ch": 8, "mults": [1], "blocks": 1, "num_classes": 10, "emb_dim": 16, "attention": False}
-    unet = zoo.save("tiny-unet", build("digits_unet", **cfg), "digits_unet", cfg, schedule=sched,
-                    prediction_type="epsilon", weights_dir=d, null_class=10)
+    unet = zoo.save(
+        "tiny-unet",
+        build("digits_unet", **cfg),
+        "digits_unet",
+        cfg,
+        schedule=sched,
+        prediction_type="epsilon",
+        weights_dir=d,
+        null_class=10,
+    )
     return str(mlp), str(unet)
 
 
 def test_cli_writes_png_npz_safetensors(tiny_models, tmp_path, capsys):
     _, unet = tiny_models
     outs = [tmp_path / "g.png", tmp_path / "s.npz", tmp_path / "s.safetensors"]
-    rc = main(["sample", unet, "--sampler", "ddim", "--steps", "3", "-n", "5", "--guidance", "2",
-               "--class-label", "all", "--seed", "1", *[a for o in outs for a in ("--out", str(o))]])
+    rc = main(
+        [
+            "sample",
+            unet,
+            "--sampler",
+            "ddim",
+            "--steps",
+            "3",
+            "-n",
+            "5",
+            "--guidance",
+            "2",
+            "--class-label",
+            "all",
+            "--seed",
+            "1",
+            *[a for o in outs for a in ("--out", str(o))],
+        ]
+    )
     assert rc == 0 and all(o.is_file() for o in outs)
     data = np.load(outs[1])
     assert data["samples"].shape == (5, 1, 8, 8) and data["labels"].tolist() == [0, 1, 2, 3, 4]
     from safetensors.torch import load_file
+
     assert np.allclose(load_file(str(outs[2]))["samples"].numpy(), data["samples"])
     assert "NFE 3" in capsys.readouterr().out
 

@@ -70,8 +70,12 @@ def test_cli_masked_shapes_decodes_patch_tokens(tmp_path):
     import numpy as np
 
     out = tmp_path / "s.npz"
-    assert main(["sample", "masked-shapes", "--steps", "16", "-n", "2", "--out", str(out),
-                 "--out", str(tmp_path / "g.png")]) == 0
+    assert (
+        main(
+            ["sample", "masked-shapes", "--steps", "16", "-n", "2", "--out", str(out), "--out", str(tmp_path / "g.png")]
+        )
+        == 0
+    )
     data = np.load(out)
     assert data["samples"].shape == (2, 64) and data["samples"].max() < 256
     assert data["images"].shape == (2, 3, 32, 32) and (tmp_path / "g.png").is_file()

@@ -22,8 +22,11 @@ def test_render_deterministic_range_and_shape():
 
 
 def test_antialiased_coverage_matches_area():
-    for shape, area in (("circle", math.pi * S.SIZES["large"] ** 2), ("square", (2 * 0.85 * S.SIZES["large"]) ** 2),
-                        ("triangle", 0.5 * 2 * S.SIZES["large"] * 1.8 * S.SIZES["large"])):
+    for shape, area in (
+        ("circle", math.pi * S.SIZES["large"] ** 2),
+        ("square", (2 * 0.85 * S.SIZES["large"]) ** 2),
+        ("triangle", 0.5 * 2 * S.SIZES["large"] * 1.8 * S.SIZES["large"]),
+    ):
         c = S.coverage(S.ShapeObject(shape, "red", 4))
         assert abs(float(c.sum()) - area) / area < 0.05  # 4x4 super-sampling quantises edges to 1/4 px
         frac = ((c > 0) & (c < 1)).sum()

@@ -10,9 +10,11 @@ from diffzoo.data import shapes as S
 from diffzoo.models import tinysd as T
 from diffzoo.zoo.latent import latent_model, load_tinysd
 
-TINY = dict(vae=dict(block_out_channels=(8, 8, 8), norm_num_groups=4),
-            unet=dict(block_out_channels=(16, 32), norm_num_groups=8, attention_head_dim=2, cross_attention_dim=32),
-            text=dict(hidden_size=32, intermediate_size=64))
+TINY = dict(
+    vae=dict(block_out_channels=(8, 8, 8), norm_num_groups=4),
+    unet=dict(block_out_channels=(16, 32), norm_num_groups=8, attention_head_dim=2, cross_attention_dim=32),
+    text=dict(hidden_size=32, intermediate_size=64),
+)
 
 
 @pytest.fixture(scope="module")
@@ -71,14 +73,14 @@ def test_from_components_matches_native(tiny):
 
     tiny.scaling_factor.fill_(0.75)
     native = latent_model(tiny)
-    generic = LatentModel.from_components(tiny.unet, tiny.vae, tiny.text_encoder, tiny.tokenizer,
-                                          T.scheduler_config())
+    generic = LatentModel.from_components(tiny.unet, tiny.vae, tiny.text_encoder, tiny.tokenizer, T.scheduler_config())
     assert generic.max_length == native.max_length
     assert generic.scaling_factor == native.scaling_factor == 0.75
     assert torch.equal(generic.schedule.alphas_cumprod, native.schedule.alphas_cumprod)
     assert generic.schedule.final_alpha_cumprod == native.schedule.final_alpha_cumprod
-    assert torch.equal(generic.encode_prompt(["blue square left on gray"]),
-                       native.encode_prompt(["blue square left on gray"]))
+    assert torch.equal(
+        generic.encode_prompt(["blue square left on gray"]), native.encode_prompt(["blue square left on gray"])
+    )
     img = S.render_batch(S.random_scenes(1, 3))
     assert torch.equal(generic.encode_image(img), native.encode_image(img))
     tiny.scaling_factor.fill_(1.0)
@@ -118,8 +120,10 @@ def test_classifier_shapes_and_scene_correct():
     scenes = S.random_scenes(3, 2)
     out = clf(S.render_batch(scenes))
     assert out["cells"].shape == (3, 9, S.NUM_CELL_CLASSES) and out["background"].shape == (3, 4)
-    truth = dict(cells=torch.stack([S.labels(s)["cells"] for s in scenes]),
-                 background=torch.stack([S.labels(s)["background"] for s in scenes]))
+    truth = dict(
+        cells=torch.stack([S.labels(s)["cells"] for s in scenes]),
+        background=torch.stack([S.labels(s)["background"] for s in scenes]),
+    )
     assert T.scene_correct(truth, scenes).all()
     wrong = dict(cells=truth["cells"].clone(), background=truth["background"])
     wrong["cells"][1, 0] = (wrong["cells"][1, 0] + 1) % S.NUM_CELL_CLASSES

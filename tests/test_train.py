@@ -25,8 +25,19 @@ def _loss(model: torch.nn.Module, batch: torch.Tensor, gen: torch.Generator) -> 
 
 
 def _cfg(tmp, steps, **kw) -> TrainConfig:
-    base = dict(steps=steps, batch_size=16, lr=1e-2, warmup_steps=3, ema_decay=0.9, grad_clip=0.5, seed=3,
-                out_dir=str(tmp) if tmp is not None else None, ckpt_every=4, log_every=2, progress=False)
+    base = dict(
+        steps=steps,
+        batch_size=16,
+        lr=1e-2,
+        warmup_steps=3,
+        ema_decay=0.9,
+        grad_clip=0.5,
+        seed=3,
+        out_dir=str(tmp) if tmp is not None else None,
+        ckpt_every=4,
+        log_every=2,
+        progress=False,
+    )
     base.update(kw)
     return TrainConfig(**base)
 
@@ -128,8 +139,13 @@ def test_diffusion_loss_is_zero_for_the_exact_predictor_of_a_point_mass(ptype, s
     x0 = c.expand(64, 2).clone()
     loss = diffusion_loss(exact, x0, schedule, torch.Generator().manual_seed(0), prediction_type=ptype)
     assert float(loss) < 1e-12
-    wrong = diffusion_loss(lambda x, t, cond=None: torch.zeros_like(x), x0, schedule, torch.Generator().manual_seed(0),
-                           prediction_type=ptype)
+    wrong = diffusion_loss(
+        lambda x, t, cond=None: torch.zeros_like(x),
+        x0,
+        schedule,
+        torch.Generator().manual_seed(0),
+        prediction_type=ptype,
+    )
     assert float(wrong) > 1e-3
 
 
@@ -138,8 +154,23 @@ def test_cli_train_recipe_runs_resumes_and_reports(tmp_path, capsys):
 
     from diffzoo.cli import main
 
-    argv = ["train", "toy2d", "--dataset", "moons", "--steps", "4", "--hidden", "8", "--depth", "1",
-            "--eval-samples", "20", "--no-progress", "--out-dir", str(tmp_path)]
+    argv = [
+        "train",
+        "toy2d",
+        "--dataset",
+        "moons",
+        "--steps",
+        "4",
+        "--hidden",
+        "8",
+        "--depth",
+        "1",
+        "--eval-samples",
+        "20",
+        "--no-progress",
+        "--out-dir",
+        str(tmp_path),
+    ]
     assert main(argv) == 0
     out = _json.loads(capsys.readouterr().out)
     assert {"swd", "mmd2", "final_loss"} <= set(out)
@@ -174,8 +205,13 @@ def test_resume_after_real_sigkill_is_identical(tmp_path):
     from pathlib import Path
 
     script = _KILL_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path))
-    proc = subprocess.run([sys.executable, "-c", script], check=False, capture_output=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        check=False,
+        capture_output=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert proc.returncode == -9, proc.stderr.decode()[-2000:]
     _, meta = read_safetensors(tmp_path / "checkpoint.safetensors")
     assert meta["step"] == 8
@@ -188,12 +224,43 @@ def test_resume_after_real_sigkill_is_identical(tmp_path):
 # Recipes: one argument dialect, and the zoo is written only with --zoo-name
 # -------------------------------------------------------------------------------------------------
 
-SHARED = ["--steps", "7", "--batch-size", "3", "--lr", "0.5", "--weight-decay", "0.25", "--warmup-steps", "2",
-          "--ema-decay", "0.75", "--grad-clip", "0.125", "--seed", "5", "--out-dir", "d", "--ckpt-every", "4",
-          "--log-every", "2", "--no-progress", "--keep-checkpoints", "--threads", "1", "--zoo-name", "z"]
-OLD_SPELLINGS = [(["--out", "d"], ["--out-dir", "d"]), (["--zoo", "z"], ["--zoo-name", "z"]),
-                 (["--name", "z"], ["--zoo-name", "z"]), (["--ema", "0.5"], ["--ema-decay", "0.5"]),
-                 (["--warmup", "7"], ["--warmup-steps", "7"])]
+SHARED = [
+    "--steps",
+    "7",
+    "--batch-size",
+    "3",
+    "--lr",
+    "0.5",
+    "--weight-decay",
+    "0.25",
+    "--warmup-steps",
+    "2",
+    "--ema-decay",
+    "0.75",
+    "--grad-clip",
+    "0.125",
+    "--seed",
+    "5",
+    "--out-dir",
+    "d",
+    "--ckpt-every",
+    "4",
+    "--log-every",
+    "2",
+    "--no-progress",
+    "--keep-checkpoints",
+    "--threads",
+    "1",
+    "--zoo-name",
+    "z",
+]
+OLD_SPELLINGS = [
+    (["--out", "d"], ["--out-dir", "d"]),
+    (["--zoo", "z"], ["--zoo-name", "z"]),
+    (["--name", "z"], ["--zoo-name", "z"]),
+    (["--ema", "0.5"], ["--ema-decay", "0.5"]),
+    (["--warmup", "7"], ["--warmup-steps", "7"]),
+]
 
 
 def _recipe_names() -> list[str]:
@@ -214,9 +281,21 @@ def test_every_recipe_takes_the_shared_options(recipe):
 
     args = _parse(["train", recipe, *SHARED])
     cfg = train_config_from_args(args)
-    assert (cfg.steps, cfg.batch_size, cfg.lr, cfg.weight_decay, cfg.warmup_steps, cfg.ema_decay, cfg.grad_clip,
-            cfg.seed, cfg.out_dir, cfg.ckpt_every, cfg.log_every, cfg.progress, cfg.keep_checkpoints) == \
-        (7, 3, 0.5, 0.25, 2, 0.75, 0.125, 5, "d", 4, 2, False, True)
+    assert (
+        cfg.steps,
+        cfg.batch_size,
+        cfg.lr,
+        cfg.weight_decay,
+        cfg.warmup_steps,
+        cfg.ema_decay,
+        cfg.grad_clip,
+        cfg.seed,
+        cfg.out_dir,
+        cfg.ckpt_every,
+        cfg.log_every,
+        cfg.progress,
+        cfg.keep_checkpoints,
+    ) == (7, 3, 0.5, 0.25, 2, 0.75, 0.125, 5, "d", 4, 2, False, True)
     assert args.zoo_name == "z" and args.threads == 1
     assert _parse(["train", recipe]).zoo_name is None  # no recipe ships by default
 
@@ -287,12 +366,21 @@ def _zoo_untouched(d) -> bool:
 
 
 TINY_RUNS = {
-    "toy2d": (["--dataset", "moons", "--steps", "2", "--hidden", "8", "--depth", "1", "--eval-samples", "20"],
-              "diffusion", [2]),
-    "masked-digits": (["--steps", "2", "--batch-size", "8", "--d-model", "16", "--n-layers", "1", "--n-heads", "2"],
-                      "masked", [64]),
-    "idm-cs": (["--steps", "1", "--batch-size", "2", "--idm-steps", "1", "--ch", "4", "--rev-blocks", "1"],
-               "idm", [1, 8, 8]),
+    "toy2d": (
+        ["--dataset", "moons", "--steps", "2", "--hidden", "8", "--depth", "1", "--eval-samples", "20"],
+        "diffusion",
+        [2],
+    ),
+    "masked-digits": (
+        ["--steps", "2", "--batch-size", "8", "--d-model", "16", "--n-layers", "1", "--n-heads", "2"],
+        "masked",
+        [64],
+    ),
+    "idm-cs": (
+        ["--steps", "1", "--batch-size", "2", "--idm-steps", "1", "--ch", "4", "--rev-blocks", "1"],
+        "idm",
+        [1, 8, 8],
+    ),
     "shapes-classifier": (["--steps", "1", "--batch-size", "2", "--width", "8"], "classifier", None),
 }
 

@@ -18,9 +18,20 @@ SCHED = {"name": "linear", "kwargs": {}}
 def _save(tmp_path, name="m", **kw):
     torch.manual_seed(0)
     model = build("mlp", dim=2, hidden=16, depth=1)
-    zoo.save(name, model, "mlp", {"dim": 2, "hidden": 16, "depth": 1}, schedule=SCHED, prediction_type="epsilon",
-             train_command="diffzoo train toy2d --steps 1", seed=0, steps=1, metrics={"swd": 0.1},
-             weights_dir=tmp_path, **kw)
+    zoo.save(
+        name,
+        model,
+        "mlp",
+        {"dim": 2, "hidden": 16, "depth": 1},
+        schedule=SCHED,
+        prediction_type="epsilon",
+        train_command="diffzoo train toy2d --steps 1",
+        seed=0,
+        steps=1,
+        metrics={"swd": 0.1},
+        weights_dir=tmp_path,
+        **kw,
+    )
     return model
 
 

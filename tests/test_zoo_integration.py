@@ -41,8 +41,9 @@ def test_digits_unet_guided_samples_are_classified_as_their_label():
     assert zm.null_class == 10
     labels = torch.arange(10).repeat(3)
     g = torch.Generator().manual_seed(123)
-    x = ddim_sample(digits_denoiser(zm.model, zm.metrics["guidance"]), torch.randn(30, 1, 8, 8, generator=g), 50,
-                    labels)
+    x = ddim_sample(
+        digits_denoiser(zm.model, zm.metrics["guidance"]), torch.randn(30, 1, 8, 8, generator=g), 50, labels
+    )
     assert float(x.abs().max()) < 1.5
     assert digits_accuracy(x.clamp(-1, 1), labels) >= min(0.8, zm.metrics["cond_accuracy"] - 0.15)
 

@@ -93,8 +93,9 @@ def atomic_save_safetensors(
     return Path(path)
 
 
-def write_safetensors(tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
-                      ) -> None:
+def write_safetensors(
+    tensors: dict[str, Tensor], path: str | os.PathLike, metadata: dict[str, str] | None = None
+) -> None:
     """Serialise ``tensors`` in memory and write them to ``path`` (not atomic: :func:`atomic_path` is).
 
     Not ``safetensors.torch.save_file``: that writes through its own hidden ``.tmpXXXXXX`` file in the
@@ -121,14 +122,21 @@ def _check_safetensors_prefix(path: Path) -> None:
     with open(path, "rb") as f:
         head = f.read(16)
     if size < 8:
-        raise ValueError(f"{path}: not a safetensors file ({size} bytes, shorter than the 8-byte header length)"
-                         + _not_safetensors_hint(head))
+        raise ValueError(
+            f"{path}: not a safetensors file ({size} bytes, shorter than the 8-byte header length)"
+            + _not_safetensors_hint(head)
+        )
     (n,) = struct.unpack("<Q", head[:8])
     if n > MAX_SAFETENSORS_HEADER or 8 + n > size:
-        why = (f"above safetensors' limit of {MAX_SAFETENSORS_HEADER:,}" if n > MAX_SAFETENSORS_HEADER
-               else f"but the file has only {size - 8:,} bytes after it: truncated?")
-        raise ValueError(f"{path}: not a readable safetensors file (its header claims {n:,} bytes, {why})"
-                         + _not_safetensors_hint(head))
+        why = (
+            f"above safetensors' limit of {MAX_SAFETENSORS_HEADER:,}"
+            if n > MAX_SAFETENSORS_HEADER
+            else f"but the file has only {size - 8:,} bytes after it: truncated?"
+        )
+        raise ValueError(
+            f"{path}: not a readable safetensors file (its header claims {n:,} bytes, {why})"
+            + _not_safetensors_hint(head)
+        )
 
 
 def read_safetensors_metadata(path: str | os.PathLike) -> dict[str, Any]:
@@ -165,8 +173,9 @@ def _read_safetensors(path: Path, tensors: bool) -> tuple[dict[str, Tensor], dic
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: corrupt JSON header ({e})") from None
     if not isinstance(meta, dict):
-        raise ValueError(f"{path}: corrupt JSON header (the {META_KEY!r} entry is a {type(meta).__name__}, "
-                         "expected an object)")
+        raise ValueError(
+            f"{path}: corrupt JSON header (the {META_KEY!r} entry is a {type(meta).__name__}, expected an object)"
+        )
     return out, meta
 
 
@@ -246,8 +255,10 @@ def open_image(path: str | os.PathLike, arg: str = "image") -> Image.Image:
             with Image.open(p) as probe:  # reads the header only
                 w, h = probe.size
                 if w * h > limit:
-                    raise _TooLarge(f"{arg}: {str(p)!r} is {w} x {h} = {w * h:,} pixels, more than diffzoo's "
-                                    f"limit of {limit:,} (diffzoo.io.MAX_IMAGE_PIXELS; a decompression bomb?)")
+                    raise _TooLarge(
+                        f"{arg}: {str(p)!r} is {w} x {h} = {w * h:,} pixels, more than diffzoo's "
+                        f"limit of {limit:,} (diffzoo.io.MAX_IMAGE_PIXELS; a decompression bomb?)"
+                    )
                 probe.verify()  # structure and checksums (catches a PNG cut short)
             with Image.open(p) as img:  # a full decode (catches truncated data verify() does not check)
                 img.load()
@@ -383,9 +394,7 @@ def save_image(img: Tensor, path: str | os.PathLike, scale: int = 1) -> Path:
     return save_pil(pil, path)
 
 
-def image_grid(
-    x: Tensor, nrow: int | None = None, pad: int = 1, scale: int = 4, pad_value: float = 1.0
-) -> Image.Image:
+def image_grid(x: Tensor, nrow: int | None = None, pad: int = 1, scale: int = 4, pad_value: float = 1.0) -> Image.Image:
     """A PIL image tiling ``(B, C, H, W)`` images in ``[-1, 1]`` (C = 1 or 3), ``nrow`` per row
     (default about sqrt(B)), ``pad`` pixels of ``pad_value`` between them, nearest-upscaled by ``scale``."""
     b, c, h, w = x.shape
@@ -404,7 +413,11 @@ def image_grid(
 
 
 def save_grid(
-    images: Tensor, path: str | os.PathLike, nrow: int | None = None, pad: int = 1, scale: int = 4,
+    images: Tensor,
+    path: str | os.PathLike,
+    nrow: int | None = None,
+    pad: int = 1,
+    scale: int = 4,
     pad_value: float = 1.0,
 ) -> Path:
     """Write :func:`image_grid` of ``images`` as a PNG."""
@@ -435,8 +448,7 @@ def check_output_path(path: str | os.PathLike, arg: str = "out", suffixes: Seque
     if p.is_dir() or str(path).endswith(("/", os.sep)):
         raise ValueError(f"{arg}: {str(path)!r} is a folder; expected a file name")
     if suffixes is not None and p.suffix.lower() not in suffixes:
-        raise ValueError(f"{arg}: unsupported file type {p.suffix!r} of {str(p)!r}; expected one of "
-                         f"{list(suffixes)}")
+        raise ValueError(f"{arg}: unsupported file type {p.suffix!r} of {str(p)!r}; expected one of {list(suffixes)}")
     parent = p.absolute().parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

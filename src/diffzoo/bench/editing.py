@@ -158,8 +158,14 @@ def run_method(
         rec = reconstruct_image(method, model, img, pair.source_caption, decode=False, **kw)
         return MethodRun(edited=img, recon=rec.reconstruction, nfe=0, seconds=0.0)
     out = edit_image(
-        method, model, img, pair.source_caption, pair.target_caption, blend_words=blend_words(pair),
-        reconstruct=True, **kw
+        method,
+        model,
+        img,
+        pair.source_caption,
+        pair.target_caption,
+        blend_words=blend_words(pair),
+        reconstruct=True,
+        **kw,
     )
     return MethodRun(edited=out.image, recon=out.reconstruction, nfe=out.nfe, seconds=out.seconds)
 
@@ -203,7 +209,6 @@ def load_tinysd_checkpoint(path: str) -> LatentModel:
     """A TinySD :class:`LatentModel` from a training checkpoint (``diffzoo train tinysd-unet --out DIR``):
     the EMA weights of ``DIR/checkpoint.safetensors``; the UNet widths are read off the tensors."""
 
-
     f = Path(path)
     f = f / "checkpoint.safetensors" if f.is_dir() else f
     if not f.is_file():
@@ -229,8 +234,7 @@ def load_models(cfg: EditBenchConfig) -> tuple[LatentModel, Any]:
         if name not in zoo.names():
             have = ", ".join(zoo.names()) or "none"
             raise FileNotFoundError(
-                f"model: zoo model {name!r} is not shipped in this build (have: {have}); "
-                "train it with diffzoo train"
+                f"model: zoo model {name!r} is not shipped in this build (have: {have}); train it with diffzoo train"
             )
     clf = zoo.load(cfg.classifier).model.eval()
     model = load_tinysd_checkpoint(cfg.checkpoint) if cfg.checkpoint else load_tinysd(cfg.model)
@@ -291,9 +295,7 @@ def run_bench(
             a.add("nfe", r.nfe), a.add("seconds", r.seconds)
             if i < cfg.n64 and model64 is not None:
                 img64 = img.to(torch.float64)
-                r64 = run_method(
-                    m, model64, img64, pair, cfg, cfg.seed * 1000 + i, torch.float64, recon_only=True
-                )
+                r64 = run_method(m, model64, img64, pair, cfg, cfg.seed * 1000 + i, torch.float64, recon_only=True)
                 with torch.no_grad():
                     z64 = model64.encode_image(img64)
                 a.add("rec_max64", float((r64.recon - z64).abs().max()))
@@ -331,8 +333,7 @@ def reconstruction_drift(
             z0 = model.encode_image(img)
         for method in ("ddim", "edict"):
             for w in cfg.drift_guidance:
-                rec = reconstruct_image(method, model, img, pair.source_caption, num_steps=cfg.steps,
-                                        invert_guidance=w)
+                rec = reconstruct_image(method, model, img, pair.source_caption, num_steps=cfg.steps, invert_guidance=w)
                 z, im = rec.reconstruction, rec.image
                 d = out.setdefault((method, w), {})
                 d.setdefault("mse", []).append(float(((z - z0) ** 2).mean()))
@@ -370,8 +371,7 @@ def _grid(rows: list[list[Tensor]], pad: int = 2) -> Tensor:
     if not rows:
         return torch.ones(3, 8, 8)
     ims = [
-        [torch.nn.functional.interpolate(im[None].float(), scale_factor=4, mode="nearest")[0] for im in r]
-        for r in rows
+        [torch.nn.functional.interpolate(im[None].float(), scale_factor=4, mode="nearest")[0] for im in r] for r in rows
     ]
     h, w = ims[0][0].shape[-2:]
     cols = max(len(r) for r in ims)
@@ -409,8 +409,11 @@ def _settings(cfg: EditBenchConfig) -> str:
     """The methods' own guidances and start strengths (from the registry), for the report."""
     used = {BENCH_METHODS[m][0] for m in cfg.methods}
     parts = [f"{m} {method_guidance(cfg, m):g}" for m in cfg.own_guidance if m in used]
-    parts += [f"{m} strength {get_edit_method(m).default_strength:g}" for m in sorted(used)
-              if get_edit_method(m).default_strength is not None]
+    parts += [
+        f"{m} strength {get_edit_method(m).default_strength:g}"
+        for m in sorted(used)
+        if get_edit_method(m).default_strength is not None
+    ]
     parts.append(f"ddpm T_skip {method_options(cfg, 'ddpm')['skip']}")
     return ", ".join(parts)
 
@@ -469,10 +472,7 @@ def _report(
             }
         )
     kind_cols = ["method"] + list(shapes.EDIT_KINDS)
-    krows = [
-        {"method": m, **{k: f"{100 * sum(v) / len(v):.0f}% ({len(v)})" for k, v in kinds[m].items()}}
-        for m in acc
-    ]
+    krows = [{"method": m, **{k: f"{100 * sum(v) / len(v):.0f}% ({len(v)})" for k, v in kinds[m].items()}} for m in acc]
     text = [
         f"# diffzoo bench editing{' --quick' if cfg.tag == 'quick' else ''}",
         "",
@@ -506,9 +506,7 @@ def _report(
         _claims(cfg, acc, drift),
         "",
         "PNG (`" + ("bench_editing_quick" if cfg.tag == "quick" else "bench_editing") + ".png`): one row per "
-        "example pair (one per edit kind); columns: source, ground-truth edit, then "
-        + ", ".join(cfg.methods)
-        + ".",
+        "example pair (one per edit kind); columns: source, ground-truth edit, then " + ", ".join(cfg.methods) + ".",
     ]
     return "\n".join(text) + "\n"
 
@@ -619,9 +617,7 @@ def register(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=None, help="number of source scenes (one edit each)")
     p.add_argument("--steps", type=int, default=None, help="DDIM steps of every method")
     p.add_argument("--n64", type=int, default=None, help="pairs whose reconstruction is also run in float64")
-    p.add_argument(
-        "--guidance", type=float, default=None, help="edit guidance of every method but edict and infedit"
-    )
+    p.add_argument("--guidance", type=float, default=None, help="edit guidance of every method but edict and infedit")
     p.add_argument("--methods", default=None, help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--model", default="tinysd")
     p.add_argument("--classifier", default="shapes-classifier")

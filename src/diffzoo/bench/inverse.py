@@ -71,8 +71,12 @@ def _metrics(out: Tensor, x: Tensor, op: Any, y: Tensor) -> dict[str, float]:
 
     o = out.to(torch.float32)
     oc = o.clamp(-1, 1)
-    return {"PSNR": float(psnr(oc, x)), "SSIM": float(ssim(oc, x)), "FD-digits": float(digits_fd(oc)),
-            "||Ax-y||": float(measurement_error(op, o, y.to(o.dtype)).mean())}
+    return {
+        "PSNR": float(psnr(oc, x)),
+        "SSIM": float(ssim(oc, x)),
+        "FD-digits": float(digits_fd(oc)),
+        "||Ax-y||": float(measurement_error(op, o, y.to(o.dtype)).mean()),
+    }
 
 
 def _timed(fn: Any, params: list[Tensor]) -> tuple[Tensor, float, float]:
@@ -83,8 +87,18 @@ def _timed(fn: Any, params: list[Tensor]) -> tuple[Tensor, float, float]:
     return out.detach(), time.perf_counter() - t0, meter.peak / 2**20
 
 
-def run_tasks(den: Any, prior_params: list[Tensor], tasks: list[str], nfes: list[int], dps_steps: list[int],
-              n: int, seed: int, zeta: float, eta: float, idm_models: list[tuple[str, Any, Any]]) -> tuple[list[dict], dict]:
+def run_tasks(
+    den: Any,
+    prior_params: list[Tensor],
+    tasks: list[str],
+    nfes: list[int],
+    dps_steps: list[int],
+    n: int,
+    seed: int,
+    zeta: float,
+    eta: float,
+    idm_models: list[tuple[str, Any, Any]],
+) -> tuple[list[dict], dict]:
     """All restoration rows, plus a few example outputs per task for the figure."""
 
     x = digits.load("test").images[:n]
@@ -98,19 +112,51 @@ def run_tasks(den: Any, prior_params: list[Tensor], tasks: list[str], nfes: list
         for nfe in nfes:
             if op.linear:
                 label = "ddnm+" if sigma_y > 0 else "ddnm"
-                plans.append((label, nfe, lambda nfe=nfe, op=op, y=y, sigma_y=sigma_y: posterior_sample(
-                    "ddnm", den, op, y, nfe, sigma_y=sigma_y, eta=eta, generator=torch.Generator().manual_seed(seed))))
+                plans.append(
+                    (
+                        label,
+                        nfe,
+                        lambda nfe=nfe, op=op, y=y, sigma_y=sigma_y: posterior_sample(
+                            "ddnm",
+                            den,
+                            op,
+                            y,
+                            nfe,
+                            sigma_y=sigma_y,
+                            eta=eta,
+                            generator=torch.Generator().manual_seed(seed),
+                        ),
+                    )
+                )
         for nfe in dps_steps:
-            plans.append(("dps", 2 * nfe, lambda nfe=nfe, op=op, y=y: posterior_sample(
-                "dps", den, op, y, nfe, zeta=zeta, generator=torch.Generator().manual_seed(seed))))
+            plans.append(
+                (
+                    "dps",
+                    2 * nfe,
+                    lambda nfe=nfe, op=op, y=y: posterior_sample(
+                        "dps", den, op, y, nfe, zeta=zeta, generator=torch.Generator().manual_seed(seed)
+                    ),
+                )
+            )
         for name, chain, iop in idm_models:
             if opname == "cs" and sigma_y == 0 and abs(iop.ratio - kw["ratio"]) < 1e-9 and iop.seed == 0:
-                plans.append((f"idm ({name})", len(chain.steps),
-                              lambda chain=chain, op=op, y=y: torch.no_grad()(chain.eval())(y, op)))
+                plans.append(
+                    (
+                        f"idm ({name})",
+                        len(chain.steps),
+                        lambda chain=chain, op=op, y=y: torch.no_grad()(chain.eval())(y, op),
+                    )
+                )
         for label, nfe, fn in plans:
             out, wall, mem = _timed(fn, prior_params)
-            row = {"task": task, "sampler": label, "NFE": nfe, **_metrics(out, x, op, y),
-                   "wall s": wall, "act. mem MB": mem}
+            row = {
+                "task": task,
+                "sampler": label,
+                "NFE": nfe,
+                **_metrics(out, x, op, y),
+                "wall s": wall,
+                "act. mem MB": mem,
+            }
             rows.append(row)
             log.info("%s", row)
             ex.setdefault(label.split(" ")[0], out[:4])
@@ -142,15 +188,25 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024.0)
 def rss_delta_mb(prior: str, steps: int, batch: int, invertible: bool) -> float:
     """Growth of the peak RSS (MB) of a fresh process over one IDM training step (Linux ``ru_maxrss``)."""
 
-    out = subprocess.run([sys.executable, "-c", _RSS_CHILD, prior, str(steps), str(batch), "1" if invertible else "0"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", _RSS_CHILD, prior, str(steps), str(batch), "1" if invertible else "0"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
-def idm_memory_rows(den: Any, zm: Any, idm_models: list[tuple[str, Any, Any]], steps_list: list[int],
-                    batch: int, prior: str | None = None, rss_batch: int = 1024) -> list[dict]:
+def idm_memory_rows(
+    den: Any,
+    zm: Any,
+    idm_models: list[tuple[str, Any, Any]],
+    steps_list: list[int],
+    batch: int,
+    prior: str | None = None,
+    rss_batch: int = 1024,
+) -> list[dict]:
     """Training-step activation memory of the IDM chain: plain vs invertible backward, and grad agreement."""
-
 
     x = digits.load("train").images[:batch]
     rows = []
@@ -170,16 +226,33 @@ def idm_memory_rows(den: Any, zm: Any, idm_models: list[tuple[str, Any, Any]], s
             t0 = time.perf_counter()
             with SavedTensorMeter(exclude=params) as meter:
                 (chain(op.A(x), op, invertible=inv) - x).abs().mean().backward()
-            res[inv] = (meter.peak, time.perf_counter() - t0,
-                        [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params])
+            res[inv] = (
+                meter.peak,
+                time.perf_counter() - t0,
+                [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in params],
+            )
         num = sum(((a - b) ** 2).sum() for a, b in zip(res[False][2], res[True][2])).sqrt()
         den_ = sum((a**2).sum() for a in res[False][2]).sqrt()
-        rows.append({"chain": src, "T": steps, "batch": batch, "plain MB": res[False][0] / 2**20,
-                     "invertible MB": res[True][0] / 2**20, "saving %": 100 * (1 - res[True][0] / res[False][0]),
-                     "grad rel err": float(num / den_), "plain s": res[False][1], "invertible s": res[True][1]})
+        rows.append(
+            {
+                "chain": src,
+                "T": steps,
+                "batch": batch,
+                "plain MB": res[False][0] / 2**20,
+                "invertible MB": res[True][0] / 2**20,
+                "saving %": 100 * (1 - res[True][0] / res[False][0]),
+                "grad rel err": float(num / den_),
+                "plain s": res[False][1],
+                "invertible s": res[True][1],
+            }
+        )
         if prior is not None:  # second, independent measurement: process peak RSS, larger batch
-            rows[-1].update({f"RSS plain MB (b={rss_batch})": rss_delta_mb(prior, steps, rss_batch, False),
-                             f"RSS invertible MB (b={rss_batch})": rss_delta_mb(prior, steps, rss_batch, True)})
+            rows[-1].update(
+                {
+                    f"RSS plain MB (b={rss_batch})": rss_delta_mb(prior, steps, rss_batch, False),
+                    f"RSS invertible MB (b={rss_batch})": rss_delta_mb(prior, steps, rss_batch, True),
+                }
+            )
     return rows
 
 
@@ -209,20 +282,39 @@ def _claims(rows: list[dict], mem_rows: list[dict]) -> list[dict]:
         ddnm = [r for r in rows if r["task"] == task and r["sampler"] == "ddnm"]
         if idm and ddnm:
             best = max(ddnm, key=lambda r: r["NFE"])
-            out.append({"claim": CLAIMS["idm_psnr_gain"], "ours": f"{task}: {idm[0]['PSNR'] - best['PSNR']:+.2f} dB "
-                        f"(IDM {idm[0]['NFE']} NFE vs DDNM {best['NFE']} NFE)"})
-            out.append({"claim": CLAIMS["idm_speedup"], "ours": f"{task}: {best['wall s'] / idm[0]['wall s']:.1f}x "
-                        "(wall time, CPU)"})
+            out.append(
+                {
+                    "claim": CLAIMS["idm_psnr_gain"],
+                    "ours": f"{task}: {idm[0]['PSNR'] - best['PSNR']:+.2f} dB "
+                    f"(IDM {idm[0]['NFE']} NFE vs DDNM {best['NFE']} NFE)",
+                }
+            )
+            out.append(
+                {
+                    "claim": CLAIMS["idm_speedup"],
+                    "ours": f"{task}: {best['wall s'] / idm[0]['wall s']:.1f}x (wall time, CPU)",
+                }
+            )
     if not any(r["sampler"].startswith("idm") for r in rows):
         out.append({"claim": CLAIMS["idm_psnr_gain"], "ours": "not measured: no idm-* model shipped"})
     for m in mem_rows:
-        out.append({"claim": CLAIMS["idm_memory"], "ours": f"T={m['T']} ({m['chain']}): {m['saving %']:.1f}% "
-                    f"activation memory saved; grad rel err {m['grad rel err']:.1e}"})
-    exact = ("cs", "sr", "box_inpaint", "random_inpaint")   # closed-form or orthonormal A^+
+        out.append(
+            {
+                "claim": CLAIMS["idm_memory"],
+                "ours": f"T={m['T']} ({m['chain']}): {m['saving %']:.1f}% "
+                f"activation memory saved; grad rel err {m['grad rel err']:.1e}",
+            }
+        )
+    exact = ("cs", "sr", "box_inpaint", "random_inpaint")  # closed-form or orthonormal A^+
     noiseless = [r for r in rows if r["sampler"] == "ddnm" and TASKS[r["task"]][0] in exact]
     if noiseless:
-        out.append({"claim": CLAIMS["ddnm_consistency"],
-                    "ours": f"max mean ||Ax-y|| over noiseless DDNM rows (CS/SR/inpainting): {max(r['||Ax-y||'] for r in noiseless):.1e}"})
+        out.append(
+            {
+                "claim": CLAIMS["ddnm_consistency"],
+                "ours": "max mean ||Ax-y|| over noiseless DDNM rows (CS/SR/inpainting): "
+                f"{max(r['||Ax-y||'] for r in noiseless):.1e}",
+            }
+        )
     return out
 
 
@@ -243,28 +335,45 @@ def _main(args: argparse.Namespace) -> int:
     dps_steps = [50] if args.quick else [50, 100]
     n = args.n or (32 if args.quick else 100)
     t0 = time.perf_counter()
-    rows, examples = run_tasks(den, list(zm.model.parameters()), tasks, nfes, dps_steps, n, args.seed, args.zeta, args.eta,
-                               idm_models)
+    rows, examples = run_tasks(
+        den, list(zm.model.parameters()), tasks, nfes, dps_steps, n, args.seed, args.zeta, args.eta, idm_models
+    )
     mem_rows = idm_memory_rows(den, zm, idm_models, [3] if args.quick else [3, 6, 10], 64, args.prior)
     suffix = "_quick" if args.quick else ""
     fig = Path(args.out).with_suffix(".png") if args.out else results_dir() / f"bench_inverse{suffix}.png"
     prior_note = args.prior if args.prior in zoo.names() else f"{args.prior} (not a shipped zoo model)"
-    text = "\n\n".join([
-        f"# diffzoo bench inverse{' --quick' if args.quick else ''}",
-        (f"Prior: `{prior_note}`, unconditional (null class). {n} digits of the test split; DDNM eta={args.eta}, "
-         f"DPS zeta={args.zeta} (DDIM eta=1 = DDPM ancestral); NFE counts network calls (DPS: forward + "
-         f"backward = 2 per step). IDM models: {', '.join(idm_names) or 'none'}. CPU, {args.threads} thread(s)."),
-        "## Restoration", format_table(rows),
-        ("## IDM training memory (one step): plain back-propagation vs invertible backward\n\n"
-         "MB columns: peak bytes saved for backward (batch 64; `SavedTensorMeter`, parameters excluded); "
-         "RSS columns: growth of a fresh process's peak RSS over one step (batch 1024, untrained chain "
-         "built from the prior)."),
-        format_table(mem_rows),
-        "## Papers' claims beside ours", format_table(_claims(rows, mem_rows)),
-        (f"Figure: `{fig.name}` (one row per task in table order; column blocks truth | A+y | ddnm | ddnm+ | "
-         "dps | idm, 4 test digits each; black block = not applicable)."),
-        f"Total wall time {time.perf_counter() - t0:.0f} s.",
-    ]) + "\n"
+    text = (
+        "\n\n".join(
+            [
+                f"# diffzoo bench inverse{' --quick' if args.quick else ''}",
+                (
+                    f"Prior: `{prior_note}`, unconditional (null class). {n} digits of the test split; "
+                    f"DDNM eta={args.eta}, "
+                    f"DPS zeta={args.zeta} (DDIM eta=1 = DDPM ancestral); NFE counts network calls (DPS: forward + "
+                    f"backward = 2 per step). IDM models: {', '.join(idm_names) or 'none'}. "
+                    f"CPU, {args.threads} thread(s)."
+                ),
+                "## Restoration",
+                format_table(rows),
+                (
+                    "## IDM training memory (one step): plain back-propagation vs invertible backward\n\n"
+                    "MB columns: peak bytes saved for backward (batch 64; `SavedTensorMeter`, parameters excluded); "
+                    "RSS columns: growth of a fresh process's peak RSS over one step (batch 1024, untrained chain "
+                    "built from the prior)."
+                ),
+                format_table(mem_rows),
+                "## Papers' claims beside ours",
+                format_table(_claims(rows, mem_rows)),
+                (
+                    f"Figure: `{fig.name}` (one row per task in table order; column blocks "
+                    "truth | A+y | ddnm | ddnm+ | "
+                    "dps | idm, 4 test digits each; black block = not applicable)."
+                ),
+                f"Total wall time {time.perf_counter() - t0:.0f} s.",
+            ]
+        )
+        + "\n"
+    )
     print(text)
     if not args.no_write:
         out = Path(args.out) if args.out else results_dir() / f"bench_inverse{suffix}.md"
@@ -274,14 +383,21 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def register(bsub: argparse._SubParsersAction) -> None:
-    p = bsub.add_parser("inverse", help="inverse problems: DDNM/DDNM+, DPS, IDM vs ground truth on digits",
-                        description=__doc__.splitlines()[0])
+    p = bsub.add_parser(
+        "inverse",
+        help="inverse problems: DDNM/DDNM+, DPS, IDM vs ground truth on digits",
+        description=__doc__.splitlines()[0],
+    )
     p.add_argument("--quick", action="store_true", help="7 tasks, DDNM NFE 20, DPS 50 steps, 32 digits (< 5 min)")
     p.add_argument("--prior", default="digits-unet", help="zoo name or .safetensors path of the digits UNet")
     p.add_argument("--idm", default="idm-cs10,idm-cs30", help="comma-separated IDM zoo models (missing: skipped)")
     p.add_argument("--n", type=int, default=None, help="test digits per row")
-    p.add_argument("--zeta", type=float, default=1.5,
-                   help="DPS step size (1.5: coarse sweep 0.3/1/3/10 at 50 steps on 16 test digits)")
+    p.add_argument(
+        "--zeta",
+        type=float,
+        default=1.5,
+        help="DPS step size (1.5: coarse sweep 0.3/1/3/10 at 50 steps on 16 test digits)",
+    )
     p.add_argument("--eta", type=float, default=0.85, help="DDNM eta")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)

@@ -51,8 +51,15 @@ log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 
 SAMPLER_ORDER = ("ddpm", "ddim", "plms", "pndm", "dpmpp_2m", "euler", "heun")
-GRID = {"ddpm": "leading", "ddim": "leading", "plms": "leading", "pndm": "leading", "dpmpp_2m": "uniform",
-        "euler": "karras", "heun": "karras"}
+GRID = {
+    "ddpm": "leading",
+    "ddim": "leading",
+    "plms": "leading",
+    "pndm": "leading",
+    "dpmpp_2m": "uniform",
+    "euler": "karras",
+    "heun": "karras",
+}
 NOMINAL_ORDER = {"ddim": 1, "euler": 1, "heun": 2, "dpmpp_2m": 2, "plms": 4, "pndm": 4}
 KDIFF = ("euler", "heun", "dpmpp_2m")
 UNAVAILABLE = "unavailable (k-diffusion not installed)"
@@ -149,12 +156,17 @@ def _diffusers_config(den: Denoiser) -> dict[str, Any]:
     sch = den.schedule
     if not isinstance(sch, DiscreteSchedule):
         raise TypeError(f"schedule: diffusers' schedulers need a discrete schedule, got {sch.name!r}")
-    return {"num_train_timesteps": sch.num_train_timesteps, "trained_betas": sch.betas.numpy().tolist(),
-            "set_alpha_to_one": sch.final_alpha_cumprod == 1.0, "prediction_type": den.prediction_type}
+    return {
+        "num_train_timesteps": sch.num_train_timesteps,
+        "trained_betas": sch.betas.numpy().tolist(),
+        "set_alpha_to_one": sch.final_alpha_cumprod == 1.0,
+        "prediction_type": den.prediction_type,
+    }
 
 
-def run_one(impl: str, sampler: str, subj: Subject, steps: int, n: int, seed: int = 0,
-            validate: bool = False) -> dict[str, Any]:
+def run_one(
+    impl: str, sampler: str, subj: Subject, steps: int, n: int, seed: int = 0, validate: bool = False
+) -> dict[str, Any]:
     """One sampling run; returns samples, wall time, model time and NFE.
 
     The timed region is the sampling call (diffzoo: the sampler function, its entry checks and tables
@@ -184,24 +196,34 @@ def run_one(impl: str, sampler: str, subj: Subject, steps: int, n: int, seed: in
 # ------------------------------------------------------------------------------------------ tables
 def convergence_table(ns: tuple[int, ...] = (8, 16, 32, 64)) -> list[dict[str, Any]]:
     """Measured order of each ODE sampler on an exact GMM denoiser (EDM schedule, Karras grid)."""
-    gm = GaussianMixture([[-1.0, -1.0], [1.0, 1.0], [1.5, -1.0], [-1.5, 1.0]], [0.3, 0.2, 0.25, 0.4],
-                         [0.3, 0.2, 0.3, 0.2])
+    gm = GaussianMixture(
+        [[-1.0, -1.0], [1.0, 1.0], [1.5, -1.0], [-1.5, 1.0]], [0.3, 0.2, 0.25, 0.4], [0.3, 0.2, 0.3, 0.2]
+    )
     sch = get_schedule("edm")
     den = gm.denoiser(sch)
     x = torch.randn(256, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 80.0
     truth = heun(den, x, get_timesteps(sch, 1000, "karras"))
     rows = []
     for name, order in NOMINAL_ORDER.items():
-        errs = [float((SAMPLERS[name](den, x, get_timesteps(sch, k, "karras")) - truth).norm(dim=1).mean())
-                for k in ns]
+        errs = [float((SAMPLERS[name](den, x, get_timesteps(sch, k, "karras")) - truth).norm(dim=1).mean()) for k in ns]
         slope = math.log(errs[0] / errs[-1]) / math.log(ns[-1] / ns[0])
-        rows.append({"sampler": name, "paper order": order, "measured order": slope,
-                     **{f"err@{k} steps": e for k, e in zip(ns, errs)}})
+        rows.append(
+            {
+                "sampler": name,
+                "paper order": order,
+                "measured order": slope,
+                **{f"err@{k} steps": e for k, e in zip(ns, errs)},
+            }
+        )
     return rows
 
 
-OVERHEAD_IMPLS = (("diffzoo", "diffzoo", False), ("diffzoo (validated)", "diffzoo", True),
-                  ("diffusers", "diffusers", False), ("k-diffusion", "k-diffusion", False))
+OVERHEAD_IMPLS = (
+    ("diffzoo", "diffzoo", False),
+    ("diffzoo (validated)", "diffzoo", True),
+    ("diffusers", "diffusers", False),
+    ("k-diffusion", "k-diffusion", False),
+)
 
 
 def overhead_table(budget: int = 20, repeats: int = 15, batch: int = 16, kdiff: bool = True) -> list[dict[str, Any]]:
@@ -215,15 +237,19 @@ def overhead_table(budget: int = 20, repeats: int = 15, batch: int = 16, kdiff: 
     minimum is the least disturbed run. Ratios below 1 mean diffzoo is cheaper. ``kdiff=False`` (k-diffusion
     not installed) marks its columns ``unavailable``.
     """
-    subj = Subject("null", Denoiser(lambda x, t, c: 0.1 * x, get_schedule("linear"), "epsilon"),
-                   (1, 8, 8), None, lambda x: {})
+    subj = Subject(
+        "null", Denoiser(lambda x, t, c: 0.1 * x, get_schedule("linear"), "epsilon"), (1, 8, 8), None, lambda x: {}
+    )
     rows = []
     for sampler in SAMPLER_ORDER:
         steps = steps_for_nfe(sampler, budget)
         if steps is None:
             continue
-        impls = [(label, impl, val) for label, impl, val in OVERHEAD_IMPLS
-                 if impl != "k-diffusion" or (kdiff and sampler in KDIFF)]
+        impls = [
+            (label, impl, val)
+            for label, impl, val in OVERHEAD_IMPLS
+            if impl != "k-diffusion" or (kdiff and sampler in KDIFF)
+        ]
         best = {label: math.inf for label, _, _ in impls}
         for rep in range(repeats + 1):  # the first round warms up
             for label, impl, val in impls:
@@ -242,9 +268,16 @@ def overhead_table(budget: int = 20, repeats: int = 15, batch: int = 16, kdiff: 
     return rows
 
 
-def sampler_rows(digits: Subject | None, toy: Subject | None, nfes: tuple[int, ...], n_digits: int,
-                 n_toy: int, with_1000: bool, impls: tuple[str, ...],
-                 on_row: Callable[[list[dict[str, Any]]], None] | None = None) -> list[dict[str, Any]]:
+def sampler_rows(
+    digits: Subject | None,
+    toy: Subject | None,
+    nfes: tuple[int, ...],
+    n_digits: int,
+    n_toy: int,
+    with_1000: bool,
+    impls: tuple[str, ...],
+    on_row: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
     """The rows of table 3. The 1000-step rows (DDPM, DDIM) run for diffzoo only (CPU budget)."""
     rows: list[dict[str, Any]] = []
     warm: set[tuple[str, str]] = set()
@@ -283,6 +316,7 @@ def sampler_rows(digits: Subject | None, toy: Subject | None, nfes: tuple[int, .
 
 def claims_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The papers' headline claims beside our measurements (from the diffzoo rows)."""
+
     def fd(sampler: str, nfe_: int) -> float | None:
         for r in rows:
             if r["impl"] == "diffzoo" and r["sampler"] == sampler and r.get("nfe") == nfe_:
@@ -291,15 +325,25 @@ def claims_table(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     out = []
     pndm50, ddim1000 = fd("pndm", 50), fd("ddim", 1000)
-    out.append({"claim": "F-PNDM at 50 NFE (41 steps) beats DDIM with 1000 steps (Liu et al. 2022, Sec. 5.2)",
-                "paper": "CIFAR-10 FID: PNDM 3.26 (<DDIM-1000)", "ours (FD-digits)":
-                f"pndm@50 NFE {pndm50:.3g} vs ddim@1000 {ddim1000:.3g}" if pndm50 and ddim1000 else "n/a",
-                "holds": None if not (pndm50 and ddim1000) else pndm50 <= ddim1000})
+    out.append(
+        {
+            "claim": "F-PNDM at 50 NFE (41 steps) beats DDIM with 1000 steps (Liu et al. 2022, Sec. 5.2)",
+            "paper": "CIFAR-10 FID: PNDM 3.26 (<DDIM-1000)",
+            "ours (FD-digits)": f"pndm@50 NFE {pndm50:.3g} vs ddim@1000 {ddim1000:.3g}"
+            if pndm50 and ddim1000
+            else "n/a",
+            "holds": None if not (pndm50 and ddim1000) else pndm50 <= ddim1000,
+        }
+    )
     dpm20, ddim20 = fd("dpmpp_2m", 20), fd("ddim", 20)
-    out.append({"claim": "DPM-Solver++(2M) at 20 NFE beats DDIM at 20 NFE (Lu et al. 2022b, Sec. 6)",
-                "paper": "ImageNet-256 guided: 2M < DDIM at 10-20 NFE", "ours (FD-digits)":
-                f"dpmpp_2m@20 {dpm20:.3g} vs ddim@20 {ddim20:.3g}" if dpm20 and ddim20 else "n/a",
-                "holds": None if not (dpm20 and ddim20) else dpm20 <= ddim20})
+    out.append(
+        {
+            "claim": "DPM-Solver++(2M) at 20 NFE beats DDIM at 20 NFE (Lu et al. 2022b, Sec. 6)",
+            "paper": "ImageNet-256 guided: 2M < DDIM at 10-20 NFE",
+            "ours (FD-digits)": f"dpmpp_2m@20 {dpm20:.3g} vs ddim@20 {ddim20:.3g}" if dpm20 and ddim20 else "n/a",
+            "holds": None if not (dpm20 and ddim20) else dpm20 <= ddim20,
+        }
+    )
     return out
 
 
@@ -309,43 +353,89 @@ def data_floor(n: int) -> dict[str, Any]:
 
     d = digits_data.load("train")
     idx = torch.randperm(len(d), generator=torch.Generator().manual_seed(0))[:n]
-    return {"impl": "real data", "sampler": f"{n} train digits", "fd_digits": digits_fd(d.images[idx]),
-            "accuracy": digits_accuracy(d.images[idx], d.labels[idx])}
+    return {
+        "impl": "real data",
+        "sampler": f"{n} train digits",
+        "fd_digits": digits_fd(d.images[idx]),
+        "accuracy": digits_accuracy(d.images[idx], d.labels[idx]),
+    }
 
 
-def render(args: argparse.Namespace, header: str, conv: list, ovh: list, rows: list, claims: bool,
-           partial: bool = False) -> str:
-    cols = ["impl", "sampler", "grid", "steps", "nfe", "fd_digits", "accuracy", "swd_toy2d", "wall s",
-            "overhead us/step", "overhead vs diffzoo", "max abs diff vs diffzoo"]
+def render(
+    args: argparse.Namespace, header: str, conv: list, ovh: list, rows: list, claims: bool, partial: bool = False
+) -> str:
+    cols = [
+        "impl",
+        "sampler",
+        "grid",
+        "steps",
+        "nfe",
+        "fd_digits",
+        "accuracy",
+        "swd_toy2d",
+        "wall s",
+        "overhead us/step",
+        "overhead vs diffzoo",
+        "max abs diff vs diffzoo",
+    ]
     present = [c for c in cols if any(c in r for r in rows)]
     cmd = "diffzoo bench samplers" + (" --quick" if args.quick else "")
-    return "\n".join([
-        f"# `{cmd}`" + (" (PARTIAL: run in progress)" if partial else ""), "", header, "",
-        "## 1. Convergence order on an exact Gaussian-mixture denoiser (EDM schedule, Karras grid)", "",
-        format_table(conv), "",
-        "Error = mean |x - x_ref| over 256 paths vs 1000-step Heun; order = log-log slope from 8 to 64 steps. "
-        "PLMS/F-PNDM use fixed Adams-Bashforth coefficients on a non-uniform grid, which caps their order near 2.",
-        "", "## 2. Sampler overhead per step with a null network (NFE 20, batch 16 of 1x8x8, best of 15)", "",
-        format_table(ovh, ["sampler", "steps", "diffzoo us/step", "diffzoo (validated) us/step", "diffusers us/step",
-                           "k-diffusion us/step", "diffzoo / diffusers", "diffzoo (validated) / diffusers",
-                           "diffzoo / k-diffusion"]), "",
-        "The network is `eps = 0.1 x`, so wall time is the sampler's own per-step cost (setup included, "
-        "divided by the steps). Ratios are diffzoo's cost over the reference's (goal: <= 0.5 vs diffusers). "
-        "`diffzoo` runs with validation off, `diffzoo (validated)` with the Denoiser's default settings as a "
-        "user runs it: the inputs and the whole grid are checked once at entry and the result once at the "
-        "end, never per step. Each call precomputes its grid's coefficients (`Denoiser.prepare_times`, "
-        "`sampling.base.Grid`), so a step is the network call plus a few fused kernels with no schedule "
-        "interpolation and no host sync. DDPM draws its noise from 16 per-sample generators in diffzoo "
-        "(batch-invariant seeds), from one generator in diffusers.",
-        "", "## 3. Samplers x NFE, diffzoo vs diffusers vs k-diffusion (same model, same starting noise)", "",
-        format_table(rows, present), "",
-        "Grids: leading = diffusers' default for DDPM/DDIM/PNDM; uniform = DPMSolverMultistep's linspace; "
-        "karras = rho 7 (diffusers `use_karras_sigmas=True`). Overhead = (wall - network time) / steps, "
-        "measured on a shared, loaded CPU (noisy; table 2 is the clean comparison). FD-digits has a strong "
-        "small-sample bias: compare with the `real data` row at the same n. diffusers' Euler/Heun use "
-        "float32 sigmas, so their samples differ at ~1e-4. Stochastic rows (DDPM) draw different noise in "
-        "each library. 1000-step rows run for diffzoo only.",
-        "", "## 4. Paper claims", "", format_table(claims_table(rows)) if claims else "(no digits model)", ""])
+    return "\n".join(
+        [
+            f"# `{cmd}`" + (" (PARTIAL: run in progress)" if partial else ""),
+            "",
+            header,
+            "",
+            "## 1. Convergence order on an exact Gaussian-mixture denoiser (EDM schedule, Karras grid)",
+            "",
+            format_table(conv),
+            "",
+            "Error = mean |x - x_ref| over 256 paths vs 1000-step Heun; order = log-log slope from 8 to 64 steps. "
+            "PLMS/F-PNDM use fixed Adams-Bashforth coefficients on a non-uniform grid, which caps their order near 2.",
+            "",
+            "## 2. Sampler overhead per step with a null network (NFE 20, batch 16 of 1x8x8, best of 15)",
+            "",
+            format_table(
+                ovh,
+                [
+                    "sampler",
+                    "steps",
+                    "diffzoo us/step",
+                    "diffzoo (validated) us/step",
+                    "diffusers us/step",
+                    "k-diffusion us/step",
+                    "diffzoo / diffusers",
+                    "diffzoo (validated) / diffusers",
+                    "diffzoo / k-diffusion",
+                ],
+            ),
+            "",
+            "The network is `eps = 0.1 x`, so wall time is the sampler's own per-step cost (setup included, "
+            "divided by the steps). Ratios are diffzoo's cost over the reference's (goal: <= 0.5 vs diffusers). "
+            "`diffzoo` runs with validation off, `diffzoo (validated)` with the Denoiser's default settings as a "
+            "user runs it: the inputs and the whole grid are checked once at entry and the result once at the "
+            "end, never per step. Each call precomputes its grid's coefficients (`Denoiser.prepare_times`, "
+            "`sampling.base.Grid`), so a step is the network call plus a few fused kernels with no schedule "
+            "interpolation and no host sync. DDPM draws its noise from 16 per-sample generators in diffzoo "
+            "(batch-invariant seeds), from one generator in diffusers.",
+            "",
+            "## 3. Samplers x NFE, diffzoo vs diffusers vs k-diffusion (same model, same starting noise)",
+            "",
+            format_table(rows, present),
+            "",
+            "Grids: leading = diffusers' default for DDPM/DDIM/PNDM; uniform = DPMSolverMultistep's linspace; "
+            "karras = rho 7 (diffusers `use_karras_sigmas=True`). Overhead = (wall - network time) / steps, "
+            "measured on a shared, loaded CPU (noisy; table 2 is the clean comparison). FD-digits has a strong "
+            "small-sample bias: compare with the `real data` row at the same n. diffusers' Euler/Heun use "
+            "float32 sigmas, so their samples differ at ~1e-4. Stochastic rows (DDPM) draw different noise in "
+            "each library. 1000-step rows run for diffzoo only.",
+            "",
+            "## 4. Paper claims",
+            "",
+            format_table(claims_table(rows)) if claims else "(no digits model)",
+            "",
+        ]
+    )
 
 
 def run(args: argparse.Namespace) -> str:
@@ -362,16 +452,20 @@ def run(args: argparse.Namespace) -> str:
     t0 = time.perf_counter()
 
     def header() -> str:
-        return (("k-diffusion not installed: its rows and columns are unavailable. " if not kdiff else "")
-                + f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} "
-                f"thread(s); digits model `{digits.name if digits else 'none'}` (CFG {GUIDANCE}, {n_digits} "
-                f"samples per row, labels 0..9 cycling), toy2d model `{toy.name if toy else 'none'}` ({n_toy} "
-                f"samples); total {time.perf_counter() - t0:.0f} s.")
+        return (
+            ("k-diffusion not installed: its rows and columns are unavailable. " if not kdiff else "")
+            + f"torch {torch.__version__}, {platform.processor() or platform.machine()}, {args.threads} "
+            f"thread(s); digits model `{digits.name if digits else 'none'}` (CFG {GUIDANCE}, {n_digits} "
+            f"samples per row, labels 0..9 cycling), toy2d model `{toy.name if toy else 'none'}` ({n_toy} "
+            f"samples); total {time.perf_counter() - t0:.0f} s."
+        )
 
     kdiff = ref.k_diffusion_available()
     if not kdiff:
-        log.warning("k-diffusion is not installed: its columns are marked unavailable "
-                    "(pip install --no-deps k-diffusion==0.1.1.post1)")
+        log.warning(
+            "k-diffusion is not installed: its columns are marked unavailable "
+            "(pip install --no-deps k-diffusion==0.1.1.post1)"
+        )
     conv = convergence_table()
     ovh = overhead_table(kdiff=kdiff)
     out = _out_path(args)
@@ -381,9 +475,16 @@ def run(args: argparse.Namespace) -> str:
             atomic_write_text(out, render(args, header(), conv, ovh, rows, False, partial=True))
 
     rows = [data_floor(n_digits)] if real else []
-    rows += sampler_rows(digits, toy, nfes, n_digits, n_toy, with_1000=not quick,
-                         impls=("diffzoo", "diffusers", "k-diffusion") if kdiff else ("diffzoo", "diffusers"),
-                         on_row=lambda r: flush(rows + r))
+    rows += sampler_rows(
+        digits,
+        toy,
+        nfes,
+        n_digits,
+        n_toy,
+        with_1000=not quick,
+        impls=("diffzoo", "diffusers", "k-diffusion") if kdiff else ("diffzoo", "diffusers"),
+        on_row=lambda r: flush(rows + r),
+    )
     return render(args, header(), conv, ovh, rows, real)
 
 
@@ -404,13 +505,19 @@ def _main(args: argparse.Namespace) -> int:
 
 
 def register(bsub: argparse._SubParsersAction) -> None:
-    p = bsub.add_parser("samplers", help="sampler quality / speed / overhead vs diffusers and k-diffusion",
-                        description=__doc__.splitlines()[0])
+    p = bsub.add_parser(
+        "samplers",
+        help="sampler quality / speed / overhead vs diffusers and k-diffusion",
+        description=__doc__.splitlines()[0],
+    )
     p.add_argument("--quick", action="store_true", help="NFE 10 and 20 only, fewer samples (< 3 min)")
     p.add_argument("--digits-model", default="digits-unet")
     p.add_argument("--toy-model", default="toy2d-ring8")
-    p.add_argument("--random-unet", action="store_true",
-                   help="without a zoo digits model, time an untrained UNet instead (no quality columns)")
+    p.add_argument(
+        "--random-unet",
+        action="store_true",
+        help="without a zoo digits model, time an untrained UNet instead (no quality columns)",
+    )
     p.add_argument("--n", type=int, default=None, help="digits samples per row")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="markdown output (default docs/results/bench_samplers[_quick].md)")

@@ -13,8 +13,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("demo", help="tour the shipped zoo: samplers, editing, discrete, inverse problems",
-                       description=__doc__.splitlines()[0])
+    p = sub.add_parser(
+        "demo",
+        help="tour the shipped zoo: samplers, editing, discrete, inverse problems",
+        description=__doc__.splitlines()[0],
+    )
     p.add_argument("--out-dir", default="diffzoo-demo", help="where PNGs are written (default: ./diffzoo-demo)")
     p.add_argument("--quick", action="store_true", help="fewer samples and step counts")
     p.add_argument("--seed", type=int, default=0)

@@ -47,9 +47,7 @@ def _methods_help() -> str:
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--model", default="tinysd", help="zoo name, 'tiny-random', or a local diffusers pipeline folder"
-    )
+    p.add_argument("--model", default="tinysd", help="zoo name, 'tiny-random', or a local diffusers pipeline folder")
     p.add_argument("--image", required=True, help="input image file (RGB; the model's size)")
     p.add_argument("--out", required=True, help="output PNG path")
     p.add_argument("--steps", type=int, default=None, help="number of sampling / inversion steps")
@@ -157,16 +155,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     e.add_argument("--source-prompt", required=True)
     e.add_argument("--target-prompt", required=True)
-    e.add_argument(
-        "--strength", type=float, default=None, help="start strength in [0, 1] (infedit, sdedit, edict)"
-    )
+    e.add_argument("--strength", type=float, default=None, help="start strength in [0, 1] (infedit, sdedit, edict)")
     e.add_argument("--p2p", choices=P2P_MODES, default=None, help="prompt-to-prompt control of the edit pass")
-    e.add_argument(
-        "--cross-steps", type=float, default=None, help="fraction of steps with cross-attention injection"
-    )
-    e.add_argument(
-        "--self-steps", type=float, default=None, help="fraction of steps with self-attention injection"
-    )
+    e.add_argument("--cross-steps", type=float, default=None, help="fraction of steps with cross-attention injection")
+    e.add_argument("--self-steps", type=float, default=None, help="fraction of steps with self-attention injection")
     e.add_argument("--blend", default=None, help="local blend words: 'SOURCE_WORDS,TARGET_WORDS'")
     e.add_argument("--reweight", nargs="*", default=None, help="P2P re-weighting: WORD=SCALE ...")
     e.set_defaults(func=cmd_edit)

@@ -41,16 +41,18 @@ def _check_shape(zm: zoo.ZooModel, shape: tuple[int, ...] | None) -> tuple[int, 
         with torch.no_grad():
             den(torch.zeros(1, *shape), torch.full((1,), float(den.schedule.t_max)))
     except RuntimeError:
-        raise ValueError(f"shape: zoo model {zm.name!r} cannot run at {shape[1]} x {shape[2]} "
-                         f"(its own size is {own[1]} x {own[2]})") from None
+        raise ValueError(
+            f"shape: zoo model {zm.name!r} cannot run at {shape[1]} x {shape[2]} (its own size is {own[1]} x {own[2]})"
+        ) from None
     return tuple(shape)  # type: ignore[return-value]
 
 
 def _main(args: argparse.Namespace) -> int:
     if args.threads < 1:
         raise ValueError(f"threads: expected a positive integer, got {args.threads}")
-    out_path = check_output_path(args.out or Path(args.image).with_suffix("").as_posix() + f"_{args.method}.png",
-                                 "out", (".png",))
+    out_path = check_output_path(
+        args.out or Path(args.image).with_suffix("").as_posix() + f"_{args.method}.png", "out", (".png",)
+    )
     img = open_image(args.image, arg="IMAGE")  # before any model is loaded
     torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(args.seed)
@@ -63,21 +65,42 @@ def _main(args: argparse.Namespace) -> int:
     else:
         zm = zoo.load(args.model, kinds=("diffusion",))
         shape = _check_shape(zm, tuple(args.shape) if args.shape else None)
-        op = get_operator(args.operator, shape, ratio=args.ratio, factor=args.factor, missing=args.missing,
-                          sigma=args.blur_sigma, seed=args.op_seed)
+        op = get_operator(
+            args.operator,
+            shape,
+            ratio=args.ratio,
+            factor=args.factor,
+            missing=args.missing,
+            sigma=args.blur_sigma,
+            seed=args.op_seed,
+        )
         x = image_to_tensor(img, channels=shape[0], size=shape[1:])
         y = op.measure(x, args.sigma_y, gen)
-        out = posterior_sample(args.method, zm.denoiser(), op, y, args.steps, sigma_y=args.sigma_y, eta=args.eta,
-                               zeta=args.zeta, generator=gen)
+        out = posterior_sample(
+            args.method,
+            zm.denoiser(),
+            op,
+            y,
+            args.steps,
+            sigma_y=args.sigma_y,
+            eta=args.eta,
+            zeta=args.zeta,
+            generator=gen,
+        )
     save_strip([x, pinv_estimate(op, y), out], out_path)
-    print(f"{out_path}: PSNR {float(psnr(out.clamp(-1, 1), x)):.2f} dB, "
-          f"||Ax-y|| {float(measurement_error(op, out, y)[0]):.3g}")
+    print(
+        f"{out_path}: PSNR {float(psnr(out.clamp(-1, 1), x)):.2f} dB, "
+        f"||Ax-y|| {float(measurement_error(op, out, y)[0]):.3g}"
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("restore", help="simulate a measurement of an image and restore it (DDNM, DPS, IDM)",
-                       description=__doc__.splitlines()[0])
+    p = sub.add_parser(
+        "restore",
+        help="simulate a measurement of an image and restore it (DDNM, DPS, IDM)",
+        description=__doc__.splitlines()[0],
+    )
     p.add_argument("image", metavar="IMAGE", help="input image file (any Pillow format)")
     p.add_argument("--operator", default="cs", choices=OPERATORS, help="measurement operator")
     p.add_argument("--method", default="ddnm", choices=("ddnm", "dps", "pinv", "prior", "idm"))

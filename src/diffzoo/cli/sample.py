@@ -40,8 +40,19 @@ def _run(args: argparse.Namespace) -> int:
         check_sample_path(out)
     if args.n < 1:
         raise ValueError(f"n: expected a positive number of samples, got {args.n}")
-    res = sample_zoo(args.model, args.sampler, args.steps, args.spacing, args.guidance, args.class_label, args.n,
-                     args.seed, args.eta, args.shape, progress=args.progress)
+    res = sample_zoo(
+        args.model,
+        args.sampler,
+        args.steps,
+        args.spacing,
+        args.guidance,
+        args.class_label,
+        args.n,
+        args.seed,
+        args.eta,
+        args.shape,
+        progress=args.progress,
+    )
     written: list[Path] = []
     try:
         for out in args.out:
@@ -56,25 +67,41 @@ def _run(args: argparse.Namespace) -> int:
         sampler = args.sampler or "fhs"
         steps = "" if sampler == "fhs" and args.steps is None else f"{args.steps or res.samples.shape[1]} steps, "
         img = res.images.double()
-        print(f"{args.model}: {args.n} token sequences of length {res.samples.shape[1]} with {sampler} "
-              f"({steps}NFE {res.nfe}, {res.seconds:.2f} s); image mean {float(img.mean()):.4f}, "
-              f"std {float(img.std()):.4f}" + wrote)
+        print(
+            f"{args.model}: {args.n} token sequences of length {res.samples.shape[1]} with {sampler} "
+            f"({steps}NFE {res.nfe}, {res.seconds:.2f} s); image mean {float(img.mean()):.4f}, "
+            f"std {float(img.std()):.4f}" + wrote
+        )
         return 0
     x = res.samples.double()
-    print(f"{args.model}: {args.n} samples of shape {tuple(x.shape[1:])} with {args.sampler or 'dpmpp_2m'} "
-          f"({args.steps or GAUSSIAN_STEPS} steps, {args.spacing}, NFE {res.nfe}, {res.seconds:.2f} s); "
-          f"mean {float(x.mean()):.4f}, std {float(x.std()):.4f}" + wrote)
+    print(
+        f"{args.model}: {args.n} samples of shape {tuple(x.shape[1:])} with {args.sampler or 'dpmpp_2m'} "
+        f"({args.steps or GAUSSIAN_STEPS} steps, {args.spacing}, NFE {res.nfe}, {res.seconds:.2f} s); "
+        f"mean {float(x.mean()):.4f}, std {float(x.std()):.4f}" + wrote
+    )
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("sample", help="draw samples from a zoo model", description=__doc__.splitlines()[0],
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = sub.add_parser(
+        "sample",
+        help="draw samples from a zoo model",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     p.add_argument("model", help="zoo model name (see diffzoo.zoo.names())")
-    p.add_argument("--sampler", default=None, choices=sorted(SAMPLERS) + sorted(MASKED_SAMPLERS),
-                   help="default: dpmpp_2m (Gaussian models) or fhs (masked models; fhs, ancestral, confidence)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="number of sampler steps (default: 20; masked models: the sequence length)")
+    p.add_argument(
+        "--sampler",
+        default=None,
+        choices=sorted(SAMPLERS) + sorted(MASKED_SAMPLERS),
+        help="default: dpmpp_2m (Gaussian models) or fhs (masked models; fhs, ancestral, confidence)",
+    )
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=None,
+        help="number of sampler steps (default: 20; masked models: the sequence length)",
+    )
     p.add_argument("--spacing", default="uniform", choices=SPACINGS)
     p.add_argument("--guidance", type=float, default=1.0, help="classifier-free guidance scale (1 = none)")
     p.add_argument("--class-label", default=None, help="class for conditional models: an integer or 'all'")

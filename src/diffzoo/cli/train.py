@@ -21,8 +21,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser("train", help="train a model with a registered recipe",
-                              description="Train a model with a registered recipe (see `diffzoo train RECIPE -h`).")
+    p = subparsers.add_parser(
+        "train",
+        help="train a model with a registered recipe",
+        description="Train a model with a registered recipe (see `diffzoo train RECIPE -h`).",
+    )
     sub = p.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
     for name, r in sorted(recipes().items()):
         rp = sub.add_parser(name, help=r.help, description=r.help)

@@ -23,7 +23,9 @@ Tensor = torch.Tensor
 class GaussianMixture:
     """An isotropic Gaussian mixture in ``dim`` dimensions with exact sampling, density and denoiser."""
 
-    def __init__(self, means: Tensor | Sequence, stds: Tensor | Sequence | float, weights: Tensor | Sequence | None = None):
+    def __init__(
+        self, means: Tensor | Sequence, stds: Tensor | Sequence | float, weights: Tensor | Sequence | None = None
+    ):
         self.means = torch.as_tensor(means, dtype=torch.float64)
         check_tensor(self.means, "means", ndim=2)
         k, self.dim = self.means.shape
@@ -31,7 +33,11 @@ class GaussianMixture:
         self.stds = stds.expand(k).clone() if stds.ndim == 0 else stds
         if self.stds.shape != (k,) or bool((self.stds <= 0).any()):
             raise ValueError(f"stds: expected {k} positive values, got {tuple(self.stds.shape)}")
-        w = torch.full((k,), 1.0 / k, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+        w = (
+            torch.full((k,), 1.0 / k, dtype=torch.float64)
+            if weights is None
+            else torch.as_tensor(weights, dtype=torch.float64)
+        )
         if w.shape != (k,) or bool((w < 0).any()) or float(w.sum()) <= 0:
             raise ValueError(f"weights: expected {k} non-negative values with a positive sum")
         self.weights = w / w.sum()
@@ -46,8 +52,8 @@ class GaussianMixture:
         x = x.to(torch.float64)
         a = alpha.to(torch.float64).reshape(-1, 1)
         s = sigma.to(torch.float64).reshape(-1, 1)
-        var = a**2 * self.stds[None] ** 2 + s**2                                  # (B|1, K)
-        d2 = ((x[:, None, :] - a[..., None] * self.means[None]) ** 2).sum(-1)     # (B, K)
+        var = a**2 * self.stds[None] ** 2 + s**2  # (B|1, K)
+        d2 = ((x[:, None, :] - a[..., None] * self.means[None]) ** 2).sum(-1)  # (B, K)
         logp = torch.log(self.weights)[None] - 0.5 * d2 / var - 0.5 * self.dim * torch.log(2 * math.pi * var)
         return logp, var
 
@@ -62,15 +68,18 @@ class GaussianMixture:
     def posterior_mean(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         """``E[x0 | x_t = x]`` in closed form (per-component Gaussian posterior, mixed by responsibility)."""
         logp, var = self._noisy_log_joint(x, alpha, sigma)
-        r = torch.softmax(logp, -1)                                                # (B, K)
+        r = torch.softmax(logp, -1)  # (B, K)
         a = alpha.to(torch.float64).reshape(-1, 1)
         s2k = self.stds[None] ** 2
-        gain = a * s2k / var                                                       # (B|1, K)
-        comp_mean = self.means[None] + gain[..., None] * (x.to(torch.float64)[:, None] - a[..., None] * self.means[None])
+        gain = a * s2k / var  # (B|1, K)
+        comp_mean = self.means[None] + gain[..., None] * (
+            x.to(torch.float64)[:, None] - a[..., None] * self.means[None]
+        )
         return (r[..., None] * comp_mean).sum(1)
 
     def denoiser(self, schedule: NoiseSchedule) -> Denoiser:
         """The exact x0-predicting :class:`Denoiser` for this mixture under ``schedule``."""
+
         def net(x: Tensor, t: Tensor, cond: object = None) -> Tensor:
             a, s = schedule.alpha_sigma(t.to(torch.float64))
             return self.posterior_mean(x, a.expand(x.shape[0]), s.expand(x.shape[0])).to(x.dtype)

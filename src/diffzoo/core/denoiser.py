@@ -47,8 +47,9 @@ X0Correction = Callable[[Tensor], Tensor]
 # diffusers schedulers whose step keeps the network's eps after clipping x0 (DDIMScheduler.step with its
 # default use_clipped_model_output=False); the others (DDPM's posterior mean, DPM-Solver's data
 # prediction) move with the pair consistent with the corrected x0.
-KEEP_EPS_CLASSES = frozenset({"DDIMScheduler", "DDIMParallelScheduler", "DDIMInverseScheduler",
-                              "CogVideoXDDIMScheduler"})
+KEEP_EPS_CLASSES = frozenset(
+    {"DDIMScheduler", "DDIMParallelScheduler", "DDIMInverseScheduler", "CogVideoXDDIMScheduler"}
+)
 
 
 def _net_dtype(net: Any) -> torch.dtype | None:
@@ -78,22 +79,32 @@ class PreparedTimes:
     ``x0 = c_x x + c_p pred``, ``eps = ...`` (0-d tensors in the state dtype).
     """
 
-    t: Tensor                       # (K,) float64 model times on the state's device
-    alpha: Tensor                   # (K,) float64 alpha(t)
-    sigma: Tensor                   # (K,) float64 sigma(t)
-    net_t: list[Tensor]             # the network's time input per time
+    t: Tensor  # (K,) float64 model times on the state's device
+    alpha: Tensor  # (K,) float64 alpha(t)
+    sigma: Tensor  # (K,) float64 sigma(t)
+    net_t: list[Tensor]  # the network's time input per time
     x0_map: list[Linear]
     eps_map: list[Linear]
-    redo_eps: list[Linear]          # eps from a corrected x0 (None: the correction keeps the network's eps)
-    net_dtype: torch.dtype | None   # cast the state to this dtype before the network (None: no cast)
-    fallback: bool                  # x0_eps (or __call__) is overridden: x0_eps_at calls x0_eps
+    redo_eps: list[Linear]  # eps from a corrected x0 (None: the correction keeps the network's eps)
+    net_dtype: torch.dtype | None  # cast the state to this dtype before the network (None: no cast)
+    fallback: bool  # x0_eps (or __call__) is overridden: x0_eps_at calls x0_eps
 
     def split(self, k: int) -> tuple[PreparedTimes, PreparedTimes]:
         """The tables of the first ``k`` times and of the rest (one :meth:`Denoiser.prepare_times` call
         for two lists of times)."""
+
         def part(sl: slice) -> PreparedTimes:
-            return PreparedTimes(self.t[sl], self.alpha[sl], self.sigma[sl], self.net_t[sl], self.x0_map[sl],
-                                 self.eps_map[sl], self.redo_eps[sl], self.net_dtype, self.fallback)
+            return PreparedTimes(
+                self.t[sl],
+                self.alpha[sl],
+                self.sigma[sl],
+                self.net_t[sl],
+                self.x0_map[sl],
+                self.eps_map[sl],
+                self.redo_eps[sl],
+                self.net_dtype,
+                self.fallback,
+            )
 
         return part(slice(None, k)), part(slice(k, None))
 
@@ -128,16 +139,26 @@ class Denoiser:
         Heun) would not follow: they refuse such a denoiser.
     """
 
-    def __init__(self, net: NetFn, schedule: NoiseSchedule, prediction_type: str = "epsilon",
-                 dtype: torch.dtype | None = None, validate: bool = True, module: Any = None, *,
-                 x0_correction: X0Correction | None = None, recompute_eps: bool = True):
+    def __init__(
+        self,
+        net: NetFn,
+        schedule: NoiseSchedule,
+        prediction_type: str = "epsilon",
+        dtype: torch.dtype | None = None,
+        validate: bool = True,
+        module: Any = None,
+        *,
+        x0_correction: X0Correction | None = None,
+        recompute_eps: bool = True,
+    ):
         if not callable(net):
             raise TypeError(f"net: expected a callable net(x_t, t, cond), got {type(net).__name__}")
         if not isinstance(schedule, NoiseSchedule):
             raise TypeError(f"schedule: expected a NoiseSchedule, got {type(schedule).__name__}")
         if x0_correction is not None and not callable(x0_correction):
-            raise TypeError(f"x0_correction: expected a callable x0 -> x0 (e.g. ClipX0), got "
-                            f"{type(x0_correction).__name__}")
+            raise TypeError(
+                f"x0_correction: expected a callable x0 -> x0 (e.g. ClipX0), got {type(x0_correction).__name__}"
+            )
         self.net = net
         self.module = module if module is not None else (net if isinstance(net, torch.nn.Module) else None)
         self.schedule = schedule
@@ -164,8 +185,9 @@ class Denoiser:
         if bool(((t < sch.t_end) | (t > sch.t_max + 1e-6)).any()):
             raise ValueError(f"{arg}: model times must lie in [{sch.t_end:g}, {sch.t_max:g}]")
 
-    def _coefficients(self, t64: Tensor, dtype: torch.dtype, check: int,
-                      alpha_sigma: tuple[Tensor, Tensor] | None = None) -> tuple[Linear, Linear, Linear]:
+    def _coefficients(
+        self, t64: Tensor, dtype: torch.dtype, check: int, alpha_sigma: tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Linear, Linear, Linear]:
         """The ``x0`` / ``eps`` maps at float64 model times ``t64`` (and the eps-from-corrected-x0 map), in
         ``dtype``; raises where they are undefined among the first ``check`` times (one host sync)."""
         if alpha_sigma is None:
@@ -191,17 +213,22 @@ class Denoiser:
         kind = self.prediction_type
         if kind in ("epsilon", "score") and bool((a == 0).any()):
             bad = float(t.reshape(-1)[(a.reshape(-1) == 0).nonzero()[0, 0]])
-            raise ValueError(f"prediction_type: x0 is undefined for an {kind!r} prediction where alpha = 0 "
-                             f"(t = {bad:g}, zero terminal SNR); start the grid below that time (e.g. 'leading' "
-                             "spacing) or use a v_prediction / sample model")
+            raise ValueError(
+                f"prediction_type: x0 is undefined for an {kind!r} prediction where alpha = 0 "
+                f"(t = {bad:g}, zero terminal SNR); start the grid below that time (e.g. 'leading' "
+                "spacing) or use a v_prediction / sample model"
+            )
         needs_sigma = kind == "sample" or (self.x0_correction is not None and self.recompute_eps)
         if needs_sigma and bool((s == 0).any()):
             bad = float(t.reshape(-1)[(s.reshape(-1) == 0).nonzero()[0, 0]])
-            raise ValueError(f"t: eps is undefined at sigma = 0 (t = {bad:g}) for a {kind!r} prediction"
-                             + (" with a recomputing x0 correction" if kind != "sample" else ""))
+            raise ValueError(
+                f"t: eps is undefined at sigma = 0 (t = {bad:g}) for a {kind!r} prediction"
+                + (" with a recomputing x0 correction" if kind != "sample" else "")
+            )
         if kind == "velocity" and bool((a * ds - s * da == 0).any()):
-            raise ValueError("t: a 'velocity' prediction does not determine (x0, eps) where "
-                             "alpha sigma' = sigma alpha'")
+            raise ValueError(
+                "t: a 'velocity' prediction does not determine (x0, eps) where alpha sigma' = sigma alpha'"
+            )
 
     def _correct(self, x: Tensor, x0: Tensor, eps: Tensor, redo: Linear) -> tuple[Tensor, Tensor]:
         x0 = self.x0_correction(x0)  # type: ignore[misc]
@@ -232,8 +259,9 @@ class Denoiser:
         cx0, ceps, redo = self._coefficients(tt, x.dtype, check=tt.numel() if self.validate else 0)
         if tt.ndim:  # per-sample coefficients, broadcast batch-first
             shape = (-1,) + (1,) * (x.ndim - 1)
-            cx0, ceps, redo = ((None if c is None else (c[0].reshape(shape), c[1].reshape(shape)))
-                               for c in (cx0, ceps, redo))
+            cx0, ceps, redo = (
+                (None if c is None else (c[0].reshape(shape), c[1].reshape(shape))) for c in (cx0, ceps, redo)
+            )
         x0, eps = _linear(cx0, x, pred), _linear(ceps, x, pred)
         if self.x0_correction is not None:
             x0, eps = self._correct(x, x0, eps, redo)
@@ -267,13 +295,18 @@ class Denoiser:
         cx0, ceps, redo = self._coefficients(t64, like.dtype, k if evaluated is None else evaluated, (a, s))
         tin = t64 if self.dtype is None else t64.to(self.dtype if self.dtype.is_floating_point else t64.dtype)
         cls = type(self)
-        fallback = cls.x0_eps is not Denoiser.x0_eps or cls.__call__ is not Denoiser.__call__ \
-            or "x0_eps" in vars(self)
-        return PreparedTimes(t=t64, alpha=a, sigma=s, net_t=list(tin[:, None].expand(k, b).unbind()),
-                             x0_map=_unbind_maps(cx0, k), eps_map=_unbind_maps(ceps, k),
-                             redo_eps=_unbind_maps(redo, k),
-                             net_dtype=self.dtype if self.dtype not in (None, like.dtype) else None,
-                             fallback=fallback)
+        fallback = cls.x0_eps is not Denoiser.x0_eps or cls.__call__ is not Denoiser.__call__ or "x0_eps" in vars(self)
+        return PreparedTimes(
+            t=t64,
+            alpha=a,
+            sigma=s,
+            net_t=list(tin[:, None].expand(k, b).unbind()),
+            x0_map=_unbind_maps(cx0, k),
+            eps_map=_unbind_maps(ceps, k),
+            redo_eps=_unbind_maps(redo, k),
+            net_dtype=self.dtype if self.dtype not in (None, like.dtype) else None,
+            fallback=fallback,
+        )
 
     def _net_at(self, x: Tensor, times: PreparedTimes, k: int, cond: Any) -> Tensor:
         out = self.net(x if times.net_dtype is None else x.to(times.net_dtype), times.net_t[k], cond)
@@ -309,13 +342,22 @@ class Denoiser:
 
     def with_net(self, net: NetFn) -> Denoiser:
         """A copy of this denoiser around another network function (same schedule, type and options)."""
-        return Denoiser(net, self.schedule, self.prediction_type, self.dtype, self.validate, self.module,
-                        x0_correction=self.x0_correction, recompute_eps=self.recompute_eps)
+        return Denoiser(
+            net,
+            self.schedule,
+            self.prediction_type,
+            self.dtype,
+            self.validate,
+            self.module,
+            x0_correction=self.x0_correction,
+            recompute_eps=self.recompute_eps,
+        )
 
 
 # -------------------------------------------------------------------------------------------------
 # Adapters
 # -------------------------------------------------------------------------------------------------
+
 
 def from_callable(fn: NetFn, schedule: NoiseSchedule, prediction_type: str = "epsilon", **kw: Any) -> Denoiser:
     """Wrap any user callable ``fn(x_t, t, cond)``."""
@@ -333,16 +375,25 @@ def diffusers_denoiser_options(scheduler_or_config: Any) -> dict[str, Any]:
     check_diffusers_config(cfg)
     correction: X0Correction | None = None
     if cfg.get("thresholding", False):
-        correction = DynamicThreshold(float(cfg.get("dynamic_thresholding_ratio", 0.995)),
-                                      float(cfg.get("sample_max_value", 1.0)))
+        correction = DynamicThreshold(
+            float(cfg.get("dynamic_thresholding_ratio", 0.995)), float(cfg.get("sample_max_value", 1.0))
+        )
     elif cfg.get("clip_sample", False):
         correction = ClipX0(float(cfg.get("clip_sample_range", 1.0)))
-    return {"prediction_type": DIFFUSERS_PREDICTION_TYPES[cfg.get("prediction_type", "epsilon")],
-            "x0_correction": correction, "recompute_eps": cls not in KEEP_EPS_CLASSES}
+    return {
+        "prediction_type": DIFFUSERS_PREDICTION_TYPES[cfg.get("prediction_type", "epsilon")],
+        "x0_correction": correction,
+        "recompute_eps": cls not in KEEP_EPS_CLASSES,
+    }
 
 
-def from_diffusers_unet(unet: Any, scheduler_or_config: Any = None, schedule: NoiseSchedule | None = None,
-                        prediction_type: str | None = None, **kw: Any) -> Denoiser:
+def from_diffusers_unet(
+    unet: Any,
+    scheduler_or_config: Any = None,
+    schedule: NoiseSchedule | None = None,
+    prediction_type: str | None = None,
+    **kw: Any,
+) -> Denoiser:
     """Wrap a diffusers ``UNet2DModel`` or ``UNet2DConditionModel`` with its scheduler's configuration.
 
     ``cond`` is passed as ``class_labels`` to a ``UNet2DModel`` and as ``encoder_hidden_states`` to a
@@ -365,8 +416,11 @@ def from_diffusers_unet(unet: Any, scheduler_or_config: Any = None, schedule: No
     for key in ("x0_correction", "recompute_eps"):
         if key in opts:
             kw.setdefault(key, opts[key])
-    is_cond = type(unet).__name__ == "UNet2DConditionModel" or hasattr(unet.config, "cross_attention_dim") \
+    is_cond = (
+        type(unet).__name__ == "UNet2DConditionModel"
+        or hasattr(unet.config, "cross_attention_dim")
         and getattr(unet.config, "cross_attention_dim", None) is not None
+    )
 
     def net(x: Tensor, t: Tensor, cond: Any) -> Tensor:
         if isinstance(cond, dict):

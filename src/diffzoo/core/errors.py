@@ -14,8 +14,13 @@ def check_choice(value: Any, choices: Iterable[str], arg: str) -> None:
         raise ValueError(f"{arg}: unknown value {value!r}; expected one of {sorted(choices)}")
 
 
-def check_tensor(x: Any, arg: str, ndim: int | Sequence[int] | None = None, floating: bool | None = None,
-                 shape: Sequence[int | None] | None = None) -> torch.Tensor:
+def check_tensor(
+    x: Any,
+    arg: str,
+    ndim: int | Sequence[int] | None = None,
+    floating: bool | None = None,
+    shape: Sequence[int | None] | None = None,
+) -> torch.Tensor:
     """Check that ``x`` is a tensor with the given rank / dtype kind / shape (``None`` = any size)."""
     if not torch.is_tensor(x):
         raise TypeError(f"{arg}: expected a torch.Tensor, got {type(x).__name__}")
@@ -41,11 +46,17 @@ def check_finite(x: torch.Tensor, arg: str) -> torch.Tensor:
     return x
 
 
-def check_range(value: float, arg: str, lo: float | None = None, hi: float | None = None,
-                lo_open: bool = False, hi_open: bool = False) -> float:
+def check_range(
+    value: float,
+    arg: str,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> float:
     """Check ``lo <= value <= hi`` (open ends where asked)."""
     v = float(value)
-    bad = (v != v)
+    bad = v != v
     if lo is not None:
         bad |= v <= lo if lo_open else v < lo
     if hi is not None:
@@ -53,6 +64,8 @@ def check_range(value: float, arg: str, lo: float | None = None, hi: float | Non
     if bad:
         left = "(" if lo_open else "["
         right = ")" if hi_open else "]"
-        raise ValueError(f"{arg}: expected a value in {left}{lo if lo is not None else '-inf'}, "
-                         f"{hi if hi is not None else 'inf'}{right}, got {value}")
+        raise ValueError(
+            f"{arg}: expected a value in {left}{lo if lo is not None else '-inf'}, "
+            f"{hi if hi is not None else 'inf'}{right}, got {value}"
+        )
     return v

@@ -37,16 +37,19 @@ def _cat_cond(cond: Any, uncond: Any) -> Any:
         return torch.cat([cond, uncond.to(cond.dtype)])
     if isinstance(cond, dict):
         return {k: _cat_cond(v, uncond[k]) for k, v in cond.items()}
-    raise TypeError("cond: classifier-free guidance needs tensor (or dict of tensor) conditions, got "
-                    f"{type(cond).__name__}")
+    raise TypeError(
+        f"cond: classifier-free guidance needs tensor (or dict of tensor) conditions, got {type(cond).__name__}"
+    )
 
 
 def _check_scale(scale: float | Tensor) -> tuple[float | Tensor, bool]:
     """``(scale, all_one)``: a Python float, or a 1-D tensor of one scale per sample."""
     if torch.is_tensor(scale) and scale.ndim > 0:
         if scale.ndim != 1 or not scale.is_floating_point():
-            raise ValueError(f"scale: expected a float or a 1-D floating tensor (one scale per sample), got "
-                             f"shape {tuple(scale.shape)} {scale.dtype}")
+            raise ValueError(
+                f"scale: expected a float or a 1-D floating tensor (one scale per sample), got "
+                f"shape {tuple(scale.shape)} {scale.dtype}"
+            )
         if not bool(torch.isfinite(scale).all()):
             raise ValueError("scale: guidance scales must be finite")
         return scale.detach(), bool((scale == 1).all())
@@ -61,7 +64,8 @@ def cfg_denoiser(denoiser: Denoiser, scale: float | Tensor, uncond: Any) -> Deno
 
     ``uncond`` is the null condition (a null class label, the empty-prompt embedding, ...), either one
     row (broadcast) or one per sample, or a zero-argument callable returning it at each network call
-    (null-text inversion's per-step embeddings inside one sampler run). ``scale`` is one float, or a 1-D tensor of one scale per sample
+    (null-text inversion's per-step embeddings inside one sampler run). ``scale`` is one float, or a 1-D
+    tensor of one scale per sample
     (e.g. an edit batch ``[source; target]`` with different scales per branch). ``scale = 1`` everywhere
     returns the conditional prediction alone (``uncond`` may then be ``None``); callers of the wrapped
     denoiser pass ``cond`` as usual. The wrapper counts its own ``nfe`` (one per batched call).
@@ -88,8 +92,9 @@ def cfg_denoiser(denoiser: Denoiser, scale: float | Tensor, uncond: Any) -> Deno
     return denoiser.with_net(net)
 
 
-def guided_x0_eps(denoiser: Denoiser, x: Tensor, t: Tensor | float, cond: Any, uncond: Any,
-                  scale: float | Tensor) -> tuple[Tensor, Tensor]:
+def guided_x0_eps(
+    denoiser: Denoiser, x: Tensor, t: Tensor | float, cond: Any, uncond: Any, scale: float | Tensor
+) -> tuple[Tensor, Tensor]:
     """Classifier-free guided ``(x0, eps)`` of ``denoiser`` at ``(x, t)``: :func:`cfg_denoiser`'s batch,
     evaluated once.
 

@@ -52,8 +52,9 @@ def _bc(c: Tensor | float, x: Tensor) -> Tensor:
     return c.reshape(c.shape + (1,) * (x.ndim - c.ndim)) if c.ndim else c
 
 
-def x0_eps_coefficients(prediction_type: str, alpha: Tensor, sigma: Tensor, d_alpha: Tensor | None = None,
-                        d_sigma: Tensor | None = None) -> tuple[Linear, Linear]:
+def x0_eps_coefficients(
+    prediction_type: str, alpha: Tensor, sigma: Tensor, d_alpha: Tensor | None = None, d_sigma: Tensor | None = None
+) -> tuple[Linear, Linear]:
     """The maps ``(x_t, pred) -> x0`` and ``(x_t, pred) -> eps`` of a prediction type, as coefficient pairs.
 
     ``x0 = c_x x_t + c_p pred`` with ``(c_x, c_p)`` the first entry (``None``: ``x0 = pred``), likewise
@@ -94,8 +95,15 @@ def apply_linear(c: Linear, x_t: Tensor, pred: Tensor) -> Tensor:
     return cx * x_t + cp * pred
 
 
-def to_x0_eps(pred: Tensor, prediction_type: str, x_t: Tensor, alpha: Tensor | float, sigma: Tensor | float,
-              d_alpha: Tensor | float | None = None, d_sigma: Tensor | float | None = None) -> tuple[Tensor, Tensor]:
+def to_x0_eps(
+    pred: Tensor,
+    prediction_type: str,
+    x_t: Tensor,
+    alpha: Tensor | float,
+    sigma: Tensor | float,
+    d_alpha: Tensor | float | None = None,
+    d_sigma: Tensor | float | None = None,
+) -> tuple[Tensor, Tensor]:
     """Recover ``(x0, eps)`` from a prediction of any type at state ``x_t`` (:func:`x0_eps_coefficients`).
 
     ``d_alpha``/``d_sigma`` (time derivatives) are needed only for ``velocity``.
@@ -107,8 +115,15 @@ def to_x0_eps(pred: Tensor, prediction_type: str, x_t: Tensor, alpha: Tensor | f
     return apply_linear(cx0, x_t, pred), apply_linear(ceps, x_t, pred)
 
 
-def from_x0_eps(x0: Tensor, eps: Tensor, prediction_type: str, alpha: Tensor | float, sigma: Tensor | float,
-                d_alpha: Tensor | float | None = None, d_sigma: Tensor | float | None = None) -> Tensor:
+def from_x0_eps(
+    x0: Tensor,
+    eps: Tensor,
+    prediction_type: str,
+    alpha: Tensor | float,
+    sigma: Tensor | float,
+    d_alpha: Tensor | float | None = None,
+    d_sigma: Tensor | float | None = None,
+) -> Tensor:
     """Express the pair ``(x0, eps)`` as a prediction of the given type."""
     kind = canonical_prediction_type(prediction_type)
     a, s = _bc(alpha, x0), _bc(sigma, x0)
@@ -125,9 +140,16 @@ def from_x0_eps(x0: Tensor, eps: Tensor, prediction_type: str, alpha: Tensor | f
     return _bc(d_alpha, x0) * x0 + _bc(d_sigma, x0) * eps
 
 
-def convert(pred: Tensor, from_type: str, to_type: str, x_t: Tensor, alpha: Tensor | float,
-            sigma: Tensor | float, d_alpha: Tensor | float | None = None,
-            d_sigma: Tensor | float | None = None) -> Tensor:
+def convert(
+    pred: Tensor,
+    from_type: str,
+    to_type: str,
+    x_t: Tensor,
+    alpha: Tensor | float,
+    sigma: Tensor | float,
+    d_alpha: Tensor | float | None = None,
+    d_sigma: Tensor | float | None = None,
+) -> Tensor:
     """Convert a prediction between any two types, exactly (up to floating point)."""
     if canonical_prediction_type(from_type) == canonical_prediction_type(to_type):
         return pred
@@ -148,8 +170,9 @@ def ddim_step(x0: Tensor, eps: Tensor, alpha_s: Tensor | float, sigma_s: Tensor 
     return _bc(alpha_s, x0) * x0 + _bc(sigma_s, x0) * eps
 
 
-def ddim_transfer_coefficients(alpha_t: Tensor, sigma_t: Tensor, alpha_s: Tensor, sigma_s: Tensor,
-                               along: str = "eps") -> tuple[Tensor, Tensor]:
+def ddim_transfer_coefficients(
+    alpha_t: Tensor, sigma_t: Tensor, alpha_s: Tensor, sigma_s: Tensor, along: str = "eps"
+) -> tuple[Tensor, Tensor]:
     """:func:`ddim_step` as one linear map of the state and a single estimate: ``x_s = c_x x_t + c_e e``.
 
     ``along="eps"``: ``e`` is a noise estimate and ``x0 = (x_t - sigma_t e) / alpha_t`` is substituted,
@@ -169,6 +192,7 @@ def ddim_transfer_coefficients(alpha_t: Tensor, sigma_t: Tensor, alpha_s: Tensor
 # -------------------------------------------------------------------------------------------------
 # x0 corrections
 # -------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class ClipX0:

@@ -18,8 +18,9 @@ def generators_from_seeds(seeds: Sequence[int], device: str | torch.device = "cp
     return [torch.Generator(device).manual_seed(int(s)) for s in seeds]
 
 
-def _draw(fn, shape: Sequence[int], generator: Generator, dtype: torch.dtype, device: str | torch.device
-          ) -> torch.Tensor:
+def _draw(
+    fn, shape: Sequence[int], generator: Generator, dtype: torch.dtype, device: str | torch.device
+) -> torch.Tensor:
     """``fn(shape)`` from one generator, or row ``i`` from ``generator[i]`` (per-sample streams)."""
     shape = tuple(shape)
     if generator is None or isinstance(generator, torch.Generator):
@@ -30,8 +31,12 @@ def _draw(fn, shape: Sequence[int], generator: Generator, dtype: torch.dtype, de
     return torch.stack([fn(shape[1:], generator=g, dtype=dtype, device=device) for g in gens])
 
 
-def randn(shape: Sequence[int], generator: Generator = None, dtype: torch.dtype = torch.float32,
-          device: str | torch.device = "cpu") -> torch.Tensor:
+def randn(
+    shape: Sequence[int],
+    generator: Generator = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     """Standard normal noise. With a list of generators, row ``i`` comes from ``generator[i]``."""
     return _draw(torch.randn, shape, generator, dtype, device)
 
@@ -40,7 +45,11 @@ def randn_like(x: torch.Tensor, generator: Generator = None) -> torch.Tensor:
     return randn(x.shape, generator, x.dtype, x.device)
 
 
-def rand(shape: Sequence[int], generator: Generator = None, dtype: torch.dtype = torch.float32,
-         device: str | torch.device = "cpu") -> torch.Tensor:
+def rand(
+    shape: Sequence[int],
+    generator: Generator = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> torch.Tensor:
     """Uniform [0, 1) noise with the same per-sample generator convention as :func:`randn`."""
     return _draw(torch.rand, shape, generator, dtype, device)

@@ -118,8 +118,9 @@ class DiscreteSchedule(NoiseSchedule):
             raise ValueError(f"alphas_cumprod: need at least 2 entries, got {acp.numel()}")
         check_finite(acp, "alphas_cumprod")
         if bool((acp[:-1] <= 0).any() | (acp > 1).any() | (acp[-1] < 0)):
-            raise ValueError("alphas_cumprod: every entry must lie in (0, 1] (only the last may be 0: zero "
-                             "terminal SNR)")
+            raise ValueError(
+                "alphas_cumprod: every entry must lie in (0, 1] (only the last may be 0: zero terminal SNR)"
+            )
         rising = acp[1:] > acp[:-1]
         if acp[-1] == TINY_TERMINAL_ABAR:  # diffusers' stand-in for a zero terminal abar may exceed abar_{T-2}
             rising[-1] = False
@@ -154,8 +155,10 @@ class DiscreteSchedule(NoiseSchedule):
         """Raise ``ValueError`` naming ``t`` if any model time lies outside ``[-1, T-1]`` (one host sync)."""
         tf = t.detach().to(torch.float64)
         if bool(((tf < -1) | (tf > self.t_max)).any()):
-            raise ValueError(f"t: discrete timesteps must lie in [-1, {self.t_max:g}] (got min "
-                             f"{tf.min().item():g}, max {tf.max().item():g})")
+            raise ValueError(
+                f"t: discrete timesteps must lie in [-1, {self.t_max:g}] (got min "
+                f"{tf.min().item():g}, max {tf.max().item():g})"
+            )
 
     def _abar(self, t: Tensor) -> Tensor:
         """``abar`` at (possibly fractional) model time ``t``; ``t = -1`` gives the final value.
@@ -233,30 +236,38 @@ def rescale_zero_terminal_snr(alphas_cumprod: Tensor) -> Tensor:
 # Discrete factories (beta schedules of DDPM, Stable Diffusion, improved DDPM)
 # -------------------------------------------------------------------------------------------------
 
+
 def _from_betas(betas: Tensor, name: str, final_alpha_cumprod: float = 1.0) -> DiscreteSchedule:
     return DiscreteSchedule(torch.cumprod(1 - betas.to(torch.float64), 0), final_alpha_cumprod, name=name)
 
 
-def linear(num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02,
-           final_alpha_cumprod: float = 1.0) -> DiscreteSchedule:
+def linear(
+    num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, final_alpha_cumprod: float = 1.0
+) -> DiscreteSchedule:
     """DDPM's linear beta schedule (Ho et al. 2020, Sec. 4)."""
     betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
     return _from_betas(betas, "linear", final_alpha_cumprod)
 
 
-def scaled_linear(num_train_timesteps: int = 1000, beta_start: float = 0.00085, beta_end: float = 0.012,
-                  final_alpha_cumprod: float = 1.0) -> DiscreteSchedule:
+def scaled_linear(
+    num_train_timesteps: int = 1000,
+    beta_start: float = 0.00085,
+    beta_end: float = 0.012,
+    final_alpha_cumprod: float = 1.0,
+) -> DiscreteSchedule:
     """Stable Diffusion's schedule: linear in sqrt(beta) (Rombach et al. 2022)."""
     betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
     return _from_betas(betas, "scaled_linear", final_alpha_cumprod)
 
 
-def cosine(num_train_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999,
-           final_alpha_cumprod: float = 1.0) -> DiscreteSchedule:
+def cosine(
+    num_train_timesteps: int = 1000, s: float = 0.008, max_beta: float = 0.999, final_alpha_cumprod: float = 1.0
+) -> DiscreteSchedule:
     """Improved DDPM's cosine schedule (Nichol & Dhariwal 2021, Eq. 17), betas clipped at ``max_beta``.
 
     Same construction as diffusers' ``squaredcos_cap_v2``.
     """
+
     def f(u: float) -> float:
         return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
 
@@ -269,6 +280,7 @@ def cosine(num_train_timesteps: int = 1000, s: float = 0.008, max_beta: float = 
 # Continuous schedules
 # -------------------------------------------------------------------------------------------------
 
+
 class ContinuousSchedule(NoiseSchedule):
     """A continuous-time schedule defined by closed-form ``alpha(t)`` and ``sigma(t)``.
 
@@ -277,9 +289,16 @@ class ContinuousSchedule(NoiseSchedule):
 
     kind = "continuous"
 
-    def __init__(self, name: str, alpha_fn: Callable[[Tensor], Tensor], sigma_fn: Callable[[Tensor], Tensor],
-                 t_min: float = 0.0, t_max: float = 1.0, t_end: float = 0.0,
-                 ve_sigma_fn_inv: Callable[[Tensor], Tensor] | None = None):
+    def __init__(
+        self,
+        name: str,
+        alpha_fn: Callable[[Tensor], Tensor],
+        sigma_fn: Callable[[Tensor], Tensor],
+        t_min: float = 0.0,
+        t_max: float = 1.0,
+        t_end: float = 0.0,
+        ve_sigma_fn_inv: Callable[[Tensor], Tensor] | None = None,
+    ):
         self.name, self.alpha_fn, self.sigma_fn = name, alpha_fn, sigma_fn
         self.t_min, self.t_max, self.t_end = float(t_min), float(t_max), float(t_end)
         self.ve_sigma_fn_inv = ve_sigma_fn_inv
@@ -297,8 +316,15 @@ class ContinuousSchedule(NoiseSchedule):
 
 def ve(sigma_min: float = 0.002, sigma_max: float = 80.0) -> ContinuousSchedule:
     """Variance exploding (Song et al. 2021): ``alpha = 1``, ``sigma = t``; model time is sigma."""
-    return ContinuousSchedule("ve", lambda t: torch.ones_like(t), lambda t: t, t_min=sigma_min,
-                              t_max=sigma_max, t_end=0.0, ve_sigma_fn_inv=lambda s: s)
+    return ContinuousSchedule(
+        "ve",
+        lambda t: torch.ones_like(t),
+        lambda t: t,
+        t_min=sigma_min,
+        t_max=sigma_max,
+        t_end=0.0,
+        ve_sigma_fn_inv=lambda s: s,
+    )
 
 
 def edm(sigma_min: float = 0.002, sigma_max: float = 80.0, sigma_data: float = 0.5) -> ContinuousSchedule:
@@ -328,6 +354,7 @@ def vp_cosine(s: float = 0.008, t_min: float = 1e-4, t_max: float = 1.0 - 1e-4) 
 
 def vp_linear(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3) -> ContinuousSchedule:
     """Continuous VP-SDE with linear beta(t) (Song et al. 2021): ``log alpha = -b_min t/2 - (b_max-b_min) t^2/4``."""
+
     def a(t: Tensor) -> Tensor:
         return torch.exp(-0.5 * beta_min * t - 0.25 * (beta_max - beta_min) * t**2)
 
@@ -344,8 +371,15 @@ def vp_linear(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3
 
 def rectified_flow(t_min: float = 0.0, t_max: float = 1.0) -> ContinuousSchedule:
     """Rectified flow / flow matching (Liu et al. 2023): ``alpha = 1 - t``, ``sigma = t``; t = 0 is data."""
-    return ContinuousSchedule("rectified_flow", lambda t: 1 - t, lambda t: t, t_min=t_min, t_max=t_max,
-                              t_end=0.0, ve_sigma_fn_inv=lambda s: s / (1 + s))
+    return ContinuousSchedule(
+        "rectified_flow",
+        lambda t: 1 - t,
+        lambda t: t,
+        t_min=t_min,
+        t_max=t_max,
+        t_end=0.0,
+        ve_sigma_fn_inv=lambda s: s / (1 + s),
+    )
 
 
 # -------------------------------------------------------------------------------------------------
@@ -372,14 +406,22 @@ def get_schedule(name: str, **kwargs: Any) -> NoiseSchedule:
 
 
 # diffusers schedulers that replace a zero terminal abar by 2**-24 so their first VE sigma (~4096) is finite
-TINY_TERMINAL_ABAR_CLASSES = frozenset({"DPMSolverMultistepScheduler", "EulerDiscreteScheduler",
-                                        "EulerAncestralDiscreteScheduler", "UniPCMultistepScheduler"})
+TINY_TERMINAL_ABAR_CLASSES = frozenset(
+    {
+        "DPMSolverMultistepScheduler",
+        "EulerDiscreteScheduler",
+        "EulerAncestralDiscreteScheduler",
+        "UniPCMultistepScheduler",
+    }
+)
 
 # Config entries that change the algorithm in a way no diffzoo component reproduces: entry -> (accepted values,
 # what a different value asks for). The accepted values are every diffusers scheduler's defaults.
 UNSUPPORTED_DIFFUSERS_ENTRIES: dict[str, tuple[tuple[Any, ...], str]] = {
-    "variance_type": ((None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log"),
-                      "a network that also predicts its variance (extra output channels)"),
+    "variance_type": (
+        (None, "fixed_small", "fixed_small_log", "fixed_large", "fixed_large_log"),
+        "a network that also predicts its variance (extra output channels)",
+    ),
     "timestep_type": (("discrete",), "continuous timesteps (the network receives 0.25 log sigma)"),
     "use_flow_sigmas": ((False, None), "flow-matching sigmas"),
     "use_dynamic_shifting": ((False, None), "resolution-dependent time shifting"),
@@ -392,8 +434,12 @@ UNSUPPORTED_DIFFUSERS_ENTRIES: dict[str, tuple[tuple[Any, ...], str]] = {
     "euler_at_final": ((False,), "a first-order last DPM-Solver step on every grid"),
     "timestep_scaling": ((), "consistency-model (LCM/TCD) boundary conditions"),
 }
-DIFFUSERS_PREDICTION_TYPES = {"epsilon": "epsilon", "sample": "sample", "original_sample": "sample",
-                              "v_prediction": "v_prediction"}
+DIFFUSERS_PREDICTION_TYPES = {
+    "epsilon": "epsilon",
+    "sample": "sample",
+    "original_sample": "sample",
+    "v_prediction": "v_prediction",
+}
 
 
 def _infer_class(cfg: Mapping[str, Any]) -> str | None:
@@ -423,8 +469,9 @@ def diffusers_config(config: Mapping[str, Any] | Any) -> tuple[dict[str, Any], s
     try:
         cfg = dict(config)
     except (TypeError, ValueError):
-        raise TypeError(f"config: expected a diffusers scheduler, its config or a dict, got "
-                        f"{type(config).__name__}") from None
+        raise TypeError(
+            f"config: expected a diffusers scheduler, its config or a dict, got {type(config).__name__}"
+        ) from None
     return cfg, cls or cfg.get("_class_name") or _infer_class(cfg)
 
 
@@ -433,12 +480,16 @@ def check_diffusers_config(cfg: Mapping[str, Any]) -> None:
     (:data:`UNSUPPORTED_DIFFUSERS_ENTRIES`, an unknown ``prediction_type``)."""
     for key, (ok, what) in UNSUPPORTED_DIFFUSERS_ENTRIES.items():
         if key in cfg and cfg[key] not in ok:
-            raise ValueError(f"{key}: {cfg[key]!r} asks for {what}, which diffzoo does not support (accepted: "
-                             f"{list(ok) or 'none'}); drop the entry to use the model with diffzoo's samplers")
+            raise ValueError(
+                f"{key}: {cfg[key]!r} asks for {what}, which diffzoo does not support (accepted: "
+                f"{list(ok) or 'none'}); drop the entry to use the model with diffzoo's samplers"
+            )
     pred = cfg.get("prediction_type", "epsilon")
     if pred not in DIFFUSERS_PREDICTION_TYPES:
-        raise ValueError(f"prediction_type: unsupported diffusers prediction type {pred!r} (expected one of "
-                         f"{sorted(DIFFUSERS_PREDICTION_TYPES)})")
+        raise ValueError(
+            f"prediction_type: unsupported diffusers prediction type {pred!r} (expected one of "
+            f"{sorted(DIFFUSERS_PREDICTION_TYPES)})"
+        )
 
 
 def from_diffusers_config(config: Mapping[str, Any] | Any) -> DiscreteSchedule:
@@ -477,8 +528,10 @@ def from_diffusers_config(config: Mapping[str, Any] | Any) -> DiscreteSchedule:
         elif kind == "squaredcos_cap_v2":
             sch = cosine(n)
         else:
-            raise ValueError(f"beta_schedule: unsupported value {kind!r} (expected linear, scaled_linear, "
-                             "squaredcos_cap_v2 or trained_betas)")
+            raise ValueError(
+                f"beta_schedule: unsupported value {kind!r} (expected linear, scaled_linear, "
+                "squaredcos_cap_v2 or trained_betas)"
+            )
         if cfg.get("rescale_betas_zero_snr", False):
             acp = rescale_zero_terminal_snr(sch.alphas_cumprod)
             if cls in TINY_TERMINAL_ABAR_CLASSES:
@@ -487,6 +540,7 @@ def from_diffusers_config(config: Mapping[str, Any] | Any) -> DiscreteSchedule:
     if not cfg.get("set_alpha_to_one", True) or cfg.get("final_sigmas_type", "zero") == "sigma_min":
         sch.final_alpha_cumprod = float(sch.alphas_cumprod[0])
     elif cfg.get("final_sigmas_type", "zero") != "zero":
-        raise ValueError(f"final_sigmas_type: unsupported value {cfg['final_sigmas_type']!r} (expected 'zero' "
-                         "or 'sigma_min')")
+        raise ValueError(
+            f"final_sigmas_type: unsupported value {cfg['final_sigmas_type']!r} (expected 'zero' or 'sigma_min')"
+        )
     return sch

@@ -19,7 +19,7 @@ import torch
 
 from diffzoo.core.errors import check_choice, check_tensor
 
-NUM_LEVELS = 17       # pixel values 0..16
+NUM_LEVELS = 17  # pixel values 0..16
 NUM_CLASSES = 10
 TEST_SIZE = 300
 SPLITS = ("train", "test", "all")
@@ -29,9 +29,9 @@ SPLITS = ("train", "test", "all")
 class DigitsSplit:
     """One split: continuous images, discrete levels and labels (rows aligned)."""
 
-    images: torch.Tensor   # (N, 1, 8, 8) float32 in [-1, 1]
-    levels: torch.Tensor   # (N, 64) int64 in 0..16
-    labels: torch.Tensor   # (N,) int64 in 0..9
+    images: torch.Tensor  # (N, 1, 8, 8) float32 in [-1, 1]
+    levels: torch.Tensor  # (N, 64) int64 in 0..16
+    labels: torch.Tensor  # (N,) int64 in 0..9
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])

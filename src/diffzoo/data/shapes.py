@@ -44,8 +44,11 @@ EDIT_KINDS = ("color", "shape", "move", "background")
 MAX_OBJECTS = 3
 
 #: Every word a caption can use (the text encoder's vocabulary, without special tokens).
-VOCAB: tuple[str, ...] = tuple(dict.fromkeys(
-    list(COLORS) + list(SHAPES) + [w for p in POSITIONS for w in p.split()] + ["and", "on"] + list(BACKGROUNDS)))
+VOCAB: tuple[str, ...] = tuple(
+    dict.fromkeys(
+        list(COLORS) + list(SHAPES) + [w for p in POSITIONS for w in p.split()] + ["and", "on"] + list(BACKGROUNDS)
+    )
+)
 #: The longest caption in words: three objects of 4 words, two "and", "on", background.
 MAX_CAPTION_WORDS = 3 * 4 + 2 + 2
 
@@ -116,6 +119,7 @@ class Edit:
 # Rendering
 # -------------------------------------------------------------------------------------------------
 
+
 def _subpixel_grid() -> tuple[torch.Tensor, torch.Tensor]:
     """Sub-pixel centre coordinates, shape (SIZE*_SUPER,) each, in pixel units (pixel i spans [i, i+1))."""
     u = (torch.arange(SIZE * _SUPER, dtype=torch.float64) + 0.5) / _SUPER
@@ -180,6 +184,7 @@ def render_batch(scenes: Sequence[Scene], dtype: torch.dtype = torch.float32) ->
 # Captions and labels
 # -------------------------------------------------------------------------------------------------
 
+
 def describe(obj: ShapeObject) -> str:
     """``"<colour> <shape> <position>"``, e.g. ``"red circle top left"``."""
     return f"{obj.color} {obj.shape} {POSITIONS[obj.cell]}"
@@ -224,8 +229,11 @@ def labels(scene: Scene) -> dict[str, torch.Tensor]:
     cells = torch.zeros(GRID * GRID, dtype=torch.long)
     for o in scene.objects:
         cells[o.cell] = cell_class(o)
-    return {"cells": cells, "background": torch.tensor(BACKGROUNDS.index(scene.background)),
-            "count": torch.tensor(len(scene.objects))}
+    return {
+        "cells": cells,
+        "background": torch.tensor(BACKGROUNDS.index(scene.background)),
+        "count": torch.tensor(len(scene.objects)),
+    }
 
 
 def decode_cells(cells: Sequence[int]) -> list[tuple[int, str, str] | None]:
@@ -244,12 +252,14 @@ def decode_cells(cells: Sequence[int]) -> list[tuple[int, str, str] | None]:
 # Random scenes
 # -------------------------------------------------------------------------------------------------
 
+
 def _randint(n: int, g: torch.Generator) -> int:
     return int(torch.randint(n, (1,), generator=g))
 
 
-def random_scene(generator: torch.Generator, max_objects: int = MAX_OBJECTS,
-                 count_probs: Sequence[float] = (0.5, 0.3, 0.2)) -> Scene:
+def random_scene(
+    generator: torch.Generator, max_objects: int = MAX_OBJECTS, count_probs: Sequence[float] = (0.5, 0.3, 0.2)
+) -> Scene:
     """A random scene drawn with ``generator`` (same generator state -> same scene).
 
     The number of shapes is 1..``max_objects`` with probabilities ``count_probs`` (renormalised);
@@ -266,12 +276,15 @@ def random_scene(generator: torch.Generator, max_objects: int = MAX_OBJECTS,
     cells = torch.randperm(GRID * GRID, generator=generator)[:n].tolist()
     objs = []
     for cell in cells:
-        objs.append(ShapeObject(
-            shape=SHAPES[_randint(len(SHAPES), generator)],
-            color=list(COLORS)[_randint(len(COLORS), generator)],
-            cell=int(cell),
-            size=list(SIZES)[_randint(len(SIZES), generator)],
-            jitter=(_randint(3, generator) - 1, _randint(3, generator) - 1)))
+        objs.append(
+            ShapeObject(
+                shape=SHAPES[_randint(len(SHAPES), generator)],
+                color=list(COLORS)[_randint(len(COLORS), generator)],
+                cell=int(cell),
+                size=list(SIZES)[_randint(len(SIZES), generator)],
+                jitter=(_randint(3, generator) - 1, _randint(3, generator) - 1),
+            )
+        )
     return Scene(tuple(objs), BACKGROUNDS[_randint(len(BACKGROUNDS), generator)])
 
 
@@ -312,6 +325,7 @@ def scene_stream(seed: int, split: str = "train", heldout_fraction: float = 0.1,
 # Edits with exact ground truth
 # -------------------------------------------------------------------------------------------------
 
+
 def apply_edit(scene: Scene, edit: Edit) -> tuple[Scene, torch.Tensor]:
     """Apply ``edit`` to ``scene``: returns ``(edited_scene, mask)`` where ``mask`` (32, 32) bool marks
     exactly the pixels whose rendered value changes (``render(edited) != render(scene)``).
@@ -333,8 +347,7 @@ def apply_edit(scene: Scene, edit: Edit) -> tuple[Scene, torch.Tensor]:
         if edit.kind == "move":
             cell = POSITIONS.index(edit.value) if isinstance(edit.value, str) else int(edit.value)
             if cell in [o.cell for o in scene.objects]:
-                raise ValueError(f"edit.value: cell {cell} ({POSITIONS[cell] if 0 <= cell < 9 else '?'}) "
-                                 "is occupied")
+                raise ValueError(f"edit.value: cell {cell} ({POSITIONS[cell] if 0 <= cell < 9 else '?'}) is occupied")
             new_obj = dataclasses.replace(obj, cell=cell)
         else:
             field = edit.kind
@@ -382,8 +395,7 @@ class EditPair:
     target_caption: str
 
 
-def edit_pairs(n: int, seed: int, kinds: Sequence[str] = EDIT_KINDS, max_objects: int = MAX_OBJECTS
-               ) -> list[EditPair]:
+def edit_pairs(n: int, seed: int, kinds: Sequence[str] = EDIT_KINDS, max_objects: int = MAX_OBJECTS) -> list[EditPair]:
     """``n`` deterministic (source, edit, ground truth, mask) items; edit kinds cycle through ``kinds``
     so every kind is equally represented."""
     g = torch.Generator().manual_seed(int(seed))

@@ -121,7 +121,11 @@ class Checkerboard:
 
 
 DATASETS: dict[str, Callable[..., Any]] = {
-    "ring8": ring8, "grid25": grid25, "mixture1d": mixture1d, "moons": TwoMoons, "checkerboard": Checkerboard,
+    "ring8": ring8,
+    "grid25": grid25,
+    "mixture1d": mixture1d,
+    "moons": TwoMoons,
+    "checkerboard": Checkerboard,
 }
 
 

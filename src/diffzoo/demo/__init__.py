@@ -37,8 +37,9 @@ DIGITS_MODEL = "digits-unet"
 DEMO_SAMPLERS = ("ddpm", "ddim", "plms", "pndm", "dpmpp_2m", "euler", "heun")
 
 
-def digits_section(out_dir: Path, n: int = 200, steps: tuple[int, ...] = (15, 25), guidance: float = 2.0,
-                   seed: int = 0) -> tuple[list[dict[str, Any]], list[str]]:
+def digits_section(
+    out_dir: Path, n: int = 200, steps: tuple[int, ...] = (15, 25), guidance: float = 2.0, seed: int = 0
+) -> tuple[list[dict[str, Any]], list[str]]:
     """Sample the digits model with every sampler at each NFE budget in ``steps`` (samplers whose minimum
     NFE exceeds a budget are skipped); return table rows and the grid's row names, and write
     ``digits_samplers.png`` (one row per sampler at the largest budget, one column per class)."""
@@ -53,8 +54,16 @@ def digits_section(out_dir: Path, n: int = 200, steps: tuple[int, ...] = (15, 25
             res = sample_zoo(DIGITS_MODEL, name, k, "uniform", guidance, "all", n, seed)
             wall = time.perf_counter() - t0
             x = res.samples.clamp(-1, 1)
-            rows.append({"sampler": name, "steps": k, "NFE": res.nfe, "FD-digits": digits_fd(x),
-                         "accuracy": digits_accuracy(x, res.labels), "wall s": wall})
+            rows.append(
+                {
+                    "sampler": name,
+                    "steps": k,
+                    "NFE": res.nfe,
+                    "FD-digits": digits_fd(x),
+                    "accuracy": digits_accuracy(x, res.labels),
+                    "wall s": wall,
+                }
+            )
             if nfe_budget == max(steps):
                 grid_rows.append(x[:10])
                 grid_names.append(name)
@@ -81,8 +90,17 @@ def demo_edit(out_dir: str | Path, model: str = "tinysd", steps: int = 20, seed:
     if obj_words:
         blend = [obj_words, obj_words]
     for method in ("infedit", "direct"):
-        edited = edit_image(method, lm, img, pair.source_caption, pair.target_caption, num_steps=steps,
-                            p2p="replace", blend_words=blend, seed=seed)
+        edited = edit_image(
+            method,
+            lm,
+            img,
+            pair.source_caption,
+            pair.target_caption,
+            num_steps=steps,
+            p2p="replace",
+            blend_words=blend,
+            seed=seed,
+        )
         paths[method] = save_image(edited.image, out / f"edit_{method}.png")
     log.info("demo edit %r -> %r written to %s", pair.source_caption, pair.target_caption, out)
     return paths
@@ -97,12 +115,21 @@ def editing_section(out_dir: Path, steps: int = 20, seed: int = 0) -> str:
     paths = demo_edit(out_dir, "tinysd", steps=steps, seed=seed)
     pair = shapes.edit_pairs(1, seed=seed, kinds=("color",), max_objects=1)[0]
     lm = load_latent_model("tinysd")
-    rec = reconstruct_image("edict", lm, pair.source_image[None].float(), pair.source_caption, num_steps=steps,
-                            dtype=torch.float64, decode=False)
+    rec = reconstruct_image(
+        "edict",
+        lm,
+        pair.source_image[None].float(),
+        pair.source_caption,
+        num_steps=steps,
+        dtype=torch.float64,
+        decode=False,
+    )
     lines = [f"edit: {pair.source_caption!r} -> {pair.target_caption!r}"]
     lines += [f"  {k}: {v}" for k, v in paths.items()]
-    lines.append(f"EDICT round trip ({steps} steps, guidance {rec.guidance:g}, float64 states): "
-                 f"max |z0 - z0_rec| = {rec.reconstruction_error:.2e}")
+    lines.append(
+        f"EDICT round trip ({steps} steps, guidance {rec.guidance:g}, float64 states): "
+        f"max |z0 - z0_rec| = {rec.reconstruction_error:.2e}"
+    )
     return "\n".join(lines)
 
 
@@ -118,25 +145,36 @@ def inverse_section(out_dir: Path, n: int = 16, steps: int = 50, seed: int = 0) 
         y = op(x)
         for method in ("pinv", "ddnm", "dps"):
             t0 = time.perf_counter()
-            out = posterior_sample(method, den, op, y, steps, generator=generators_from_seeds(range(seed, seed + n)),
-                                   zeta=1.0)
-            rows.append({"operator": op_name, "method": method, "steps": 0 if method == "pinv" else steps,
-                         "PSNR dB": float(psnr(out.clamp(-1, 1), x)),
-                         "‖Ax-y‖": float(measurement_error(op, out, y).mean()),
-                         "wall s": time.perf_counter() - t0})
+            out = posterior_sample(
+                method, den, op, y, steps, generator=generators_from_seeds(range(seed, seed + n)), zeta=1.0
+            )
+            rows.append(
+                {
+                    "operator": op_name,
+                    "method": method,
+                    "steps": 0 if method == "pinv" else steps,
+                    "PSNR dB": float(psnr(out.clamp(-1, 1), x)),
+                    "‖Ax-y‖": float(measurement_error(op, out, y).mean()),
+                    "wall s": time.perf_counter() - t0,
+                }
+            )
             grid.append(out.clamp(-1, 1))
     save_grid(torch.cat(grid), out_dir / "inverse_restorations.png", nrow=n)
-    return (format_table(rows) + f"\n\ngrid: {out_dir / 'inverse_restorations.png'} (rows: ground truth, then "
-            "box_inpaint pinv/ddnm/dps, cs-25% pinv/ddnm/dps)")
+    return (
+        format_table(rows) + f"\n\ngrid: {out_dir / 'inverse_restorations.png'} (rows: ground truth, then "
+        "box_inpaint pinv/ddnm/dps, cs-25% pinv/ddnm/dps)"
+    )
 
 
 def _sections(quick: bool, seed: int) -> list[tuple[str, Callable[[Path], str]]]:
     """Demo sections of the other capabilities (each returns printable text)."""
 
     n = 50 if quick else 100
-    return [("Text-guided editing of a rendered image with TinySD", partial(editing_section, seed=seed)),
-            ("Masked discrete diffusion", partial(discrete_section, n=n, seed=seed)),
-            ("Inverse problems on held-out digits", partial(inverse_section, n=n // 5, seed=seed))]
+    return [
+        ("Text-guided editing of a rendered image with TinySD", partial(editing_section, seed=seed)),
+        ("Masked discrete diffusion", partial(discrete_section, n=n, seed=seed)),
+        ("Inverse problems on held-out digits", partial(inverse_section, n=n // 5, seed=seed)),
+    ]
 
 
 def run_demo(out_dir: str | Path = "diffzoo-demo", quick: bool = False, seed: int = 0) -> str:
@@ -150,9 +188,14 @@ def run_demo(out_dir: str | Path = "diffzoo-demo", quick: bool = False, seed: in
     parts = [f"diffzoo demo — zoo models: {', '.join(zoo.names())}", ""]
     t0 = time.perf_counter()
     rows, grid_names = digits_section(out_dir, n=100 if quick else 200, steps=(15,) if quick else (15, 25), seed=seed)
-    parts += [f"## Digits: every sampler on `{DIGITS_MODEL}` (CFG 2.0, same per-sample seeds)", "",
-              format_table(rows), "", f"grid: {out_dir / 'digits_samplers.png'} (rows: "
-              f"{', '.join(grid_names)}; columns: classes 0-9)", ""]
+    parts += [
+        f"## Digits: every sampler on `{DIGITS_MODEL}` (CFG 2.0, same per-sample seeds)",
+        "",
+        format_table(rows),
+        "",
+        f"grid: {out_dir / 'digits_samplers.png'} (rows: {', '.join(grid_names)}; columns: classes 0-9)",
+        "",
+    ]
     for title, fn in _sections(quick, seed):
         ts = time.perf_counter()
         parts += [f"## {title}", "", fn(out_dir), f"({time.perf_counter() - ts:.1f} s)", ""]

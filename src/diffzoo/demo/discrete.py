@@ -37,8 +37,15 @@ def demo(out_dir: Path, n: int = 100, seed: int = 0) -> str:
         t0 = time.perf_counter()
         x = sample_digits(c, n, steps, sampler, torch.Generator().manual_seed(seed))
         img = digits.levels_to_images(x.reshape(n, 64))
-        rows.append({"sampler": sampler, "steps": steps, "NFE": c.nfe, "FD-digits": digits_fd(img),
-                     "wall s": time.perf_counter() - t0})
+        rows.append(
+            {
+                "sampler": sampler,
+                "steps": steps,
+                "NFE": c.nfe,
+                "FD-digits": digits_fd(img),
+                "wall s": time.perf_counter() - t0,
+            }
+        )
         grid.append(img[:10])
     save_grid(torch.cat(grid), out_dir / "masked_digits.png", nrow=10)
     test = digits.load("test").levels[:10]
@@ -49,10 +56,13 @@ def demo(out_dir: Path, n: int = 100, seed: int = 0) -> str:
     gt, rec = space.decode(test).float(), space.decode(x).float()
     seen = op.adjoint(y).float()
     save_grid(torch.cat([gt, seen, rec]), out_dir / "masked_digits_aps.png", nrow=10)
-    lines = [format_table(rows), "",
-             f"samples: {out_dir / 'masked_digits.png'} (rows: the samplers above)",
-             f"APS-like box inpainting (sigma_y 0.05): PSNR {float(psnr(rec, gt)):.2f} dB; "
-             f"{out_dir / 'masked_digits_aps.png'} (rows: truth, observed, restored)"]
+    lines = [
+        format_table(rows),
+        "",
+        f"samples: {out_dir / 'masked_digits.png'} (rows: the samplers above)",
+        f"APS-like box inpainting (sigma_y 0.05): PSNR {float(psnr(rec, gt)):.2f} dB; "
+        f"{out_dir / 'masked_digits_aps.png'} (rows: truth, observed, restored)",
+    ]
     if "masked-shapes" in zoo.names():
         lines.append(shapes_demo(out_dir, seed))
     return "\n".join(lines)
@@ -71,8 +81,9 @@ def shapes_demo(out_dir: Path, seed: int = 0, n: int = 8) -> str:
     y = measure_tokens(test, op, space, 0.05, torch.Generator().manual_seed(seed))
     rec = space.decode(aps_sample(model, op, y, 16, 0.05, generator=torch.Generator().manual_seed(seed)))
     gt = space.decode(test)
-    path = save_grid(torch.cat([samples, gt, op.adjoint(y), rec]).float(), out_dir / "masked_shapes.png",
-                     nrow=n, pad=0)
-    return (f"masked-shapes (patch-VQ tokens): {n} FHS samples in {sec:.1f} s ({space.seq_len} calls); APS-like "
-            f"box inpainting of unseen scenes: PSNR {float(psnr(rec, gt, reduction='pooled')):.2f} dB (pooled MSE); "
-            f"{path} (rows: samples, truth, observed, restored)")
+    path = save_grid(torch.cat([samples, gt, op.adjoint(y), rec]).float(), out_dir / "masked_shapes.png", nrow=n, pad=0)
+    return (
+        f"masked-shapes (patch-VQ tokens): {n} FHS samples in {sec:.1f} s ({space.seq_len} calls); APS-like "
+        f"box inpainting of unseen scenes: PSNR {float(psnr(rec, gt, reduction='pooled')):.2f} dB (pooled MSE); "
+        f"{path} (rows: samples, truth, observed, restored)"
+    )

@@ -79,8 +79,15 @@ def student_outcome_logprobs(logits: Tensor, phi: Tensor, a_t: Tensor, a_s: Tens
     return torch.cat([logp + unmask, stay.expand(*logp.shape[:-1], 1)], -1)
 
 
-def run_student(model: TokenModel, student: StudentSampler, n: int, schedule: str | MaskSchedule = "linear",
-                generator: Generator = None, relaxed: bool = True, tau: float = 0.5) -> list[Tensor]:
+def run_student(
+    model: TokenModel,
+    student: StudentSampler,
+    n: int,
+    schedule: str | MaskSchedule = "linear",
+    generator: Generator = None,
+    relaxed: bool = True,
+    tau: float = 0.5,
+) -> list[Tensor]:
     """Student trajectory as one-hot states ``(n, L, K+1)`` after each step (differentiable if ``relaxed``).
 
     ``relaxed=False`` draws exact categorical samples (float64) with no gradient: the sampler used at test time.
@@ -122,13 +129,14 @@ def teacher_trajectories(model: TokenModel, n: int, generator: Generator = None)
     """``n`` FHS samples and the time at which each token was revealed (``(n, L)`` each)."""
     vocab = model_vocab(model)
     order: list[Tensor] = []
-    x, times = first_hitting_sample(model, n, generator=generator, return_times=True,
-                                    callback=lambda d: order.append(d["x"].clone()))
+    x, times = first_hitting_sample(
+        model, n, generator=generator, return_times=True, callback=lambda d: order.append(d["x"].clone())
+    )
     hit = torch.zeros(x.shape, dtype=torch.float64)
     prev = torch.full_like(x, vocab)
     for j, state in enumerate(order):
         newly = (prev == vocab) & (state != vocab)
-        hit = torch.where(newly, times[:, j:j + 1].expand_as(hit), hit)
+        hit = torch.where(newly, times[:, j : j + 1].expand_as(hit), hit)
         prev = state
     return x, hit
 
@@ -148,10 +156,21 @@ class LSDResult:
     losses: list[float]
 
 
-def train_lsd(model: TokenModel, steps: int, learn_times: bool = False, iters: int = 60, batch: int = 64,
-              lr: float = 0.05, teacher_n: int = 512, schedule: str | MaskSchedule = "linear", seed: int = 0,
-              teacher: tuple[Tensor, Tensor] | None = None, crn: bool = False,
-              teacher_batch: int | None = None, final_weight: float | None = None) -> LSDResult:
+def train_lsd(
+    model: TokenModel,
+    steps: int,
+    learn_times: bool = False,
+    iters: int = 60,
+    batch: int = 64,
+    lr: float = 0.05,
+    teacher_n: int = 512,
+    schedule: str | MaskSchedule = "linear",
+    seed: int = 0,
+    teacher: tuple[Tensor, Tensor] | None = None,
+    crn: bool = False,
+    teacher_batch: int | None = None,
+    final_weight: float | None = None,
+) -> LSDResult:
     """Distil an ``steps``-step student (LSD; LSD+ with ``learn_times``) from the FHS teacher.
 
     Adam on ``log_phi`` (and ``w``); the network stays frozen. Each iteration draws ``batch`` student
@@ -170,12 +189,15 @@ def train_lsd(model: TokenModel, steps: int, learn_times: bool = False, iters: i
     opt = torch.optim.Adam([p for p in student.parameters() if p.requires_grad], lr=lr)
     losses = []
     for it in range(iters):
-        idx = torch.randperm(x0.shape[0], generator=gen)[:teacher_batch or 4 * batch]
-        states = run_student(model, student, batch, schedule,
-                             torch.Generator().manual_seed(seed + 1 + (0 if crn else it)))
+        idx = torch.randperm(x0.shape[0], generator=gen)[: teacher_batch or 4 * batch]
+        states = run_student(
+            model, student, batch, schedule, torch.Generator().manual_seed(seed + 1 + (0 if crn else it))
+        )
         ts = student.times()
-        terms = [_mmd2(state_features(s), state_features(teacher_state(x0[idx], hit[idx], ts[i + 1].detach(), vocab)))
-                 for i, s in enumerate(states)]
+        terms = [
+            _mmd2(state_features(s), state_features(teacher_state(x0[idx], hit[idx], ts[i + 1].detach(), vocab)))
+            for i, s in enumerate(states)
+        ]
         loss = sum(terms[:-1]) + (steps if final_weight is None else final_weight) * terms[-1]
         opt.zero_grad()
         loss.backward()
@@ -186,8 +208,13 @@ def train_lsd(model: TokenModel, steps: int, learn_times: bool = False, iters: i
 
 
 @torch.no_grad()
-def student_sample(model: TokenModel, student: StudentSampler, n: int, schedule: str | MaskSchedule = "linear",
-                   generator: Generator = None) -> Tensor:
+def student_sample(
+    model: TokenModel,
+    student: StudentSampler,
+    n: int,
+    schedule: str | MaskSchedule = "linear",
+    generator: Generator = None,
+) -> Tensor:
     """Exact (non-relaxed, float64) sampling with a trained student: token ids ``(n, L)``."""
     x = run_student(model, student, n, schedule, generator, relaxed=False)[-1]
     return x[..., :-1].argmax(-1)

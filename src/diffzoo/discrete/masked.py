@@ -55,8 +55,9 @@ def check_tokens(x: Tensor, vocab_size: int, arg: str = "x", allow_mask: bool = 
     return x
 
 
-def mask_tokens(x0: Tensor, t: Tensor, schedule: str | MaskSchedule, mask_id: int,
-                generator: Generator = None) -> Tensor:
+def mask_tokens(
+    x0: Tensor, t: Tensor, schedule: str | MaskSchedule, mask_id: int, generator: Generator = None
+) -> Tensor:
     """Sample ``x_t ~ q(x_t | x_0)``: each token masked independently with probability ``1 - alpha_t``.
 
     ``t``: shape ``(B,)``. Returns the masked sequence (same shape as ``x0``).
@@ -67,8 +68,14 @@ def mask_tokens(x0: Tensor, t: Tensor, schedule: str | MaskSchedule, mask_id: in
     return torch.where(u < 1.0 - a, torch.full_like(x0, mask_id), x0)
 
 
-def masked_diffusion_loss(model: TokenModel, x0: Tensor, schedule: str | MaskSchedule = "linear",
-                          generator: Generator = None, loss_type: str = "elbo", t_min: float = 1e-4) -> Tensor:
+def masked_diffusion_loss(
+    model: TokenModel,
+    x0: Tensor,
+    schedule: str | MaskSchedule = "linear",
+    generator: Generator = None,
+    loss_type: str = "elbo",
+    t_min: float = 1e-4,
+) -> Tensor:
     """Negative ELBO per token (nats), a Monte-Carlo estimate over one ``t`` (or ``k``) per sequence.
 
     ``loss_type="elbo"``: ``t ~ U(t_min, 1)`` with low-discrepancy (stratified) draws over the batch,
@@ -112,8 +119,9 @@ def predictive_probs(model: TokenModel, x: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def negative_elbo(model: TokenModel, x0: Tensor, schedule: str | MaskSchedule = "linear", n_t: int = 16,
-                  generator: Generator = None) -> float:
+def negative_elbo(
+    model: TokenModel, x0: Tensor, schedule: str | MaskSchedule = "linear", n_t: int = 16, generator: Generator = None
+) -> float:
     """Mean negative ELBO per token (nats) of ``x0`` averaged over ``n_t`` stratified time draws."""
     vals = [float(masked_diffusion_loss(model, x0, schedule, generator)) for _ in range(n_t)]
     return sum(vals) / len(vals)

@@ -27,7 +27,7 @@ class JointOracle(torch.nn.Module):
             raise ValueError(f"probs: expected shape (K,)*L, got {tuple(probs.shape)}")
         self.vocab_size, self.seq_len = int(k), int(probs.ndim)
         states = torch.tensor(list(itertools.product(range(k), repeat=probs.ndim)), dtype=torch.long)
-        self.register_buffer("states", states)                       # (S, L), row-major = probs.flatten()
+        self.register_buffer("states", states)  # (S, L), row-major = probs.flatten()
         self.register_buffer("joint", (probs / probs.sum()).flatten().to(torch.float64))
 
     def state_index(self, x: torch.Tensor) -> torch.Tensor:
@@ -39,7 +39,7 @@ class JointOracle(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_tokens(x, self.vocab_size, "x")
         consistent = ((x[:, None, :] == self.vocab_size) | (x[:, None, :] == self.states[None])).all(-1)
-        w = consistent.to(torch.float64) * self.joint[None]                               # (B, S)
+        w = consistent.to(torch.float64) * self.joint[None]  # (B, S)
         onehot = torch.nn.functional.one_hot(self.states, self.vocab_size).to(torch.float64)  # (S, L, K)
         marg = torch.einsum("bs,slk->blk", w, onehot)
         return torch.log(marg.clamp_min(1e-300)) - torch.log(w.sum(1).clamp_min(1e-300))[:, None, None]

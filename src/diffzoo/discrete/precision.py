@@ -92,8 +92,13 @@ class ZipfOracle:
 
 
 @torch.no_grad()
-def iid_ancestral_sample(oracle: ZipfOracle, steps: int, generators: Sequence[torch.Generator],
-                         precision: str = "float64", schedule: str | MaskSchedule = "linear") -> Tensor:
+def iid_ancestral_sample(
+    oracle: ZipfOracle,
+    steps: int,
+    generators: Sequence[torch.Generator],
+    precision: str = "float64",
+    schedule: str | MaskSchedule = "linear",
+) -> Tensor:
     """``ancestral_sample(oracle, len(generators), steps, schedule, generator=generators, precision=...)``,
     fast, for an oracle whose prediction at a masked position never depends on the other tokens.
 
@@ -119,7 +124,7 @@ def iid_ancestral_sample(oracle: ZipfOracle, steps: int, generators: Sequence[to
     x = torch.full((n, length), vocab, dtype=torch.long)
     ts = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64)
     alphas = sched.alpha(ts)
-    probs = predictive_probs(oracle, x[:1])[0, 0]                         # (K,) float64, as the sampler sees it
+    probs = predictive_probs(oracle, x[:1])[0, 0]  # (K,) float64, as the sampler sees it
     buf = torch.empty((n, length, vocab + 1), dtype=dtype)
     for i in range(steps):
         full = ancestral_step_probs(probs.to(dtype), alphas[i].to(dtype), alphas[i + 1].to(dtype)).to(dtype)
@@ -131,20 +136,21 @@ def iid_ancestral_sample(oracle: ZipfOracle, steps: int, generators: Sequence[to
         for j, r in enumerate(active):
             torch.rand((length, vocab + 1), generator=gens[r], dtype=dtype, out=u[j])
         e_stay = 1e-10 - torch.log(u[..., vocab] + 1e-10)
-        v_stay = full[vocab] / e_stay                                     # (m, L) race value of "stay"
+        v_stay = full[vocab] / e_stay  # (m, L) race value of "stay"
         # candidates: E_k >= (1 - u_k)(1 - 1e-4) - 4 eps > p_k / v_stay fails for every k unless
         # u_k >= 1 - (p_max / v_stay + 4 eps) / (1 - 1e-4)^2 - 2 eps  (a superset of the possible winners;
         # the last 2 eps covers rounding the threshold to `dtype`)
         pmax = float(full[:vocab].max())
         thr = 1.0 - (pmax / v_stay.to(torch.float64) + 4 * eps) / (1.0 - 1e-4) ** 2 - 2 * eps
         thr = torch.where(v_stay > 0, thr, torch.full_like(thr, -1.0)).to(dtype)
-        cand = (u[..., :vocab] >= thr[..., None]).nonzero()               # (c, 3): row, pos, token
+        cand = (u[..., :vocab] >= thr[..., None]).nonzero()  # (c, 3): row, pos, token
         flat = cand[:, 0] * length + cand[:, 1]
         v = full[cand[:, 2]] / (1e-10 - torch.log(u[cand[:, 0], cand[:, 1], cand[:, 2]] + 1e-10))
         vmax = torch.full((m * length,), -math.inf, dtype=dtype).scatter_reduce(0, flat, v, "amax")
         at_max = v == vmax[flat]
         first = torch.full((m * length,), vocab, dtype=torch.long).scatter_reduce(
-            0, flat[at_max], cand[at_max, 2], "amin")
+            0, flat[at_max], cand[at_max, 2], "amin"
+        )
         draw = torch.where(vmax >= v_stay.reshape(-1), first, torch.full_like(first, vocab)).view(m, length)
         rows = torch.tensor(active, dtype=torch.long)
         xa = x[rows]
@@ -158,18 +164,29 @@ def _stats(tokens: Tensor, oracle: ZipfOracle, threshold: float) -> dict[str, fl
     q = counts / counts.sum()
     nz = q[q > 0]
     nll = -oracle.logits[t]
-    return {"entropy": float(-(nz * nz.log()).sum()), "nll": float(nll.mean()),
-            "nll_se": float(nll.std() / math.sqrt(t.numel())),
-            "tail": float((oracle.probs[t] < threshold).to(torch.float64).mean())}
+    return {
+        "entropy": float(-(nz * nz.log()).sum()),
+        "nll": float(nll.mean()),
+        "nll_se": float(nll.std() / math.sqrt(t.numel())),
+        "tail": float((oracle.probs[t] < threshold).to(torch.float64).mean()),
+    }
 
 
 def _binomial_se(p: float, n: int) -> float:
     return math.sqrt(max(p * (1.0 - p), 0.0) / n)
 
 
-def precision_experiment(vocab_size: int, seq_len: int, n: int, steps: Sequence[int] = (16, 64, 256, 1024, 4096),
-                         precisions: Sequence[str] = ("float64", "float32"), seed: int = 0, exponent: float = 1.0,
-                         schedule: str = "linear", threshold: float = TAIL_THRESHOLD) -> list[dict]:
+def precision_experiment(
+    vocab_size: int,
+    seq_len: int,
+    n: int,
+    steps: Sequence[int] = (16, 64, 256, 1024, 4096),
+    precisions: Sequence[str] = ("float64", "float32"),
+    seed: int = 0,
+    exponent: float = 1.0,
+    schedule: str = "linear",
+    threshold: float = TAIL_THRESHOLD,
+) -> list[dict]:
     """Ancestral sampling of :class:`ZipfOracle` (``n`` sequences of ``seq_len``) at each step count and precision.
 
     One row per step count with ``"steps"``, ``"tokens"`` (``n * seq_len``), ``"true entropy"`` (nats),
@@ -194,10 +211,14 @@ def precision_experiment(vocab_size: int, seq_len: int, n: int, steps: Sequence[
     if not 0.0 < threshold <= 1.0:
         raise ValueError(f"threshold: expected a probability in (0, 1], got {threshold}")
     seeds = [seed * 1_000_003 + i for i in range(n)]
-    ref = torch.multinomial(oracle.probs, n * seq_len, replacement=True,
-                            generator=torch.Generator().manual_seed(seed + 12345))
-    base = {"true entropy": oracle.entropy, "true tail mass": oracle.tail_mass(threshold),
-            "exact-draw unigram entropy": _stats(ref, oracle, threshold)["entropy"]}
+    ref = torch.multinomial(
+        oracle.probs, n * seq_len, replacement=True, generator=torch.Generator().manual_seed(seed + 12345)
+    )
+    base = {
+        "true entropy": oracle.entropy,
+        "true tail mass": oracle.tail_mass(threshold),
+        "exact-draw unigram entropy": _stats(ref, oracle, threshold)["entropy"],
+    }
     rows = []
     for s in steps:
         row: dict = {"steps": s, "tokens": n * seq_len, **base}
@@ -216,8 +237,7 @@ def precision_experiment(vocab_size: int, seq_len: int, n: int, steps: Sequence[
 
 
 #: ``precision_table`` sizes: (vocab_size, seq_len, n, steps).
-TABLE_SIZES = {True: (8192, 1, 256, (16, 64, 256, 1024)),
-               False: (8192, 1, 512, (16, 64, 256, 1024, 4096))}
+TABLE_SIZES = {True: (8192, 1, 256, (16, 64, 256, 1024)), False: (8192, 1, 512, (16, 64, 256, 1024, 4096))}
 
 
 def precision_table(quick: bool = True, seed: int = 0) -> list[dict]:

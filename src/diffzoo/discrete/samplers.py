@@ -74,10 +74,19 @@ def ancestral_step_probs(probs: Tensor, a_t: Tensor, a_s: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def ancestral_sample(model: TokenModel, n: int, steps: int, schedule: str | MaskSchedule = "linear",
-                     generator: Generator = None, precision: str = "float64", cache: bool = True,
-                     seq_len: int | None = None, x_init: Tensor | None = None,
-                     times: Tensor | None = None, callback: Callable[[dict], None] | None = None) -> Tensor:
+def ancestral_sample(
+    model: TokenModel,
+    n: int,
+    steps: int,
+    schedule: str | MaskSchedule = "linear",
+    generator: Generator = None,
+    precision: str = "float64",
+    cache: bool = True,
+    seq_len: int | None = None,
+    x_init: Tensor | None = None,
+    times: Tensor | None = None,
+    callback: Callable[[dict], None] | None = None,
+) -> Tensor:
     """MDLM ancestral sampling with ``steps`` uniform steps from ``t = 1`` to ``0`` (or given ``times``).
 
     ``precision``: dtype of the categorical draw (``"float32"`` reproduces the truncated-Gumbel bug).
@@ -119,11 +128,18 @@ def first_hitting_times(t: Tensor, n_masked: Tensor | int, schedule: MaskSchedul
 
 
 @torch.no_grad()
-def first_hitting_sample(model: TokenModel, n: int, schedule: str | MaskSchedule = "linear",
-                         generator: Generator = None, precision: str = "float64", tokens_per_step: int = 1,
-                         seq_len: int | None = None, x_init: Tensor | None = None,
-                         return_times: bool = False, callback: Callable[[dict], None] | None = None
-                         ) -> Tensor | tuple[Tensor, Tensor]:
+def first_hitting_sample(
+    model: TokenModel,
+    n: int,
+    schedule: str | MaskSchedule = "linear",
+    generator: Generator = None,
+    precision: str = "float64",
+    tokens_per_step: int = 1,
+    seq_len: int | None = None,
+    x_init: Tensor | None = None,
+    return_times: bool = False,
+    callback: Callable[[dict], None] | None = None,
+) -> Tensor | tuple[Tensor, Tensor]:
     """First-hitting sampler: one network call per unmasked token (``tokens_per_step`` per call).
 
     Returns the samples, and with ``return_times`` the ``(n, calls)`` tensor of hitting times ``tau``
@@ -177,9 +193,16 @@ def cosine_unmask_counts(length: int, steps: int) -> list[int]:
 
 
 @torch.no_grad()
-def confidence_sample(model: TokenModel, n: int, steps: int, generator: Generator = None,
-                      seq_len: int | None = None, x_init: Tensor | None = None, temperature: float = 1.0,
-                      choice_temperature: float = 4.5) -> Tensor:
+def confidence_sample(
+    model: TokenModel,
+    n: int,
+    steps: int,
+    generator: Generator = None,
+    seq_len: int | None = None,
+    x_init: Tensor | None = None,
+    temperature: float = 1.0,
+    choice_temperature: float = 4.5,
+) -> Tensor:
     """MaskGIT-style sampling: draw every masked token, keep the ``k_n`` most confident (cosine schedule).
 
     Confidence is ``log p(draw) + tau_n g`` with Gumbel noise ``g`` and ``tau_n = choice_temperature
@@ -218,8 +241,9 @@ def unmask_top(x: Tensor, draw: Tensor, score: Tensor, k: int | Tensor, mask_id:
 SAMPLERS = ("fhs", "ancestral", "confidence")
 
 
-def sample_digits(model: TokenModel, n: int, steps: int = 64, sampler: str = "fhs",
-                  generator: Generator = None) -> Tensor:
+def sample_digits(
+    model: TokenModel, n: int, steps: int = 64, sampler: str = "fhs", generator: Generator = None
+) -> Tensor:
     """Sample ``n`` digits from a masked model on 8x8 digits: int64 ``(n, 8, 8)``, levels ``0..16``.
 
     ``sampler``: ``"fhs"`` (exact, 64 calls; ``steps`` ignored), ``"ancestral"`` (``steps`` steps,

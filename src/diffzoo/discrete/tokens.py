@@ -140,8 +140,9 @@ def token_space(model) -> TokenSpace:
     return levels_space(vocab, (1, side, side))
 
 
-def kmeans(data: Tensor, k: int, iters: int = 25, generator: torch.Generator | None = None,
-           chunk: int = 65536) -> Tensor:
+def kmeans(
+    data: Tensor, k: int, iters: int = 25, generator: torch.Generator | None = None, chunk: int = 65536
+) -> Tensor:
     """Lloyd's k-means with k-means++ seeding on ``data (N, d)``: the codebook ``(k, d)`` (float32).
 
     Empty clusters are re-seeded at the points farthest from their code. Deterministic given ``generator``.
@@ -155,8 +156,9 @@ def kmeans(data: Tensor, k: int, iters: int = 25, generator: torch.Generator | N
     centers = [x[first]]
     d2 = (x - x[first]).pow(2).sum(1)
     for _ in range(1, k):  # k-means++
-        idx = int(torch.multinomial(d2 / d2.sum() if float(d2.sum()) > 0 else torch.ones_like(d2), 1,
-                                    generator=generator))
+        idx = int(
+            torch.multinomial(d2 / d2.sum() if float(d2.sum()) > 0 else torch.ones_like(d2), 1, generator=generator)
+        )
         centers.append(x[idx])
         d2 = torch.minimum(d2, (x - x[idx]).pow(2).sum(1))
     c = torch.stack(centers)
@@ -176,7 +178,7 @@ def _assign(x: Tensor, c: Tensor, chunk: int) -> tuple[Tensor, Tensor]:
     out, dist = [], []
     cn = c.pow(2).sum(1)
     for i in range(0, x.shape[0], chunk):
-        xi = x[i:i + chunk]
+        xi = x[i : i + chunk]
         d2 = xi.pow(2).sum(1, keepdim=True) - 2 * xi @ c.T + cn
         v, a = d2.min(1)
         out.append(a)

@@ -110,5 +110,15 @@ def sdedit(
     if decode:
         with torch.no_grad():
             image = model.decode(z)
-    return EditResult("sdedit", z, None, [prompt] * z0.shape[0], nfe=nfe, seconds=seconds, image=image,
-                      latent0=z0, guidance=float(guidance), timesteps=grid[i0:])
+    return EditResult(
+        "sdedit",
+        z,
+        None,
+        [prompt] * z0.shape[0],
+        nfe=nfe,
+        seconds=seconds,
+        image=image,
+        latent0=z0,
+        guidance=float(guidance),
+        timesteps=grid[i0:],
+    )

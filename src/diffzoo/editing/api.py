@@ -71,6 +71,7 @@ P2P_MODES = ("replace", "refine", "none")
 # Prompt-to-prompt controllers for the inversion methods' edit pass
 # -------------------------------------------------------------------------------------------------
 
+
 def make_controller(
     model: LatentModel,
     mode: str,
@@ -93,8 +94,9 @@ def make_controller(
     tokenize = model.tokenize
     if tokenize is None:
         raise ValueError("model: prompt-to-prompt control needs a text-conditional model (a tokenizer)")
-    kw: dict[str, Any] = {k: v for k, v in (("cross_replace_steps", cross), ("self_replace_steps", self_))
-                          if v is not None}
+    kw: dict[str, Any] = {
+        k: v for k, v in (("cross_replace_steps", cross), ("self_replace_steps", self_)) if v is not None
+    }
     kw.update({k: v for k, v in (blend or {}).items() if v is not None})
     if weights:
         return A.reweight(tokenize, [source, target], num_steps, weights, blend_words=blend_words, **kw)
@@ -110,6 +112,7 @@ def make_controller(
 # -------------------------------------------------------------------------------------------------
 # The registry
 # -------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class EditOptions:
@@ -148,8 +151,11 @@ class EditOptions:
 
     def blend(self) -> dict[str, Any]:
         """The local-blend options that were set."""
-        return {k: v for k, v in (("blend_threshold", self.blend_threshold),
-                                  ("blend_normalize", self.blend_normalize)) if v is not None}
+        return {
+            k: v
+            for k, v in (("blend_threshold", self.blend_threshold), ("blend_normalize", self.blend_normalize))
+            if v is not None
+        }
 
 
 class EditFn(Protocol):
@@ -159,8 +165,9 @@ class EditFn(Protocol):
     ``opts.reconstruct`` an edit also sets ``reconstruction``. ``nfe``/``seconds`` count the edit
     (inversion included), not the optional reconstruction."""
 
-    def __call__(self, model: LatentModel, z0: Tensor, source_prompt: str, target_prompt: str | None,
-                 opts: EditOptions) -> EditResult: ...
+    def __call__(
+        self, model: LatentModel, z0: Tensor, source_prompt: str, target_prompt: str | None, opts: EditOptions
+    ) -> EditResult: ...
 
 
 @dataclass(frozen=True)
@@ -188,15 +195,25 @@ class EditMethod:
 EDIT_METHODS: dict[str, EditMethod] = {}
 
 
-def register_edit_method(name: str, run: EditFn, *, default_guidance: float | Callable[[], float],
-                         default_strength: float | None = None, summary: str = "") -> EditMethod:
+def register_edit_method(
+    name: str,
+    run: EditFn,
+    *,
+    default_guidance: float | Callable[[], float],
+    default_strength: float | None = None,
+    summary: str = "",
+) -> EditMethod:
     """Add (or replace) a method of :func:`edit_image`; returns its entry. ``default_guidance`` is a
     number or a function returning it (to read it from another registry)."""
     if "-" in name:
         raise ValueError(f"name: method names use underscores ('-' is an alias), got {name!r}")
-    EDIT_METHODS[name] = EditMethod(name, run, default_guidance if callable(default_guidance) else
-                                    float(default_guidance),
-                                    None if default_strength is None else float(default_strength), summary)
+    EDIT_METHODS[name] = EditMethod(
+        name,
+        run,
+        default_guidance if callable(default_guidance) else float(default_guidance),
+        None if default_strength is None else float(default_strength),
+        summary,
+    )
     return EDIT_METHODS[name]
 
 
@@ -209,6 +226,7 @@ def get_edit_method(method: str) -> EditMethod:
 # -------------------------------------------------------------------------------------------------
 # The methods
 # -------------------------------------------------------------------------------------------------
+
 
 def _keyword_options(fn: Callable[..., Any], reserved: set[str]) -> set[str]:
     params = inspect.signature(fn).parameters.values()
@@ -226,8 +244,9 @@ def edit_by_inversion(name: str) -> EditFn:
     invert_opts = _keyword_options(inversion.METHODS[name].invert, set()) | {"spacing", "steps_offset"}
     edit_opts = _keyword_options(inversion.METHODS[name].edit, {"guidance", "controller"})
 
-    def run(model: LatentModel, z0: Tensor, source_prompt: str, target_prompt: str | None,
-            opts: EditOptions) -> EditResult:
+    def run(
+        model: LatentModel, z0: Tensor, source_prompt: str, target_prompt: str | None, opts: EditOptions
+    ) -> EditResult:
         entry = inversion.METHODS[name]
         invert_kw: dict[str, Any] = {}
         edit_kw: dict[str, Any] = {}
@@ -237,8 +256,10 @@ def edit_by_inversion(name: str) -> EditFn:
             elif key in edit_opts:
                 edit_kw[key] = value
             else:
-                raise TypeError(f"{key}: not an option of the {name} method (inversion: {sorted(invert_opts)}, "
-                                f"edit: {sorted(edit_opts)})")
+                raise TypeError(
+                    f"{key}: not an option of the {name} method (inversion: {sorted(invert_opts)}, "
+                    f"edit: {sorted(edit_opts)})"
+                )
         if opts.strength is not None:
             if "strength" in invert_opts:
                 invert_kw["strength"] = opts.strength
@@ -247,21 +268,50 @@ def edit_by_inversion(name: str) -> EditFn:
         w_inv = opts.invert_guidance
         if w_inv is None:
             w_inv = opts.guidance if entry.default_edit_guidance is None else entry.default_guidance
-        res = inversion.invert(name, model, z0, source_prompt, num_steps=opts.num_steps, guidance=w_inv,
-                               dtype=z0.dtype, generator=opts.generator(), is_latent=True, **invert_kw)
+        res = inversion.invert(
+            name,
+            model,
+            z0,
+            source_prompt,
+            num_steps=opts.num_steps,
+            guidance=w_inv,
+            dtype=z0.dtype,
+            generator=opts.generator(),
+            is_latent=True,
+            **invert_kw,
+        )
         rec = None
         if opts.reconstruct or target_prompt is None:
             with torch.no_grad():
                 rec = inversion.reconstruct(res)
             if target_prompt is None:
-                return EditResult(name, rec, None, list(res.prompt), nfe=res.nfe, seconds=res.seconds, latent0=z0,
-                                  guidance=res.guidance, timesteps=res.timesteps, inversion=res, reconstruction=rec)
+                return EditResult(
+                    name,
+                    rec,
+                    None,
+                    list(res.prompt),
+                    nfe=res.nfe,
+                    seconds=res.seconds,
+                    latent0=z0,
+                    guidance=res.guidance,
+                    timesteps=res.timesteps,
+                    inversion=res,
+                    reconstruction=rec,
+                )
         ctl = opts.controller
         if ctl is None:
-            ctl = make_controller(model, opts.p2p, source_prompt, target_prompt,
-                                  res.num_steps - int(edit_kw.get("skip", 0)), cross=opts.cross_steps,
-                                  self_=opts.self_steps, blend_words=opts.blend_words, weights=opts.weights,
-                                  blend=opts.blend())
+            ctl = make_controller(
+                model,
+                opts.p2p,
+                source_prompt,
+                target_prompt,
+                res.num_steps - int(edit_kw.get("skip", 0)),
+                cross=opts.cross_steps,
+                self_=opts.self_steps,
+                blend_words=opts.blend_words,
+                weights=opts.weights,
+                blend=opts.blend(),
+            )
         out = inversion.edit(res, target_prompt, guidance=opts.guidance, controller=ctl, **edit_kw)
         return replace(out, nfe=res.nfe + out.nfe, seconds=res.seconds + out.seconds, reconstruction=rec)
 
@@ -275,39 +325,69 @@ def _ignored(name: str, options: dict[str, Any]) -> None:
         log.warning("%s: ignoring %s (not options of this method)", name, ", ".join(unused))
 
 
-def _infedit(model: LatentModel, z0: Tensor, source_prompt: str, target_prompt: str | None,
-             opts: EditOptions) -> EditResult:
+def _infedit(
+    model: LatentModel, z0: Tensor, source_prompt: str, target_prompt: str | None, opts: EditOptions
+) -> EditResult:
     """InfEdit (:func:`~diffzoo.editing.ddcm.ddcm_edit`): unified attention control unless ``p2p="none"``
     (or ``opts.controller``); the reconstruction is the edit with target = source at one guidance."""
     _ignored("infedit", {"invert_guidance": opts.invert_guidance, "weights": opts.weights})
     control: AttentionController | str | None = opts.controller
     if control is None:
         control = "unified" if opts.p2p != "none" else None
-    kw: dict[str, Any] = dict(num_steps=opts.num_steps, strength=opts.strength, is_latent=True, decode=False,
-                              **opts.blend(), **opts.method_kw)
-    kw.update({k: v for k, v in (("cross_replace_steps", opts.cross_steps),
-                                 ("self_replace_steps", opts.self_steps)) if v is not None})
+    kw: dict[str, Any] = dict(
+        num_steps=opts.num_steps, strength=opts.strength, is_latent=True, decode=False, **opts.blend(), **opts.method_kw
+    )
+    kw.update(
+        {
+            k: v
+            for k, v in (("cross_replace_steps", opts.cross_steps), ("self_replace_steps", opts.self_steps))
+            if v is not None
+        }
+    )
     rec = None
     if opts.reconstruct or target_prompt is None:
         rec_kw = {**kw, "source_guidance": opts.guidance}
-        r = ddcm.ddcm_edit(model, z0, source_prompt, source_prompt, guidance=opts.guidance,
-                           generator=opts.generator(), controller=control if isinstance(control, str) else None,
-                           **rec_kw)
+        r = ddcm.ddcm_edit(
+            model,
+            z0,
+            source_prompt,
+            source_prompt,
+            guidance=opts.guidance,
+            generator=opts.generator(),
+            controller=control if isinstance(control, str) else None,
+            **rec_kw,
+        )
         if target_prompt is None:
             return replace(r, reconstruction=r.latents)
         rec = r.latents
-    out = ddcm.ddcm_edit(model, z0, source_prompt, target_prompt, guidance=opts.guidance,
-                         generator=opts.generator(), controller=control, blend_words=opts.blend_words, **kw)
+    out = ddcm.ddcm_edit(
+        model,
+        z0,
+        source_prompt,
+        target_prompt,
+        guidance=opts.guidance,
+        generator=opts.generator(),
+        controller=control,
+        blend_words=opts.blend_words,
+        **kw,
+    )
     return replace(out, reconstruction=rec)
 
 
-def _sdedit(model: LatentModel, z0: Tensor, source_prompt: str, target_prompt: str | None,
-            opts: EditOptions) -> EditResult:
+def _sdedit(
+    model: LatentModel, z0: Tensor, source_prompt: str, target_prompt: str | None, opts: EditOptions
+) -> EditResult:
     """SDEdit (:func:`~diffzoo.editing.anchored.sdedit`; no attention control: the attention options
     are not used); the reconstruction is SDEdit with the source prompt."""
     _ignored("sdedit", {"invert_guidance": opts.invert_guidance})
-    kw: dict[str, Any] = dict(strength=opts.strength, num_steps=opts.num_steps, guidance=opts.guidance,
-                              is_latent=True, decode=False, **opts.method_kw)
+    kw: dict[str, Any] = dict(
+        strength=opts.strength,
+        num_steps=opts.num_steps,
+        guidance=opts.guidance,
+        is_latent=True,
+        decode=False,
+        **opts.method_kw,
+    )
     rec = None
     if opts.reconstruct or target_prompt is None:
         r = anchored.sdedit(model, z0, source_prompt, generator=opts.generator(), **kw)
@@ -329,30 +409,72 @@ def inversion_edit_guidance(name: str) -> Callable[[], float]:
     return default
 
 
-register_edit_method("ddim", edit_by_inversion("ddim"), default_guidance=inversion_edit_guidance("ddim"),
-                     summary="DDIM inversion + prompt-to-prompt edit pass")
-register_edit_method("edict", edit_by_inversion("edict"), default_guidance=inversion_edit_guidance("edict"),
-                     summary="EDICT exact inversion + edit pass")
-register_edit_method("ddpm", edit_by_inversion("ddpm"), default_guidance=inversion_edit_guidance("ddpm"),
-                     summary="edit-friendly DDPM inversion + edit pass")
-register_edit_method("null_text", edit_by_inversion("null_text"), default_guidance=inversion_edit_guidance("null_text"),
-                     summary="null-text inversion + prompt-to-prompt edit pass")
-register_edit_method("direct", edit_by_inversion("direct"), default_guidance=inversion_edit_guidance("direct"),
-                     summary="Direct Inversion + prompt-to-prompt edit pass")
-register_edit_method("infedit", _infedit, default_guidance=ddcm.DEFAULT_GUIDANCE,
-                     default_strength=ddcm.DEFAULT_STRENGTH,
-                     summary="InfEdit: DDCM virtual inversion + unified attention control")
-register_edit_method("sdedit", _sdedit, default_guidance=anchored.DEFAULT_GUIDANCE,
-                     default_strength=anchored.DEFAULT_STRENGTH, summary="SDEdit: anchored start + DDIM")
+register_edit_method(
+    "ddim",
+    edit_by_inversion("ddim"),
+    default_guidance=inversion_edit_guidance("ddim"),
+    summary="DDIM inversion + prompt-to-prompt edit pass",
+)
+register_edit_method(
+    "edict",
+    edit_by_inversion("edict"),
+    default_guidance=inversion_edit_guidance("edict"),
+    summary="EDICT exact inversion + edit pass",
+)
+register_edit_method(
+    "ddpm",
+    edit_by_inversion("ddpm"),
+    default_guidance=inversion_edit_guidance("ddpm"),
+    summary="edit-friendly DDPM inversion + edit pass",
+)
+register_edit_method(
+    "null_text",
+    edit_by_inversion("null_text"),
+    default_guidance=inversion_edit_guidance("null_text"),
+    summary="null-text inversion + prompt-to-prompt edit pass",
+)
+register_edit_method(
+    "direct",
+    edit_by_inversion("direct"),
+    default_guidance=inversion_edit_guidance("direct"),
+    summary="Direct Inversion + prompt-to-prompt edit pass",
+)
+register_edit_method(
+    "infedit",
+    _infedit,
+    default_guidance=ddcm.DEFAULT_GUIDANCE,
+    default_strength=ddcm.DEFAULT_STRENGTH,
+    summary="InfEdit: DDCM virtual inversion + unified attention control",
+)
+register_edit_method(
+    "sdedit",
+    _sdedit,
+    default_guidance=anchored.DEFAULT_GUIDANCE,
+    default_strength=anchored.DEFAULT_STRENGTH,
+    summary="SDEdit: anchored start + DDIM",
+)
 
 
 # -------------------------------------------------------------------------------------------------
 # The entry points
 # -------------------------------------------------------------------------------------------------
 
-def _run(method: str, model: LatentModel, image: Tensor, source_prompt: str, target_prompt: str | None, *,
-         num_steps: int, guidance: float | None, strength: float | None, dtype: torch.dtype | None,
-         is_latent: bool | None, decode: bool, **options: Any) -> EditResult:
+
+def _run(
+    method: str,
+    model: LatentModel,
+    image: Tensor,
+    source_prompt: str,
+    target_prompt: str | None,
+    *,
+    num_steps: int,
+    guidance: float | None,
+    strength: float | None,
+    dtype: torch.dtype | None,
+    is_latent: bool | None,
+    decode: bool,
+    **options: Any,
+) -> EditResult:
     entry = get_edit_method(method)
     if not isinstance(model, LatentModel):
         raise TypeError(f"model: expected a diffzoo.latent.model.LatentModel, got {type(model).__name__}")
@@ -361,8 +483,12 @@ def _run(method: str, model: LatentModel, image: Tensor, source_prompt: str, tar
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype: expected a floating-point torch.dtype, got {dtype!r}")
     z0 = model.to_latent(image, dtype, is_latent)
-    opts = EditOptions(num_steps=num_steps, guidance=entry.default_guidance if guidance is None else float(guidance),
-                       strength=entry.default_strength if strength is None else strength, **options)
+    opts = EditOptions(
+        num_steps=num_steps,
+        guidance=entry.default_guidance if guidance is None else float(guidance),
+        strength=entry.default_strength if strength is None else strength,
+        **options,
+    )
     out = entry.run(model, z0, source_prompt, target_prompt, opts)
     if decode and out.image is None:
         with torch.no_grad():
@@ -419,11 +545,31 @@ def edit_image(
     method_kw: the method's own options (e.g. edict ``p``, ddpm ``skip``/``eta``, null_text
         ``inner_steps``, infedit ``source_guidance``/``eta``, sdedit ``mode``).
     """
-    return _run(method, model, image, source_prompt, target_prompt, num_steps=num_steps, guidance=guidance,
-                strength=strength, dtype=dtype, is_latent=is_latent, decode=decode, invert_guidance=invert_guidance,
-                p2p=p2p, cross_steps=cross_steps, self_steps=self_steps, blend_words=blend_words, weights=weights,
-                blend_threshold=blend_threshold, blend_normalize=blend_normalize, controller=controller, seed=seed,
-                reconstruct=reconstruct, method_kw=method_kw)
+    return _run(
+        method,
+        model,
+        image,
+        source_prompt,
+        target_prompt,
+        num_steps=num_steps,
+        guidance=guidance,
+        strength=strength,
+        dtype=dtype,
+        is_latent=is_latent,
+        decode=decode,
+        invert_guidance=invert_guidance,
+        p2p=p2p,
+        cross_steps=cross_steps,
+        self_steps=self_steps,
+        blend_words=blend_words,
+        weights=weights,
+        blend_threshold=blend_threshold,
+        blend_normalize=blend_normalize,
+        controller=controller,
+        seed=seed,
+        reconstruct=reconstruct,
+        method_kw=method_kw,
+    )
 
 
 def reconstruct_image(
@@ -456,8 +602,28 @@ def reconstruct_image(
     ``guidance``), SDEdit with the source prompt. ``latents`` = ``reconstruction``;
     ``reconstruction_error`` is its ``max |z - z_0|``. Takes :func:`edit_image`'s options, so one set
     drives both (blend words, re-weighting and controllers are not used by a reconstruction)."""
-    return _run(method, model, image, source_prompt, None, num_steps=num_steps, guidance=guidance,
-                strength=strength, dtype=dtype, is_latent=is_latent, decode=decode, invert_guidance=invert_guidance,
-                p2p=p2p, cross_steps=cross_steps, self_steps=self_steps, blend_words=blend_words, weights=weights,
-                blend_threshold=blend_threshold, blend_normalize=blend_normalize, controller=controller, seed=seed,
-                reconstruct=True, method_kw=method_kw)
+    return _run(
+        method,
+        model,
+        image,
+        source_prompt,
+        None,
+        num_steps=num_steps,
+        guidance=guidance,
+        strength=strength,
+        dtype=dtype,
+        is_latent=is_latent,
+        decode=decode,
+        invert_guidance=invert_guidance,
+        p2p=p2p,
+        cross_steps=cross_steps,
+        self_steps=self_steps,
+        blend_words=blend_words,
+        weights=weights,
+        blend_threshold=blend_threshold,
+        blend_normalize=blend_normalize,
+        controller=controller,
+        seed=seed,
+        reconstruct=True,
+        method_kw=method_kw,
+    )

@@ -180,11 +180,19 @@ def ddcm_edit(
     ctx = attention_control(model.unet, controller) if controller is not None else contextlib.nullcontext()
     with torch.no_grad():
         with ctx:
-            x0 = ddcm_sample(
-                den, z0, grid, conds, uncond, scales, eta=eta, generator=generator, controller=controller
-            )
+            x0 = ddcm_sample(den, z0, grid, conds, uncond, scales, eta=eta, generator=generator, controller=controller)
         x_s, x_t = x0[:1], x0[1:2]
         seconds = time.perf_counter() - t0
         image = model.decode(x_t) if decode else None
-    return EditResult("infedit", x_t, x_s, [target_prompt], nfe=den.nfe, seconds=seconds, image=image,
-                      latent0=z0, guidance=float(guidance), timesteps=grid)
+    return EditResult(
+        "infedit",
+        x_t,
+        x_s,
+        [target_prompt],
+        nfe=den.nfe,
+        seconds=seconds,
+        image=image,
+        latent0=z0,
+        guidance=float(guidance),
+        timesteps=grid,
+    )

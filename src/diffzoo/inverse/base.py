@@ -58,5 +58,5 @@ class CorrectedDenoiser(Denoiser):
         i = int(torch.argmin((self.timesteps - tt).abs()))
         if i + 1 >= self.timesteps.numel() or abs(float(self.timesteps[i] - tt)) > 1e-6 * max(1.0, float(tt.abs())):
             raise ValueError(f"t: model time {float(tt):g} is not a non-final point of the given timesteps")
-        a, s = self.schedule.alpha_sigma(self.timesteps[i + 1:i + 2])
+        a, s = self.schedule.alpha_sigma(self.timesteps[i + 1 : i + 2])
         return a[0].to(like.dtype), s[0].to(like.dtype)

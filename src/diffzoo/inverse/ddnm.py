@@ -51,8 +51,16 @@ class DDNMDenoiser(CorrectedDenoiser):
     timesteps: the sampling grid (to find the next time). generator: noise for ``eta > 0``.
     """
 
-    def __init__(self, base: Denoiser, op: LinearOperator, y: Tensor, sigma_y: float = 0.0, eta: float = 0.0,
-                 timesteps: Tensor | None = None, generator: Generator = None):
+    def __init__(
+        self,
+        base: Denoiser,
+        op: LinearOperator,
+        y: Tensor,
+        sigma_y: float = 0.0,
+        eta: float = 0.0,
+        timesteps: Tensor | None = None,
+        generator: Generator = None,
+    ):
         if not isinstance(op, LinearOperator):
             raise TypeError(f"op: DDNM needs a linear operator with a pseudo-inverse, got {type(op).__name__}")
         self.sigma_y = check_range(sigma_y, "sigma_y", lo=0.0)

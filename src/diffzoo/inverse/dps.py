@@ -24,8 +24,9 @@ from diffzoo.inverse.operators import Operator
 Tensor = torch.Tensor
 
 
-def measurement_grad(base: Denoiser, op: Operator, y: Tensor, x: Tensor, t: Tensor | float,
-                     cond: Any = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def measurement_grad(
+    base: Denoiser, op: Operator, y: Tensor, x: Tensor, t: Tensor | float, cond: Any = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """``(x0_hat, eps_hat, grad, residual_norm)`` with ``grad = d ||y - A(x0_hat(x))|| / dx`` per sample."""
     with torch.enable_grad():
         xg = x.detach().requires_grad_(True)

@@ -117,6 +117,7 @@ class LinearOperator(Operator):
 # Dense (per-channel) matrix operators with an SVD pseudo-inverse
 # -------------------------------------------------------------------------------------------------
 
+
 class MatrixOperator(LinearOperator):
     """``y[:, c] = M x[:, c].flatten()`` for each channel ``c``; ``M`` is ``m x (H W)``.
 
@@ -124,8 +125,7 @@ class MatrixOperator(LinearOperator):
     unless ``orthonormal_rows=True`` declares ``M M^T = I`` so that ``A^+ = A^T`` exactly.
     """
 
-    def __init__(self, matrix: Tensor, in_shape: Sequence[int], rcond: float = 1e-6,
-                 orthonormal_rows: bool = False):
+    def __init__(self, matrix: Tensor, in_shape: Sequence[int], rcond: float = 1e-6, orthonormal_rows: bool = False):
         super().__init__(in_shape)
         c, h, w = self.in_shape
         check_tensor(matrix, "matrix", ndim=2, floating=True, shape=(None, h * w))
@@ -252,6 +252,7 @@ class CompressedSensing(MatrixOperator):
 # Operators with closed-form pseudo-inverses
 # -------------------------------------------------------------------------------------------------
 
+
 class Inpainting(LinearOperator):
     """Keep the pixels where ``mask`` (``(H, W)`` or ``(C, H, W)``, bool) is True: ``y = x[mask]``.
 
@@ -290,7 +291,7 @@ def box_inpainting(in_shape: Sequence[int], box: Sequence[int] | None = None) ->
     if not (0 <= top < h and 0 <= left < w and bh > 0 and bw > 0):
         raise ValueError(f"box: expected (top, left, height, width) inside {h}x{w}, got {tuple(box or ())}")
     mask = torch.ones(h, w, dtype=torch.bool)
-    mask[top:top + bh, left:left + bw] = False
+    mask[top : top + bh, left : left + bw] = False
     return Inpainting(in_shape, mask)
 
 
@@ -354,6 +355,7 @@ class Colorization(LinearOperator):
 # A nonlinear operator (for DPS)
 # -------------------------------------------------------------------------------------------------
 
+
 class Saturation(Operator):
     """Nonlinear sensor: ``y = tanh(gain * L x)`` for a linear ``L`` (a saturating detector).
 
@@ -387,17 +389,39 @@ class Saturation(Operator):
 # Registry
 # -------------------------------------------------------------------------------------------------
 
-OPERATORS = ("box_inpaint", "random_inpaint", "sr", "gaussian_blur", "motion_blur", "colorize", "cs",
-             "cs_gaussian", "saturation", "zero")
+OPERATORS = (
+    "box_inpaint",
+    "random_inpaint",
+    "sr",
+    "gaussian_blur",
+    "motion_blur",
+    "colorize",
+    "cs",
+    "cs_gaussian",
+    "saturation",
+    "zero",
+)
 
 
-def get_operator(name: str, in_shape: Sequence[int], *, ratio: float = 0.25, factor: int = 2,
-                 missing: float = 0.5, sigma: float = 1.0, length: int = 5, angle: float = 30.0,
-                 seed: int = 0, gain: float = 2.0, rcond: float = 1e-3) -> Operator:
+def get_operator(
+    name: str,
+    in_shape: Sequence[int],
+    *,
+    ratio: float = 0.25,
+    factor: int = 2,
+    missing: float = 0.5,
+    sigma: float = 1.0,
+    length: int = 5,
+    angle: float = 30.0,
+    seed: int = 0,
+    gain: float = 2.0,
+    rcond: float = 1e-3,
+) -> Operator:
     """Build an operator by name: ``box_inpaint``, ``random_inpaint`` (``missing``), ``sr`` (``factor``),
     ``gaussian_blur`` (``sigma``), ``motion_blur`` (``length``, ``angle``), ``colorize``, ``cs`` (orthogonal,
-    ``ratio``), ``cs_gaussian`` (``ratio``), ``saturation`` (tanh of a Gaussian blur, ``gain``), ``zero``. ``rcond``: relative singular-value cut of the
-    blur pseudo-inverses (truncated SVD; raise it, e.g. to 0.1, for noisy measurements)."""
+    ``ratio``), ``cs_gaussian`` (``ratio``), ``saturation`` (tanh of a Gaussian blur, ``gain``), ``zero``.
+    ``rcond``: relative singular-value cut of the blur pseudo-inverses (truncated SVD; raise it, e.g. to 0.1,
+    for noisy measurements)."""
 
     check_choice(name, OPERATORS, "operator")
     if name == "box_inpaint":

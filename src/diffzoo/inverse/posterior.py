@@ -38,10 +38,23 @@ def pinv_estimate(op: Operator, y: Tensor) -> Tensor:
     return op.A_pinv(y)
 
 
-def posterior_sample(method: str, denoiser: Denoiser, op: Operator, y: Tensor, num_steps: int = 50, *,
-                     x_T: Tensor | None = None, cond: Any = None, sigma_y: float = 0.0, eta: float = 0.85,
-                     zeta: float = 1.0, generator: Generator = None, spacing: str = "uniform",
-                     progress: bool = False, dtype: torch.dtype = torch.float32) -> Tensor:
+def posterior_sample(
+    method: str,
+    denoiser: Denoiser,
+    op: Operator,
+    y: Tensor,
+    num_steps: int = 50,
+    *,
+    x_T: Tensor | None = None,
+    cond: Any = None,
+    sigma_y: float = 0.0,
+    eta: float = 0.85,
+    zeta: float = 1.0,
+    generator: Generator = None,
+    spacing: str = "uniform",
+    progress: bool = False,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
     """Restore ``x`` from ``y = A x + sigma_y n`` with ``method`` in ``ddnm | dps | prior | pinv``.
 
     ``x_T`` (default: standard normal from ``generator``) is the start; ``eta`` is DDNM's noise mix;

@@ -108,25 +108,50 @@ class InversionMethod:
 METHODS: dict[str, InversionMethod] = {}
 
 
-def register_method(name: str, invert_fn: Callable[..., InversionResult],
-                    reconstruct_fn: Callable[[InversionResult], Tensor], edit_fn: Callable[..., EditResult], *,
-                    default_guidance: float, default_edit_guidance: float | None = None) -> InversionMethod:
+def register_method(
+    name: str,
+    invert_fn: Callable[..., InversionResult],
+    reconstruct_fn: Callable[[InversionResult], Tensor],
+    edit_fn: Callable[..., EditResult],
+    *,
+    default_guidance: float,
+    default_edit_guidance: float | None = None,
+) -> InversionMethod:
     """Add a method to :func:`invert` (``invert_fn(model, z0, prompts, cond, ts, guidance, generator, **kw)``,
     ``edit_fn(result, target_prompt, *, guidance, controller, **kw)``)."""
     if "-" in name:
         raise ValueError(f"name: method names use underscores ('-' is an alias), got {name!r}")
-    METHODS[name] = InversionMethod(name, invert_fn, reconstruct_fn, edit_fn, float(default_guidance),
-                                    None if default_edit_guidance is None else float(default_edit_guidance))
+    METHODS[name] = InversionMethod(
+        name,
+        invert_fn,
+        reconstruct_fn,
+        edit_fn,
+        float(default_guidance),
+        None if default_edit_guidance is None else float(default_edit_guidance),
+    )
     return METHODS[name]
 
 
-register_method("ddim", ddim.invert, ddim.reconstruct, ddim.edit,
-                default_guidance=ddim.DEFAULT_GUIDANCE, default_edit_guidance=ddim.DEFAULT_EDIT_GUIDANCE)
+register_method(
+    "ddim",
+    ddim.invert,
+    ddim.reconstruct,
+    ddim.edit,
+    default_guidance=ddim.DEFAULT_GUIDANCE,
+    default_edit_guidance=ddim.DEFAULT_EDIT_GUIDANCE,
+)
 register_method("edict", edict.invert, edict.reconstruct, edict.edit, default_guidance=edict.DEFAULT_GUIDANCE)
-register_method("ddpm", ddpm.invert, ddpm.reconstruct, ddpm.edit,
-                default_guidance=ddpm.DEFAULT_GUIDANCE, default_edit_guidance=ddpm.DEFAULT_EDIT_GUIDANCE)
-register_method("null_text", null_text.invert, null_text.reconstruct, null_text.edit,
-                default_guidance=null_text.DEFAULT_GUIDANCE)
+register_method(
+    "ddpm",
+    ddpm.invert,
+    ddpm.reconstruct,
+    ddpm.edit,
+    default_guidance=ddpm.DEFAULT_GUIDANCE,
+    default_edit_guidance=ddpm.DEFAULT_EDIT_GUIDANCE,
+)
+register_method(
+    "null_text", null_text.invert, null_text.reconstruct, null_text.edit, default_guidance=null_text.DEFAULT_GUIDANCE
+)
 register_method("direct", direct.invert, direct.reconstruct, direct.edit, default_guidance=direct.DEFAULT_GUIDANCE)
 
 
@@ -140,10 +165,21 @@ def canonical_method(method: str, choices: Sequence[str] | dict[str, Any] = METH
     return name
 
 
-def invert(method: str, model: LatentModel, image_or_latent: Tensor, prompt: str | Sequence[str], *,
-           num_steps: int = 50, guidance: float | None = None, dtype: torch.dtype = torch.float32,
-           generator: Generator = None, is_latent: bool | None = None, spacing: str = "leading", steps_offset: int = 1,
-           **method_kw: Any) -> InversionResult:
+def invert(
+    method: str,
+    model: LatentModel,
+    image_or_latent: Tensor,
+    prompt: str | Sequence[str],
+    *,
+    num_steps: int = 50,
+    guidance: float | None = None,
+    dtype: torch.dtype = torch.float32,
+    generator: Generator = None,
+    is_latent: bool | None = None,
+    spacing: str = "leading",
+    steps_offset: int = 1,
+    **method_kw: Any,
+) -> InversionResult:
     """Invert a batch of images ``(B, 3, H, W)`` in ``[-1, 1]`` (or latents) under ``prompt``.
 
     Parameters
@@ -199,10 +235,17 @@ def edit_guidance(result: InversionResult, guidance: float | None = None) -> flo
     return result.guidance if default is None else default
 
 
-def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float | None = None,
-         controller: AttentionController | None = None, **method_kw: Any) -> EditResult:
+def edit(
+    result: InversionResult,
+    target_prompt: str | Sequence[str],
+    *,
+    guidance: float | None = None,
+    controller: AttentionController | None = None,
+    **method_kw: Any,
+) -> EditResult:
     """Edit the inverted input towards ``target_prompt`` (see each method's ``edit`` for options:
     ``source_guidance`` for ddim/edict/ddpm, ``skip`` (T_skip) for ddpm). ``guidance=None``: the
     method's default (:func:`edit_guidance`)."""
-    return METHODS[_check_result(result).method].edit(result, target_prompt, guidance=edit_guidance(result, guidance),
-                                                        controller=controller, **method_kw)
+    return METHODS[_check_result(result).method].edit(
+        result, target_prompt, guidance=edit_guidance(result, guidance), controller=controller, **method_kw
+    )

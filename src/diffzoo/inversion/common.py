@@ -52,6 +52,7 @@ GUIDANCE_RANGE = (0.0, 50.0)
 # Results
 # -------------------------------------------------------------------------------------------------
 
+
 @dataclass
 class InversionResult:
     """What an inversion stores; which fields are set depends on the method.
@@ -177,12 +178,14 @@ class Timer:
 # Inputs
 # -------------------------------------------------------------------------------------------------
 
+
 def check_model(model: object, method: str) -> LatentModel:
     """Every method needs a text-conditional :class:`LatentModel`."""
 
     if not isinstance(model, LatentModel):
-        raise TypeError(f"model: {method} inversion expects a diffzoo.latent.model.LatentModel, got "
-                        f"{type(model).__name__}")
+        raise TypeError(
+            f"model: {method} inversion expects a diffzoo.latent.model.LatentModel, got {type(model).__name__}"
+        )
     model.require_conditional(f"{method} inversion")
     return model
 
@@ -225,6 +228,7 @@ def embed(model: LatentModel, prompts: list[str], dtype: torch.dtype | None = No
 # The DDIM transfer, both directions
 # -------------------------------------------------------------------------------------------------
 
+
 def alpha_sigma(schedule: NoiseSchedule, t: Tensor | float, like: Tensor) -> tuple[Tensor, Tensor]:
     """``(alpha_t, sigma_t)`` as scalars in ``like``'s dtype/device."""
     tt = torch.as_tensor(t, dtype=torch.float64)
@@ -232,8 +236,9 @@ def alpha_sigma(schedule: NoiseSchedule, t: Tensor | float, like: Tensor) -> tup
     return a.to(device=like.device, dtype=like.dtype), s.to(device=like.device, dtype=like.dtype)
 
 
-def ddim_transfer(x: Tensor, eps: Tensor, schedule: NoiseSchedule, t_from: Tensor | float,
-                  t_to: Tensor | float) -> Tensor:
+def ddim_transfer(
+    x: Tensor, eps: Tensor, schedule: NoiseSchedule, t_from: Tensor | float, t_to: Tensor | float
+) -> Tensor:
     """``T_{u->v}(x; eps)``: the deterministic DDIM move from ``t_from`` to ``t_to`` with noise ``eps``.
 
     ``x0 = (x - sigma_u eps) / alpha_u`` (core :func:`to_x0_eps`), then ``alpha_v x0 + sigma_v eps``
@@ -257,8 +262,9 @@ def ddim_eta_std(schedule: NoiseSchedule, t: Tensor | float, s: Tensor | float, 
     return std.to(device=like.device, dtype=like.dtype)
 
 
-def ddim_eta_mean(x: Tensor, eps: Tensor, schedule: NoiseSchedule, t: Tensor | float, s: Tensor | float,
-                  std: Tensor) -> Tensor:
+def ddim_eta_mean(
+    x: Tensor, eps: Tensor, schedule: NoiseSchedule, t: Tensor | float, s: Tensor | float, std: Tensor
+) -> Tensor:
     """Mean of the DDIM(eta) step: ``alpha_s x0 + sqrt(sigma_s^2 - std^2) eps`` with
     ``x0 = (x - sigma_t eps)/alpha_t`` (the shared :func:`ddim_step` with a reduced noise coefficient)."""
     a_t, s_t = alpha_sigma(schedule, t, x)
@@ -271,6 +277,7 @@ def ddim_eta_mean(x: Tensor, eps: Tensor, schedule: NoiseSchedule, t: Tensor | f
 # Edit passes: the batch of branches [source; target] and attention control
 # -------------------------------------------------------------------------------------------------
 
+
 def branch_conditions(result: InversionResult, target_prompt: str | Sequence[str]) -> tuple[list[str], Tensor]:
     """Target prompts per sample and the condition batch ``[source rows; target rows]``."""
     b = result.latent0.shape[0]
@@ -279,8 +286,7 @@ def branch_conditions(result: InversionResult, target_prompt: str | Sequence[str
     return tgt, torch.cat([result.cond, cond_t])
 
 
-def controlled(model: LatentModel, controller: AttentionController | None,
-               batch: int) -> AbstractContextManager[Any]:
+def controlled(model: LatentModel, controller: AttentionController | None, batch: int) -> AbstractContextManager[Any]:
     """Context installing an attention controller (:mod:`diffzoo.latent.attention`) on the UNet.
 
     Controllers act on one edit ``[source; target]``, so a controlled edit needs batch size 1.
@@ -305,9 +311,18 @@ def set_step(controller: AttentionController | None, i: int) -> None:
         controller.cur_step = i
 
 
-def ddim_denoise(den: Denoiser, x: Tensor, ts: Tensor, cond: Tensor, uncond: Tensor | Sequence[Tensor] | None,
-                 scale: float | Tensor, *, start: int = 0, controller: AttentionController | None = None,
-                 correct: Corrector | None = None) -> Tensor:
+def ddim_denoise(
+    den: Denoiser,
+    x: Tensor,
+    ts: Tensor,
+    cond: Tensor,
+    uncond: Tensor | Sequence[Tensor] | None,
+    scale: float | Tensor,
+    *,
+    start: int = 0,
+    controller: AttentionController | None = None,
+    correct: Corrector | None = None,
+) -> Tensor:
     """Deterministic DDIM sampling over ``ts[start:]`` with classifier-free guidance, for the
     reconstruction and edit passes of every inversion method: :func:`diffzoo.sampling.ddim` (the one
     DDIM loop) over core's guidance batcher, with the per-step hooks in its callback.
@@ -340,8 +355,9 @@ def ddim_denoise(den: Denoiser, x: Tensor, ts: Tensor, cond: Tensor, uncond: Ten
         den.nfe += guided.nfe
 
 
-def ddim_invert_trajectory(den: Denoiser, z0: Tensor, ts: Tensor, cond: Tensor, uncond: Tensor | None,
-                           scale: float) -> list[Tensor]:
+def ddim_invert_trajectory(
+    den: Denoiser, z0: Tensor, ts: Tensor, cond: Tensor, uncond: Tensor | None, scale: float
+) -> list[Tensor]:
     """DDIM inversion (Song et al. 2021, Sec. 4.3; Dhariwal & Nichol 2021): for ``i = N-1 .. 0``,
     ``z_{t_i} = T_{t_{i+1} -> t_i}(z_{t_{i+1}}; eps(z_{t_{i+1}}, t_i))`` -- the denoising transfer run
     backwards, with ``eps`` evaluated at the known state (the approximation that causes drift).

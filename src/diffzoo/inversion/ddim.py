@@ -36,16 +36,24 @@ DEFAULT_GUIDANCE = 1.0
 DEFAULT_EDIT_GUIDANCE = 7.5
 
 
-def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float,
-           generator: Generator = None) -> InversionResult:
+def invert(
+    model: LatentModel,
+    z0: Tensor,
+    prompts: list[str],
+    cond: Tensor,
+    ts: Tensor,
+    guidance: float,
+    generator: Generator = None,
+) -> InversionResult:
     """Invert ``z0`` along ``ts`` with guidance ``guidance`` (registry default 1: conditional only)."""
     w = check_guidance(guidance)
     den = model.denoiser()
     uncond = model.null_embedding(z0.shape[0]) if w != 1 else None
     with torch.no_grad(), Timer(den) as tm:
         traj = ddim_invert_trajectory(den, z0, ts, cond, uncond, w)
-    return InversionResult("ddim", model, prompts, cond, ts, w, z0, latents=traj[0], trajectory=traj,
-                           nfe=tm.nfe, seconds=tm.seconds)
+    return InversionResult(
+        "ddim", model, prompts, cond, ts, w, z0, latents=traj[0], trajectory=traj, nfe=tm.nfe, seconds=tm.seconds
+    )
 
 
 def reconstruct(result: InversionResult) -> Tensor:
@@ -57,8 +65,14 @@ def reconstruct(result: InversionResult) -> Tensor:
         return ddim_denoise(den, result.latents, result.timesteps, result.cond, uncond, w)
 
 
-def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float,
-         controller: AttentionController | None = None, source_guidance: float | None = None) -> EditResult:
+def edit(
+    result: InversionResult,
+    target_prompt: str | Sequence[str],
+    *,
+    guidance: float,
+    controller: AttentionController | None = None,
+    source_guidance: float | None = None,
+) -> EditResult:
     """DDIM(+P2P) editing: sample ``[source; target]`` from the inverted ``z_T``.
 
     ``guidance`` is the target branch's scale (registry default 7.5), ``source_guidance`` the source
@@ -74,5 +88,15 @@ def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidanc
     x = torch.cat([result.latents, result.latents])
     with torch.no_grad(), controlled(model, controller, b), Timer(den) as tm:
         x = ddim_denoise(den, x, result.timesteps, cond2, model.null_embedding(2 * b), scale, controller=controller)
-    return EditResult("ddim", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds, latent0=result.latent0,
-                      guidance=w_t, timesteps=result.timesteps, inversion=result)
+    return EditResult(
+        "ddim",
+        x[b:],
+        x[:b],
+        tgt,
+        nfe=tm.nfe,
+        seconds=tm.seconds,
+        latent0=result.latent0,
+        guidance=w_t,
+        timesteps=result.timesteps,
+        inversion=result,
+    )

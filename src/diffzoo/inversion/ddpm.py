@@ -50,8 +50,17 @@ DEFAULT_GUIDANCE = 3.5
 DEFAULT_EDIT_GUIDANCE = 15.0
 
 
-def _step(den: Denoiser, x: Tensor, z: Tensor, t: Tensor, s: Tensor, eta: float, cond: Tensor,
-          uncond: Tensor | None, scale: float | Tensor) -> Tensor:
+def _step(
+    den: Denoiser,
+    x: Tensor,
+    z: Tensor,
+    t: Tensor,
+    s: Tensor,
+    eta: float,
+    cond: Tensor,
+    uncond: Tensor | None,
+    scale: float | Tensor,
+) -> Tensor:
     """``x_s = mu(x_t) + std z`` (``+ z`` when ``std = 0``)."""
     eps = guided_x0_eps(den, x, t, cond, uncond, scale)[1]
     std = ddim_eta_std(den.schedule, t, s, eta, x)
@@ -59,8 +68,18 @@ def _step(den: Denoiser, x: Tensor, z: Tensor, t: Tensor, s: Tensor, eta: float,
     return mu + (std if float(std) > 0 else 1.0) * z
 
 
-def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float,
-           generator: Generator = None, *, eta: float = 1.0, zero_last_noise: bool = False) -> InversionResult:
+def invert(
+    model: LatentModel,
+    z0: Tensor,
+    prompts: list[str],
+    cond: Tensor,
+    ts: Tensor,
+    guidance: float,
+    generator: Generator = None,
+    *,
+    eta: float = 1.0,
+    zero_last_noise: bool = False,
+) -> InversionResult:
     """Extract the noise maps of ``z0`` (``eta`` in (0, 1]; ``zero_last_noise`` as the official code,
     which makes the last step deterministic and the reconstruction inexact)."""
     w = check_guidance(guidance)
@@ -86,12 +105,33 @@ def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts:
                 z = torch.zeros_like(z)
             zs.append(z)
             xs[i + 1] = mu + scale * z  # the stored state is the one the sampler will reach
-    return InversionResult("ddpm", model, prompts, cond, ts, w, z0, latents=xs[0], trajectory=xs, noise_maps=zs,
-                           options=dict(eta=eta), nfe=tm.nfe, seconds=tm.seconds)
+    return InversionResult(
+        "ddpm",
+        model,
+        prompts,
+        cond,
+        ts,
+        w,
+        z0,
+        latents=xs[0],
+        trajectory=xs,
+        noise_maps=zs,
+        options=dict(eta=eta),
+        nfe=tm.nfe,
+        seconds=tm.seconds,
+    )
 
 
-def _sample(den: Denoiser, x: Tensor, result: InversionResult, cond: Tensor, uncond: Tensor | None,
-            scale: float | Tensor, skip: int, controller: AttentionController | None = None) -> Tensor:
+def _sample(
+    den: Denoiser,
+    x: Tensor,
+    result: InversionResult,
+    cond: Tensor,
+    uncond: Tensor | None,
+    scale: float | Tensor,
+    skip: int,
+    controller: AttentionController | None = None,
+) -> Tensor:
     ts, zs, eta = result.timesteps, result.noise_maps, result.options["eta"]
     reps = x.shape[0] // zs[0].shape[0]
     for i in range(skip, ts.numel() - 1):
@@ -111,9 +151,15 @@ def reconstruct(result: InversionResult) -> Tensor:
         return _sample(den, result.latents, result, result.cond, uncond, w, 0)
 
 
-def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float,
-         controller: AttentionController | None = None, source_guidance: float | None = None,
-         skip: int = 0) -> EditResult:
+def edit(
+    result: InversionResult,
+    target_prompt: str | Sequence[str],
+    *,
+    guidance: float,
+    controller: AttentionController | None = None,
+    source_guidance: float | None = None,
+    skip: int = 0,
+) -> EditResult:
     """Re-sample with the target prompt from step ``skip`` (``T_skip``: start at ``x_{t_skip}`` with the
     noise maps ``z[skip:]``; larger keeps more structure). Target guidance: registry default 15
     (``cfg_tar``); source branch at the inversion's guidance. A controller's ``num_steps`` should be
@@ -131,5 +177,15 @@ def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidanc
     x = torch.cat([result.trajectory[skip]] * 2)
     with torch.no_grad(), controlled(model, controller, b), Timer(den) as tm:
         x = _sample(den, x, result, cond2, model.null_embedding(2 * b), scale, skip, controller)
-    return EditResult("ddpm", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds, latent0=result.latent0,
-                      guidance=w_t, timesteps=result.timesteps[skip:], inversion=result)
+    return EditResult(
+        "ddpm",
+        x[b:],
+        x[:b],
+        tgt,
+        nfe=tm.nfe,
+        seconds=tm.seconds,
+        latent0=result.latent0,
+        guidance=w_t,
+        timesteps=result.timesteps[skip:],
+        inversion=result,
+    )

@@ -42,9 +42,18 @@ Tensor = torch.Tensor
 DEFAULT_GUIDANCE = 7.5
 
 
-def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float,
-           generator: Generator = None, *, inversion_guidance: float = 1.0,
-           offset_scale: float = 1.0) -> InversionResult:
+def invert(
+    model: LatentModel,
+    z0: Tensor,
+    prompts: list[str],
+    cond: Tensor,
+    ts: Tensor,
+    guidance: float,
+    generator: Generator = None,
+    *,
+    inversion_guidance: float = 1.0,
+    offset_scale: float = 1.0,
+) -> InversionResult:
     """The pivot (DDIM inversion at ``inversion_guidance``, default 1); ``guidance`` (registry default
     7.5) is the scale of reconstruction and editing."""
     w = check_guidance(guidance)
@@ -54,9 +63,20 @@ def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts:
     uncond = model.null_embedding(z0.shape[0]) if w_inv != 1 else None
     with torch.no_grad(), Timer(den) as tm:
         pivot = ddim_invert_trajectory(den, z0, ts, cond, uncond, w_inv)
-    return InversionResult("direct", model, prompts, cond, ts, w, z0, latents=pivot[0], trajectory=pivot,
-                           options=dict(inversion_guidance=w_inv, offset_scale=offset_scale),
-                           nfe=tm.nfe, seconds=tm.seconds)
+    return InversionResult(
+        "direct",
+        model,
+        prompts,
+        cond,
+        ts,
+        w,
+        z0,
+        latents=pivot[0],
+        trajectory=pivot,
+        options=dict(inversion_guidance=w_inv, offset_scale=offset_scale),
+        nfe=tm.nfe,
+        seconds=tm.seconds,
+    )
 
 
 def _corrector(result: InversionResult, rows: slice) -> Corrector:
@@ -76,12 +96,24 @@ def reconstruct(result: InversionResult) -> Tensor:
     b = result.latent0.shape[0]
     den = model.denoiser()
     with torch.no_grad():
-        return ddim_denoise(den, result.latents, result.timesteps, result.cond, model.null_embedding(b), w,
-                            correct=_corrector(result, slice(0, b)))
+        return ddim_denoise(
+            den,
+            result.latents,
+            result.timesteps,
+            result.cond,
+            model.null_embedding(b),
+            w,
+            correct=_corrector(result, slice(0, b)),
+        )
 
 
-def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float,
-         controller: AttentionController | None = None) -> EditResult:
+def edit(
+    result: InversionResult,
+    target_prompt: str | Sequence[str],
+    *,
+    guidance: float,
+    controller: AttentionController | None = None,
+) -> EditResult:
     """``[source; target]`` from the pivot at guidance ``w`` (registry default: the inversion's); the
     source branch is corrected each step."""
     model = result.model
@@ -91,7 +123,25 @@ def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidanc
     den = model.denoiser()
     x = torch.cat([result.latents, result.latents])
     with torch.no_grad(), controlled(model, controller, b), Timer(den) as tm:
-        x = ddim_denoise(den, x, result.timesteps, cond2, model.null_embedding(2 * b), w, controller=controller,
-                         correct=_corrector(result, slice(0, b)))
-    return EditResult("direct", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds, latent0=result.latent0,
-                      guidance=w, timesteps=result.timesteps, inversion=result)
+        x = ddim_denoise(
+            den,
+            x,
+            result.timesteps,
+            cond2,
+            model.null_embedding(2 * b),
+            w,
+            controller=controller,
+            correct=_corrector(result, slice(0, b)),
+        )
+    return EditResult(
+        "direct",
+        x[b:],
+        x[:b],
+        tgt,
+        nfe=tm.nfe,
+        seconds=tm.seconds,
+        latent0=result.latent0,
+        guidance=w,
+        timesteps=result.timesteps,
+        inversion=result,
+    )

@@ -60,8 +60,9 @@ def _eps_fn(den: Denoiser, cond: Tensor, uncond: Tensor | None, scale: float | T
     return lambda v, t: guided_x0_eps(den, v, t, cond, uncond, scale)[1]
 
 
-def denoise_step(eps: EpsFn, sched: NoiseSchedule, x: Tensor, y: Tensor, t: Tensor, s: Tensor, p: float,
-                 swap: bool = False) -> tuple[Tensor, Tensor]:
+def denoise_step(
+    eps: EpsFn, sched: NoiseSchedule, x: Tensor, y: Tensor, t: Tensor, s: Tensor, p: float, swap: bool = False
+) -> tuple[Tensor, Tensor]:
     """One EDICT denoising step ``t -> s`` (paper Eq. 14)."""
     if swap:
         x, y = y, x
@@ -72,8 +73,9 @@ def denoise_step(eps: EpsFn, sched: NoiseSchedule, x: Tensor, y: Tensor, t: Tens
     return (y_new, x_new) if swap else (x_new, y_new)
 
 
-def invert_step(eps: EpsFn, sched: NoiseSchedule, x: Tensor, y: Tensor, t: Tensor, s: Tensor, p: float,
-                swap: bool = False) -> tuple[Tensor, Tensor]:
+def invert_step(
+    eps: EpsFn, sched: NoiseSchedule, x: Tensor, y: Tensor, t: Tensor, s: Tensor, p: float, swap: bool = False
+) -> tuple[Tensor, Tensor]:
     """The exact inverse of :func:`denoise_step`: from ``(x_s, y_s)`` back to ``(x_t, y_t)`` (Eq. 15)."""
     if swap:
         x, y = y, x
@@ -84,10 +86,19 @@ def invert_step(eps: EpsFn, sched: NoiseSchedule, x: Tensor, y: Tensor, t: Tenso
     return (y_t, x_t) if swap else (x_t, y_t)
 
 
-def _run(eps: EpsFn, sched: NoiseSchedule, x: Tensor, y: Tensor, ts: Tensor, p: float, leapfrog: bool,
-         controller: AttentionController | None = None) -> tuple[Tensor, Tensor]:
+def _run(
+    eps: EpsFn,
+    sched: NoiseSchedule,
+    x: Tensor,
+    y: Tensor,
+    ts: Tensor,
+    p: float,
+    leapfrog: bool,
+    controller: AttentionController | None = None,
+) -> tuple[Tensor, Tensor]:
     n = ts.numel() - 1
     for i in range(n):
+
         def eps_i(v: Tensor, t: Tensor, i: int = i) -> Tensor:
             set_step(controller, i)  # two UNet calls per step: both belong to step i
             return eps(v, t)
@@ -97,9 +108,19 @@ def _run(eps: EpsFn, sched: NoiseSchedule, x: Tensor, y: Tensor, ts: Tensor, p: 
     return x, y
 
 
-def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float,
-           generator: Generator = None, *, p: float = DEFAULT_P, leapfrog: bool = True,
-           strength: float = 1.0) -> InversionResult:
+def invert(
+    model: LatentModel,
+    z0: Tensor,
+    prompts: list[str],
+    cond: Tensor,
+    ts: Tensor,
+    guidance: float,
+    generator: Generator = None,
+    *,
+    p: float = DEFAULT_P,
+    leapfrog: bool = True,
+    strength: float = 1.0,
+) -> InversionResult:
     """Invert ``z0`` exactly. ``strength`` in (0, 1] inverts only the last ``round(N * strength)`` steps
     of the grid (the official code edits with 0.8); ``p`` in (0, 1] is the mixing weight."""
     w = check_guidance(guidance)
@@ -107,7 +128,7 @@ def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts:
     strength = check_range(strength, "strength", 0.0, 1.0, lo_open=True)
     n = ts.numel() - 1
     k = max(1, int(round(n * strength)))
-    ts = ts[n - k:]
+    ts = ts[n - k :]
     den = model.denoiser()
     uncond = model.null_embedding(z0.shape[0]) if w != 1 else None
     eps = _eps_fn(den, cond, uncond, w)
@@ -115,8 +136,19 @@ def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts:
     with torch.no_grad(), Timer(den) as tm:
         for i in range(k - 1, -1, -1):
             x, y = invert_step(eps, den.schedule, x, y, ts[i], ts[i + 1], p, leapfrog and i % 2 == 1)
-    return InversionResult("edict", model, prompts, cond, ts, w, z0, latents=torch.stack([x, y]),
-                           options=dict(p=p, leapfrog=leapfrog, strength=strength), nfe=tm.nfe, seconds=tm.seconds)
+    return InversionResult(
+        "edict",
+        model,
+        prompts,
+        cond,
+        ts,
+        w,
+        z0,
+        latents=torch.stack([x, y]),
+        options=dict(p=p, leapfrog=leapfrog, strength=strength),
+        nfe=tm.nfe,
+        seconds=tm.seconds,
+    )
 
 
 def reconstruct(result: InversionResult) -> Tensor:
@@ -126,13 +158,26 @@ def reconstruct(result: InversionResult) -> Tensor:
     uncond = model.null_embedding(result.latent0.shape[0]) if w != 1 else None
     x, y = result.latents
     with torch.no_grad():
-        x, _ = _run(_eps_fn(den, result.cond, uncond, w), den.schedule, x, y, result.timesteps,
-                    result.options["p"], result.options["leapfrog"])
+        x, _ = _run(
+            _eps_fn(den, result.cond, uncond, w),
+            den.schedule,
+            x,
+            y,
+            result.timesteps,
+            result.options["p"],
+            result.options["leapfrog"],
+        )
     return x
 
 
-def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float,
-         controller: AttentionController | None = None, source_guidance: float | None = None) -> EditResult:
+def edit(
+    result: InversionResult,
+    target_prompt: str | Sequence[str],
+    *,
+    guidance: float,
+    controller: AttentionController | None = None,
+    source_guidance: float | None = None,
+) -> EditResult:
     """EDICT editing (paper Sec. 4): denoise the inverted pair with the target prompt.
 
     The source branch runs beside the target in the same batch (it reconstructs ``z_0`` and lets an
@@ -149,7 +194,18 @@ def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidanc
     x, y = (torch.cat([v, v]) for v in result.latents)
     eps = _eps_fn(den, cond2, model.null_embedding(2 * b), scale)
     with torch.no_grad(), controlled(model, controller, b), Timer(den) as tm:
-        x, _ = _run(eps, den.schedule, x, y, result.timesteps, result.options["p"], result.options["leapfrog"],
-                    controller)
-    return EditResult("edict", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds, latent0=result.latent0,
-                      guidance=w_t, timesteps=result.timesteps, inversion=result)
+        x, _ = _run(
+            eps, den.schedule, x, y, result.timesteps, result.options["p"], result.options["leapfrog"], controller
+        )
+    return EditResult(
+        "edict",
+        x[b:],
+        x[:b],
+        tgt,
+        nfe=tm.nfe,
+        seconds=tm.seconds,
+        latent0=result.latent0,
+        guidance=w_t,
+        timesteps=result.timesteps,
+        inversion=result,
+    )

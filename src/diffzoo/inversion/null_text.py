@@ -47,8 +47,19 @@ Tensor = torch.Tensor
 DEFAULT_GUIDANCE = 7.5
 
 
-def _optimise_null(den: Denoiser, z: Tensor, t: Tensor, s: Tensor, target: Tensor, cond: Tensor, null: Tensor,
-                   w: float, lr: float, inner_steps: int, threshold: float) -> tuple[Tensor, int]:
+def _optimise_null(
+    den: Denoiser,
+    z: Tensor,
+    t: Tensor,
+    s: Tensor,
+    target: Tensor,
+    cond: Tensor,
+    null: Tensor,
+    w: float,
+    lr: float,
+    inner_steps: int,
+    threshold: float,
+) -> tuple[Tensor, int]:
     """Adam on ``null`` so that the guided DDIM step from ``z`` lands on ``target``; returns (null, iters)."""
     with torch.no_grad():
         eps_c = den.x0_eps(z, t, cond)[1]
@@ -69,9 +80,20 @@ def _optimise_null(den: Denoiser, z: Tensor, t: Tensor, s: Tensor, target: Tenso
     return null.detach(), iters
 
 
-def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts: Tensor, guidance: float,
-           generator: Generator = None, *, inner_steps: int = 10, lr: float = 1e-2, early_stop: float = 1e-5,
-           progress: bool = False) -> InversionResult:
+def invert(
+    model: LatentModel,
+    z0: Tensor,
+    prompts: list[str],
+    cond: Tensor,
+    ts: Tensor,
+    guidance: float,
+    generator: Generator = None,
+    *,
+    inner_steps: int = 10,
+    lr: float = 1e-2,
+    early_stop: float = 1e-5,
+    progress: bool = False,
+) -> InversionResult:
     """Pivotal inversion at guidance 1, then per-step null-embedding optimisation for guidance ``w``
     (registry default 7.5). ``progress`` shows a tqdm bar over the steps."""
 
@@ -91,27 +113,54 @@ def invert(model: LatentModel, z0: Tensor, prompts: list[str], cond: Tensor, ts:
         z = pivot[0]
         for i in steps(n, progress, "null-text inversion"):
             t = ts[i].expand(b)
-            null, k = _optimise_null(den, z, t, ts[i + 1], pivot[i + 1], cond, null, w,
-                                     lr * max(1.0 - i / 100.0, 0.01), inner_steps, early_stop + i * 2e-5)
+            null, k = _optimise_null(
+                den,
+                z,
+                t,
+                ts[i + 1],
+                pivot[i + 1],
+                cond,
+                null,
+                w,
+                lr * max(1.0 - i / 100.0, 0.01),
+                inner_steps,
+                early_stop + i * 2e-5,
+            )
             nulls.append(null)
             iters.append(k)
             with torch.no_grad():
                 z = ddim_transfer(z, guided_x0_eps(den, z, ts[i], cond, null, w)[1], den.schedule, ts[i], ts[i + 1])
-    return InversionResult("null_text", model, prompts, cond, ts, w, z0, latents=pivot[0], trajectory=pivot,
-                           null_embeddings=nulls, options=dict(inner_steps=inner_steps, lr=lr, iterations=iters),
-                           nfe=tm.nfe, seconds=tm.seconds)
+    return InversionResult(
+        "null_text",
+        model,
+        prompts,
+        cond,
+        ts,
+        w,
+        z0,
+        latents=pivot[0],
+        trajectory=pivot,
+        null_embeddings=nulls,
+        options=dict(inner_steps=inner_steps, lr=lr, iterations=iters),
+        nfe=tm.nfe,
+        seconds=tm.seconds,
+    )
 
 
 def reconstruct(result: InversionResult) -> Tensor:
     """DDIM sampling from the pivot's ``z*_{t_0}`` at guidance ``w`` with the optimised null embeddings."""
     den = result.model.denoiser()
     with torch.no_grad():
-        return ddim_denoise(den, result.latents, result.timesteps, result.cond, result.null_embeddings,
-                            result.guidance)
+        return ddim_denoise(den, result.latents, result.timesteps, result.cond, result.null_embeddings, result.guidance)
 
 
-def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidance: float,
-         controller: AttentionController | None = None) -> EditResult:
+def edit(
+    result: InversionResult,
+    target_prompt: str | Sequence[str],
+    *,
+    guidance: float,
+    controller: AttentionController | None = None,
+) -> EditResult:
     """Null-text + P2P editing: ``[source; target]`` from ``z*_{t_0}``, both with ``null_i`` at step ``i``.
 
     ``guidance`` defaults (in the registry) to, and should equal, the guidance the null embeddings
@@ -126,5 +175,15 @@ def edit(result: InversionResult, target_prompt: str | Sequence[str], *, guidanc
     x = torch.cat([result.latents, result.latents])
     with torch.no_grad(), controlled(model, controller, b), Timer(den) as tm:
         x = ddim_denoise(den, x, result.timesteps, cond2, nulls, w, controller=controller)
-    return EditResult("null_text", x[b:], x[:b], tgt, nfe=tm.nfe, seconds=tm.seconds, latent0=result.latent0,
-                      guidance=w, timesteps=result.timesteps, inversion=result)
+    return EditResult(
+        "null_text",
+        x[b:],
+        x[:b],
+        tgt,
+        nfe=tm.nfe,
+        seconds=tm.seconds,
+        latent0=result.latent0,
+        guidance=w,
+        timesteps=result.timesteps,
+        inversion=result,
+    )

@@ -174,9 +174,7 @@ class AttentionController:
     :func:`attention_control`); a driving loop may also set ``cur_step`` itself.
     """
 
-    def __init__(
-        self, num_steps: int, num_branches: int = 2, cond_first: bool = True, edit_uncond: bool = False
-    ):
+    def __init__(self, num_steps: int, num_branches: int = 2, cond_first: bool = True, edit_uncond: bool = False):
         if int(num_steps) < 1:
             raise ValueError(f"num_steps: must be >= 1, got {num_steps}")
         if int(num_branches) < 1:
@@ -203,9 +201,7 @@ class AttentionController:
         edited = []
         for g in range(groups):
             self._cond_now = self._is_cond_group(g, groups)
-            edited.append(
-                self._group(p[g], is_cross, place) if (self._cond_now or self.edit_uncond) else p[g]
-            )
+            edited.append(self._group(p[g], is_cross, place) if (self._cond_now or self.edit_uncond) else p[g])
         out = torch.stack(edited).reshape(probs.shape)
         self._layer += 1
         if self.num_layers and self._layer >= self.num_layers:
@@ -283,9 +279,7 @@ class AttentionStore(AttentionController):
             r = round((H * W / q) ** 0.5)
             if r < 1 or (H // r) * (W // r) != q:
                 raise ValueError(f"size: latent size {size} is incompatible with a map of {q} queries")
-            w = torch.einsum("bqk,bk->bq", m, token_weights.to(m.dtype)).reshape(
-                m.shape[0], 1, H // r, W // r
-            )
+            w = torch.einsum("bqk,bk->bq", m, token_weights.to(m.dtype)).reshape(m.shape[0], 1, H // r, W // r)
             acc = acc + F.interpolate(w, size=(H, W), mode="nearest")
         return acc / (len(self._store) * max(self._steps_stored, 1))
 
@@ -500,9 +494,7 @@ def _local_blend(
     if blend_words is None:
         return None
     if len(blend_words) != len(prompts):
-        raise ValueError(
-            f"blend_words: expected one entry per prompt ({len(prompts)}), got {len(blend_words)}"
-        )
+        raise ValueError(f"blend_words: expected one entry per prompt ({len(prompts)}), got {len(blend_words)}")
     lb = LocalBlend(words=blend_words, **kw)
     lb.token_weights = _word_weights(tokenize, prompts, blend_words)
     return lb
@@ -589,12 +581,8 @@ def unified(
     lb = None
     if blend_words is not None:
         if len(blend_words) != 2:
-            raise ValueError(
-                f"blend_words: expected (source words, target words), got {len(blend_words)} entries"
-            )
-        lb = LocalBlend(
-            words=blend_words, threshold=blend_threshold, start_blend=0.0, normalize=blend_normalize
-        )
+            raise ValueError(f"blend_words: expected (source words, target words), got {len(blend_words)} entries")
+        lb = LocalBlend(words=blend_words, threshold=blend_threshold, start_blend=0.0, normalize=blend_normalize)
         w = _word_weights(tokenize, prompts, blend_words)
         lb.token_weights = torch.stack([torch.zeros_like(w[1]), w[1], torch.zeros_like(w[1])])
     return UnifiedAttentionControl(
@@ -722,9 +710,7 @@ def attention_control(unet: Any, controller: AttentionController) -> Iterator[At
     counter is reset on entry.
     """
     if not hasattr(unet, "attn_processors") or not hasattr(unet, "set_attn_processor"):
-        raise TypeError(
-            f"unet: expected a diffusers model with attention processors, got {type(unet).__name__}"
-        )
+        raise TypeError(f"unet: expected a diffusers model with attention processors, got {type(unet).__name__}")
     if not isinstance(controller, AttentionController):
         raise TypeError(f"controller: expected an AttentionController, got {type(controller).__name__}")
     saved = dict(unet.attn_processors)

@@ -120,8 +120,10 @@ class LatentModel:
     def require_conditional(self, what: str) -> None:
         """Raise ``ValueError`` when ``what`` needs prompts but this model is unconditional."""
         if not self.conditional:
-            raise ValueError(f"model: {what} needs a text-conditional model (text encoder + cross-attention "
-                             "UNet); this LatentModel is unconditional")
+            raise ValueError(
+                f"model: {what} needs a text-conditional model (text encoder + cross-attention "
+                "UNet); this LatentModel is unconditional"
+            )
 
     # ---------------------------------------------------------------------------------------------
     # Text
@@ -139,8 +141,10 @@ class LatentModel:
         if ids.shape[0] != len(prompts):
             raise ValueError(f"tokenize(prompts): returned {ids.shape[0]} rows for {len(prompts)} prompts")
         if ids.shape[1] > self.max_length:
-            raise ValueError(f"prompts: tokenized to {ids.shape[1]} tokens, more than the text encoder's "
-                             f"max_length={self.max_length}")
+            raise ValueError(
+                f"prompts: tokenized to {ids.shape[1]} tokens, more than the text encoder's "
+                f"max_length={self.max_length}"
+            )
         return ids
 
     def encode_prompt(self, prompts: Sequence[str]) -> Tensor:
@@ -176,8 +180,11 @@ class LatentModel:
     def check_image(self, img: Tensor, arg: str = "image") -> Tensor:
         """Validate an image batch ``(B, 3, H, W)`` in ``[-1, 1]`` of an allowed size."""
         check_tensor(img, arg, ndim=4, floating=True)
-        channels = getattr(getattr(self.vae, "config", None), "in_channels", 3) if self.vae is not None \
+        channels = (
+            getattr(getattr(self.vae, "config", None), "in_channels", 3)
+            if self.vae is not None
             else getattr(getattr(self.unet, "config", None), "in_channels", 3)
+        )
         if img.shape[1] != channels:
             raise ValueError(f"{arg}: expected {channels} channels (B, {channels}, H, W), got shape {tuple(img.shape)}")
         h, w = img.shape[-2:]
@@ -188,8 +195,10 @@ class LatentModel:
             raise ValueError(f"{arg}: height and width must be multiples of {m}, got {h}x{w}")
         lo, hi = float(img.min()), float(img.max())
         if lo < -1 - RANGE_TOL or hi > 1 + RANGE_TOL:
-            raise ValueError(f"{arg}: pixel values must lie in [-1, 1], got [{lo:.3g}, {hi:.3g}] "
-                             "(convert [0, 1] images with 2 * x - 1)")
+            raise ValueError(
+                f"{arg}: pixel values must lie in [-1, 1], got [{lo:.3g}, {hi:.3g}] "
+                "(convert [0, 1] images with 2 * x - 1)"
+            )
         return img
 
     def encode_image(self, img: Tensor) -> Tensor:
@@ -229,8 +238,9 @@ class LatentModel:
         c_img = getattr(getattr(self.vae, "config", None), "in_channels", 3)
         return self.vae is not None and x.shape[1] == c_lat and c_lat != c_img
 
-    def to_latent(self, image_or_latent: Tensor, dtype: torch.dtype | None = None,
-                  is_latent: bool | None = None) -> Tensor:
+    def to_latent(
+        self, image_or_latent: Tensor, dtype: torch.dtype | None = None, is_latent: bool | None = None
+    ) -> Tensor:
         """The latent ``z_0`` of an image ``(B, 3, H, W)`` in ``[-1, 1]`` (``s * mean(E(x))``, no
         gradient), or a latent given directly (checked, moved to the model's device), in ``dtype``
         (``None``: the input's dtype). ``is_latent=None`` decides by :meth:`is_latent`."""
@@ -247,8 +257,9 @@ class LatentModel:
             raise ValueError(f"image_or_latent: a latent must have {c_lat} channels, got shape {tuple(x.shape)}")
         m = max(1, self.size_multiple // self.latent_factor)
         if x.shape[-1] % m or x.shape[-2] % m:
-            raise ValueError(f"image_or_latent: latent height and width must be multiples of {m}, got "
-                             f"{tuple(x.shape[-2:])}")
+            raise ValueError(
+                f"image_or_latent: latent height and width must be multiples of {m}, got {tuple(x.shape[-2:])}"
+            )
         return x.detach().to(device=self.device, dtype=x.dtype if dtype is None else dtype)
 
     def latent_shape(self, batch: int, height: int, width: int) -> tuple[int, int, int, int]:
@@ -276,8 +287,16 @@ class LatentModel:
     # Construction from diffusers / transformers components
     # ---------------------------------------------------------------------------------------------
     @classmethod
-    def from_components(cls, unet: Any, vae: Any, text_encoder: Any, tokenizer: Any, scheduler: Any,
-                        max_length: int | None = None, image_size: int | None = None) -> LatentModel:
+    def from_components(
+        cls,
+        unet: Any,
+        vae: Any,
+        text_encoder: Any,
+        tokenizer: Any,
+        scheduler: Any,
+        max_length: int | None = None,
+        image_size: int | None = None,
+    ) -> LatentModel:
         """Build from diffusers/transformers components (those of a ``StableDiffusionPipeline``).
 
         ``tokenizer`` is a Hugging Face tokenizer (``CLIPTokenizer``...) or a plain callable
@@ -298,9 +317,17 @@ class LatentModel:
         tokenize = None
         if text_encoder is not None:
             tokenize = tokenizer if _is_plain_callable(tokenizer) else hf_tokenize_fn(tokenizer, int(max_length))
-        return cls(unet=unet, vae=vae, text_encoder=text_encoder, tokenize=tokenize, schedule=schedule,
-                   scaling_factor=scaling, max_length=int(max_length or 1), prediction_type=pred,
-                   image_size=image_size)
+        return cls(
+            unet=unet,
+            vae=vae,
+            text_encoder=text_encoder,
+            tokenize=tokenize,
+            schedule=schedule,
+            scaling_factor=scaling,
+            max_length=int(max_length or 1),
+            prediction_type=pred,
+            image_size=image_size,
+        )
 
     @classmethod
     def from_diffusers_pipeline(cls, pipe: Any, **kw: Any) -> LatentModel:
@@ -328,8 +355,9 @@ def hf_tokenize_fn(tokenizer: Any, max_length: int) -> Tokenize:
         for p in prompts:
             ids = list(tokenizer(p, truncation=False).input_ids)
             if len(ids) > max_length:
-                raise ValueError(f"prompts: {p[:60]!r} has {len(ids)} tokens, more than the text encoder's "
-                                 f"max_length={max_length}")
+                raise ValueError(
+                    f"prompts: {p[:60]!r} has {len(ids)} tokens, more than the text encoder's max_length={max_length}"
+                )
             rows.append(ids + [pad] * (max_length - len(ids)))
         return torch.tensor(rows, dtype=torch.long)
 
@@ -341,8 +369,30 @@ def hf_tokenize_fn(tokenizer: Any, max_length: int) -> Tokenize:
 # of exactness). Nothing is downloaded.
 # -------------------------------------------------------------------------------------------------
 
-TINY_WORDS = ("a", "the", "red", "blue", "green", "yellow", "circle", "square", "triangle", "on", "left",
-              "right", "top", "bottom", "of", "and", "background", "small", "big", "photo", "cat", "dog")
+TINY_WORDS = (
+    "a",
+    "the",
+    "red",
+    "blue",
+    "green",
+    "yellow",
+    "circle",
+    "square",
+    "triangle",
+    "on",
+    "left",
+    "right",
+    "top",
+    "bottom",
+    "of",
+    "and",
+    "background",
+    "small",
+    "big",
+    "photo",
+    "cat",
+    "dog",
+)
 
 
 def tiny_clip_tokenizer(directory: str, words: Sequence[str] = TINY_WORDS, max_length: int = 16) -> Any:
@@ -377,8 +427,9 @@ def tiny_clip_tokenizer(directory: str, words: Sequence[str] = TINY_WORDS, max_l
     return CLIPTokenizer(vpath, mpath, model_max_length=max_length)
 
 
-def tiny_random_components(directory: str, seed: int = 0, max_length: int = 16, image_size: int = 16,
-                           cross_attention_dim: int = 16) -> dict[str, Any]:
+def tiny_random_components(
+    directory: str, seed: int = 0, max_length: int = 16, image_size: int = 16, cross_attention_dim: int = 16
+) -> dict[str, Any]:
     """Components of a tiny random ``StableDiffusionPipeline``: unet, vae, text_encoder, tokenizer, scheduler.
 
     UNet ``block_out_channels=(8, 16)`` with cross-attention, ``AutoencoderKL`` with factor 2,
@@ -391,25 +442,57 @@ def tiny_random_components(directory: str, seed: int = 0, max_length: int = 16, 
     tokenizer = tiny_clip_tokenizer(directory, max_length=max_length)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
-        sample_size=image_size // 2, in_channels=4, out_channels=4, block_out_channels=(8, 16), layers_per_block=1,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=cross_attention_dim, attention_head_dim=4, norm_num_groups=4)
-    vae = AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=(8, 16), layers_per_block=1,
-                        down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                        latent_channels=4, norm_num_groups=4, sample_size=image_size)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=len(tokenizer.get_vocab()), hidden_size=cross_attention_dim, intermediate_size=32,
-        num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=max_length,
-        bos_token_id=0, eos_token_id=1, pad_token_id=1))
-    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)
+        sample_size=image_size // 2,
+        in_channels=4,
+        out_channels=4,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=4,
+        norm_num_groups=4,
+    )
+    vae = AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=image_size,
+    )
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=len(tokenizer.get_vocab()),
+            hidden_size=cross_attention_dim,
+            intermediate_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=max_length,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        )
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     for m in (unet, vae, text_encoder):
         m.eval().requires_grad_(False)
     return dict(unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, scheduler=scheduler)
 
 
-def tiny_random_latent_model(directory: str, seed: int = 0, dtype: torch.dtype = torch.float32,
-                             **kw: Any) -> LatentModel:
+def tiny_random_latent_model(
+    directory: str, seed: int = 0, dtype: torch.dtype = torch.float32, **kw: Any
+) -> LatentModel:
     """:func:`tiny_random_components` as a :class:`LatentModel` in ``dtype`` (float64 for exactness tests)."""
     c = tiny_random_components(directory, seed, **kw)
     model = LatentModel.from_components(c["unet"], c["vae"], c["text_encoder"], c["tokenizer"], c["scheduler"])

@@ -5,15 +5,15 @@ from diffzoo.metrics.distances import frechet_distance, gaussian_stats, mmd, nll
 from diffzoo.metrics.image import psnr, ssim
 
 __all__ = [
-           "classify",
-           "digit_features",
-           "digits_accuracy",
-           "digits_fd",
-           "frechet_distance",
-           "gaussian_stats",
-           "mmd",
-           "nll",
-           "psnr",
-           "sliced_wasserstein",
-           "ssim",
+    "classify",
+    "digit_features",
+    "digits_accuracy",
+    "digits_fd",
+    "frechet_distance",
+    "gaussian_stats",
+    "mmd",
+    "nll",
+    "psnr",
+    "sliced_wasserstein",
+    "ssim",
 ]

@@ -11,13 +11,15 @@ import torch
 
 from diffzoo.core.errors import check_choice
 from diffzoo.core.stats import flat_samples as _flat
-from diffzoo.core.stats import mmd, same_dim as _same_dim
+from diffzoo.core.stats import mmd
+from diffzoo.core.stats import same_dim as _same_dim
 
 Tensor = torch.Tensor
 
 
-def sliced_wasserstein(x: Tensor, y: Tensor, num_projections: int = 256, p: int = 2,
-                       generator: torch.Generator | None = None) -> Tensor:
+def sliced_wasserstein(
+    x: Tensor, y: Tensor, num_projections: int = 256, p: int = 2, generator: torch.Generator | None = None
+) -> Tensor:
     """Sliced p-Wasserstein distance (Rabin et al. 2011; Bonneel et al. 2015).
 
     ``SW_p(x, y) = (E_theta W_p^p(<theta, x>, <theta, y>))^(1/p)`` over uniform directions ``theta`` on
@@ -75,5 +77,6 @@ def nll(samples: Tensor, dataset: Any) -> Tensor:
 def reduce(values: Tensor, reduction: str) -> Tensor:
     check_choice(reduction, ("mean", "none", "sum"), "reduction")
     return values.mean() if reduction == "mean" else values.sum() if reduction == "sum" else values
+
 
 __all__ = ["frechet_distance", "gaussian_stats", "mmd", "nll", "reduce", "sliced_wasserstein"]

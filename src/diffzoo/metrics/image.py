@@ -33,20 +33,28 @@ def psnr(x: Tensor, y: Tensor, data_range: float = 2.0, reduction: str = "mean")
     check_range(data_range, "data_range", 0, None, lo_open=True)
     mse = ((x - y) ** 2).flatten(1).mean(1)
     if reduction == "pooled":
-        return 10 * torch.log10(data_range ** 2 / mse.mean())
-    return reduce(10 * torch.log10(data_range ** 2 / mse), reduction)
+        return 10 * torch.log10(data_range**2 / mse.mean())
+    return reduce(10 * torch.log10(data_range**2 / mse), reduction)
 
 
 def gaussian_window(size: int, sigma: float) -> Tensor:
     """Normalised 2-D Gaussian window ``(size, size)``."""
     c = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    g = torch.exp(-c ** 2 / (2 * sigma ** 2))
+    g = torch.exp(-(c**2) / (2 * sigma**2))
     g = g / g.sum()
     return g[:, None] * g[None, :]
 
 
-def ssim(x: Tensor, y: Tensor, data_range: float = 2.0, win_size: int = 11, sigma: float = 1.5,
-         k1: float = 0.01, k2: float = 0.03, reduction: str = "mean") -> Tensor:
+def ssim(
+    x: Tensor,
+    y: Tensor,
+    data_range: float = 2.0,
+    win_size: int = 11,
+    sigma: float = 1.5,
+    k1: float = 0.01,
+    k2: float = 0.03,
+    reduction: str = "mean",
+) -> Tensor:
     """Structural similarity (Wang et al. 2004, Eq. 13) with a Gaussian window (``sigma = 1.5``).
 
     Local means, variances and covariance are Gaussian-weighted over valid windows; the window
@@ -67,9 +75,9 @@ def ssim(x: Tensor, y: Tensor, data_range: float = 2.0, win_size: int = 11, sigm
         return F.conv2d(z, w, groups=c)
 
     mx, my = filt(x), filt(y)
-    vx, vy, cxy = filt(x * x) - mx ** 2, filt(y * y) - my ** 2, filt(x * y) - mx * my
+    vx, vy, cxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my
     c1, c2 = (k1 * data_range) ** 2, (k2 * data_range) ** 2
-    smap = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+    smap = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
     return reduce(smap.flatten(1).mean(1), reduction)
 
 

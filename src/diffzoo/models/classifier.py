@@ -24,12 +24,21 @@ class DigitClassifier(nn.Module):
     def __init__(self, ch: int = 32, feat_dim: int = 128, num_classes: int = 10, dropout: float = 0.0):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(1, ch, 3, padding=1), nn.GroupNorm(8, ch), nn.SiLU(),
-            nn.Conv2d(ch, 2 * ch, 3, padding=1), nn.GroupNorm(8, 2 * ch), nn.SiLU(),
+            nn.Conv2d(1, ch, 3, padding=1),
+            nn.GroupNorm(8, ch),
+            nn.SiLU(),
+            nn.Conv2d(ch, 2 * ch, 3, padding=1),
+            nn.GroupNorm(8, 2 * ch),
+            nn.SiLU(),
             nn.MaxPool2d(2),
-            nn.Conv2d(2 * ch, 4 * ch, 3, padding=1), nn.GroupNorm(8, 4 * ch), nn.SiLU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-            nn.Linear(4 * ch, feat_dim), nn.SiLU())
+            nn.Conv2d(2 * ch, 4 * ch, 3, padding=1),
+            nn.GroupNorm(8, 4 * ch),
+            nn.SiLU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+            nn.Linear(4 * ch, feat_dim),
+            nn.SiLU(),
+        )
         self.drop = nn.Dropout(dropout)
         self.head = nn.Linear(feat_dim, num_classes)
 

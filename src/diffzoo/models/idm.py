@@ -88,8 +88,9 @@ class InjectedBlock(nn.Module):
     def __init__(self, ch: int, ctx: MeasurementContext):
         super().__init__()
         self.inject = Injector(ch, ctx)
-        self.body = nn.Sequential(nn.Conv2d(ch, ch, 3, padding=1), nn.GroupNorm(min(8, ch), ch), nn.SiLU(),
-                                  nn.Conv2d(ch, ch, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.Conv2d(ch, ch, 3, padding=1), nn.GroupNorm(min(8, ch), ch), nn.SiLU(), nn.Conv2d(ch, ch, 3, padding=1)
+        )
 
     def forward(self, h: Tensor) -> Tensor:
         return self.body(self.inject(h))
@@ -135,14 +136,21 @@ class IDMStep(nn.Module):
 class IDMChain(nn.Module):
     """The IDM reconstruction network: ``chain(y, op) -> x_hat`` (see the module docstring)."""
 
-    def __init__(self, unet: nn.Module, schedule: NoiseSchedule, steps: int = 3, ch: int = 16, blocks: int = 2,
-                 null_class: int | None = 10):
+    def __init__(
+        self,
+        unet: nn.Module,
+        schedule: NoiseSchedule,
+        steps: int = 3,
+        ch: int = 16,
+        blocks: int = 2,
+        null_class: int | None = 10,
+    ):
         super().__init__()
         if steps < 1:
             raise ValueError(f"steps: expected a positive integer, got {steps}")
         self.unet, self.schedule, self.null_class = unet, schedule, null_class
         self.ctx = MeasurementContext()
-        self.alpha_raw = nn.Parameter(torch.zeros(steps))      # sigmoid(0) = 0.5 (IDM init)
+        self.alpha_raw = nn.Parameter(torch.zeros(steps))  # sigmoid(0) = 0.5 (IDM init)
         self.s = nn.Parameter(torch.ones(()))
         self.m = nn.Parameter(torch.zeros(()))
         self.injector = RevInjectorNet(self.ctx, ch, blocks)
@@ -170,17 +178,28 @@ class IDMChain(nn.Module):
         self.ctx.set(op, y)
         try:
             x = self.abar()[-1].sqrt().to(y.dtype) * op.At(y)
-            x1, x2 = rev_sequence(self.steps, x, self.s.to(x.dtype) * x, inv,
-                                  extra_params=[p for n, p in self.named_parameters() if not n.startswith("steps.")])
+            x1, x2 = rev_sequence(
+                self.steps,
+                x,
+                self.s.to(x.dtype) * x,
+                inv,
+                extra_params=[p for n, p in self.named_parameters() if not n.startswith("steps.")],
+            )
             return x1 + self.m.to(x1.dtype) * x2
         finally:
             self.injector.invertible = True
 
 
 @register_arch("idm_cs")
-def build_idm_cs(unet_arch: str = "digits_unet", unet_config: dict[str, Any] | None = None,
-                 schedule: dict[str, Any] | None = None, steps: int = 3, ch: int = 16, blocks: int = 2,
-                 null_class: int | None = 10) -> IDMChain:
+def build_idm_cs(
+    unet_arch: str = "digits_unet",
+    unet_config: dict[str, Any] | None = None,
+    schedule: dict[str, Any] | None = None,
+    steps: int = 3,
+    ch: int = 16,
+    blocks: int = 2,
+    null_class: int | None = 10,
+) -> IDMChain:
     """Build an :class:`IDMChain` around a fresh ``unet_arch`` (weights come from the zoo file)."""
     sch = schedule or {"name": "linear", "kwargs": {}}
     unet = build(unet_arch, **dict(unet_config or {}))

@@ -49,9 +49,17 @@ class MLPDenoiser(nn.Module):
     (default), to the input of every residual block, so each block can be time-dependent.
     """
 
-    def __init__(self, dim: int = 2, hidden: int = 256, depth: int = 4, time_dim: int = 64,
-                 num_classes: int = 0, time_scale: float = 1.0, time_every_block: bool = True,
-                 fourier_octaves: int = 0):
+    def __init__(
+        self,
+        dim: int = 2,
+        hidden: int = 256,
+        depth: int = 4,
+        time_dim: int = 64,
+        num_classes: int = 0,
+        time_scale: float = 1.0,
+        time_every_block: bool = True,
+        fourier_octaves: int = 0,
+    ):
         super().__init__()
         self.dim, self.num_classes = int(dim), int(num_classes)
         self.sample_shape = (self.dim,)  # one sample: a point in R^dim
@@ -62,7 +70,8 @@ class MLPDenoiser(nn.Module):
         self.inp = nn.Linear(dim * (1 + 2 * self.fourier_octaves), hidden)
         self.blocks = nn.ModuleList(
             nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
-            for _ in range(depth))
+            for _ in range(depth)
+        )
         self.out = nn.Sequential(nn.SiLU(), nn.Linear(hidden, dim))
 
     def encode_input(self, x: Tensor) -> Tensor:

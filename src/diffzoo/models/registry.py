@@ -14,13 +14,16 @@ from diffzoo.core.errors import check_choice
 
 _ARCHS: dict[str, Callable[..., torch.nn.Module]] = {}
 
+
 def register_arch(name: str) -> Callable[[Callable[..., torch.nn.Module]], Callable[..., torch.nn.Module]]:
     """Decorator: register ``builder(**config) -> nn.Module`` under ``name``."""
+
     def deco(fn: Callable[..., torch.nn.Module]) -> Callable[..., torch.nn.Module]:
         if name in _ARCHS and _ARCHS[name] is not fn:
             raise ValueError(f"arch: {name!r} registered twice")
         _ARCHS[name] = fn
         return fn
+
     return deco
 
 

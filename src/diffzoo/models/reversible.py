@@ -55,8 +55,9 @@ class RevCoupling(nn.Module):
 
 class _RevFunction(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, blocks: Sequence[RevCoupling], params: Sequence[nn.Parameter], x1: Tensor, x2: Tensor,
-                *flat: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(
+        ctx: Any, blocks: Sequence[RevCoupling], params: Sequence[nn.Parameter], x1: Tensor, x2: Tensor, *flat: Tensor
+    ) -> tuple[Tensor, Tensor]:
         with torch.no_grad():
             for b in blocks:
                 x1, x2 = b(x1, x2)
@@ -103,8 +104,13 @@ def _trainable(blocks: Iterable[nn.Module], extra: Iterable[nn.Parameter] = ()) 
     return list(seen.values())
 
 
-def rev_sequence(blocks: Sequence[RevCoupling], x1: Tensor, x2: Tensor, invertible: bool = True,
-                 extra_params: Iterable[nn.Parameter] = ()) -> tuple[Tensor, Tensor]:
+def rev_sequence(
+    blocks: Sequence[RevCoupling],
+    x1: Tensor,
+    x2: Tensor,
+    invertible: bool = True,
+    extra_params: Iterable[nn.Parameter] = (),
+) -> tuple[Tensor, Tensor]:
     """Run ``blocks`` on ``(x1, x2)``; with ``invertible=True`` back-propagate without stored activations.
 
     ``extra_params``: parameters the blocks' ``F`` uses that do not belong to the blocks (shared

@@ -69,8 +69,9 @@ class ShapesTokenizer:
         if unknown:
             raise ValueError(f"prompt: unknown word(s) {unknown} in {prompt!r}; the vocabulary is {self.words[3:]}")
         if len(words) + 2 > self.max_length:
-            raise ValueError(f"prompt: {prompt!r} has {len(words) + 2} tokens (with BOS/EOS), more than "
-                             f"max_length={self.max_length}")
+            raise ValueError(
+                f"prompt: {prompt!r} has {len(words) + 2} tokens (with BOS/EOS), more than max_length={self.max_length}"
+            )
         return [self.bos_id] + [self.vocab[w] for w in words] + [self.eos_id]
 
     def __call__(self, prompts: Sequence[str]) -> Tensor:
@@ -89,27 +90,47 @@ class ShapesTokenizer:
 # -------------------------------------------------------------------------------------------------
 
 DEFAULT_VAE = dict(block_out_channels=(16, 32, 64), layers_per_block=1, latent_channels=4, norm_num_groups=8)
-DEFAULT_UNET = dict(block_out_channels=(48, 96), layers_per_block=1, attention_head_dim=8, norm_num_groups=16,
-                    cross_attention_dim=64)
+DEFAULT_UNET = dict(
+    block_out_channels=(48, 96), layers_per_block=1, attention_head_dim=8, norm_num_groups=16, cross_attention_dim=64
+)
 DEFAULT_TEXT = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4)
 
 
-def build_vae(block_out_channels: Sequence[int] = DEFAULT_VAE["block_out_channels"], layers_per_block: int = 1,
-              latent_channels: int = 4, norm_num_groups: int = 8, scaling_factor: float = 1.0,
-              image_size: int = shapes.SIZE) -> nn.Module:
+def build_vae(
+    block_out_channels: Sequence[int] = DEFAULT_VAE["block_out_channels"],
+    layers_per_block: int = 1,
+    latent_channels: int = 4,
+    norm_num_groups: int = 8,
+    scaling_factor: float = 1.0,
+    image_size: int = shapes.SIZE,
+) -> nn.Module:
     """diffusers ``AutoencoderKL``; down-sampling factor ``2 ** (len(block_out_channels) - 1)``."""
     from diffusers import AutoencoderKL
 
     n = len(block_out_channels)
-    return AutoencoderKL(in_channels=3, out_channels=3, block_out_channels=tuple(block_out_channels),
-                         down_block_types=("DownEncoderBlock2D",) * n, up_block_types=("UpDecoderBlock2D",) * n,
-                         layers_per_block=layers_per_block, latent_channels=latent_channels,
-                         norm_num_groups=norm_num_groups, sample_size=image_size, scaling_factor=scaling_factor)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        block_out_channels=tuple(block_out_channels),
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        layers_per_block=layers_per_block,
+        latent_channels=latent_channels,
+        norm_num_groups=norm_num_groups,
+        sample_size=image_size,
+        scaling_factor=scaling_factor,
+    )
 
 
-def build_unet(block_out_channels: Sequence[int] = DEFAULT_UNET["block_out_channels"], layers_per_block: int = 1,
-               attention_head_dim: int = 8, norm_num_groups: int = 16, cross_attention_dim: int = 64,
-               latent_channels: int = 4, sample_size: int = 8) -> nn.Module:
+def build_unet(
+    block_out_channels: Sequence[int] = DEFAULT_UNET["block_out_channels"],
+    layers_per_block: int = 1,
+    attention_head_dim: int = 8,
+    norm_num_groups: int = 16,
+    cross_attention_dim: int = 64,
+    latent_channels: int = 4,
+    sample_size: int = 8,
+) -> nn.Module:
     """diffusers ``UNet2DConditionModel``: cross-attention at the latent resolution and in the mid block
     (the text-to-image binding of SD's ``CrossAttn*Block2D``), plain ResNet blocks below."""
     from diffusers import UNet2DConditionModel
@@ -118,23 +139,43 @@ def build_unet(block_out_channels: Sequence[int] = DEFAULT_UNET["block_out_chann
     down = ("CrossAttnDownBlock2D",) + ("DownBlock2D",) * (n - 1)
     up = ("UpBlock2D",) * (n - 1) + ("CrossAttnUpBlock2D",)
     return UNet2DConditionModel(
-        sample_size=sample_size, in_channels=latent_channels, out_channels=latent_channels,
-        block_out_channels=tuple(block_out_channels), layers_per_block=layers_per_block,
-        down_block_types=down, up_block_types=up, cross_attention_dim=cross_attention_dim,
-        attention_head_dim=attention_head_dim, norm_num_groups=norm_num_groups)
+        sample_size=sample_size,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
+        block_out_channels=tuple(block_out_channels),
+        layers_per_block=layers_per_block,
+        down_block_types=down,
+        up_block_types=up,
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=attention_head_dim,
+        norm_num_groups=norm_num_groups,
+    )
 
 
-def build_text_encoder(vocab_size: int, hidden_size: int = 64, intermediate_size: int = 128,
-                       num_hidden_layers: int = 2, num_attention_heads: int = 4,
-                       max_length: int = MAX_LENGTH, tokenizer: ShapesTokenizer | None = None) -> nn.Module:
+def build_text_encoder(
+    vocab_size: int,
+    hidden_size: int = 64,
+    intermediate_size: int = 128,
+    num_hidden_layers: int = 2,
+    num_attention_heads: int = 4,
+    max_length: int = MAX_LENGTH,
+    tokenizer: ShapesTokenizer | None = None,
+) -> nn.Module:
     """transformers ``CLIPTextModel`` (causal self-attention, as in CLIP) with the shapes vocabulary."""
     from transformers import CLIPTextConfig, CLIPTextModel
 
     tok = tokenizer or ShapesTokenizer(max_length=max_length)
-    cfg = CLIPTextConfig(vocab_size=vocab_size, hidden_size=hidden_size, intermediate_size=intermediate_size,
-                         num_hidden_layers=num_hidden_layers, num_attention_heads=num_attention_heads,
-                         max_position_embeddings=max_length, bos_token_id=tok.bos_id, eos_token_id=tok.eos_id,
-                         pad_token_id=tok.pad_id)
+    cfg = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size,
+        num_hidden_layers=num_hidden_layers,
+        num_attention_heads=num_attention_heads,
+        max_position_embeddings=max_length,
+        bos_token_id=tok.bos_id,
+        eos_token_id=tok.eos_id,
+        pad_token_id=tok.pad_id,
+    )
     return CLIPTextModel(cfg)
 
 
@@ -148,8 +189,16 @@ def tinysd_schedule() -> DiscreteSchedule:
 
 def scheduler_config() -> dict[str, Any]:
     """The diffusers scheduler config equivalent to :func:`tinysd_schedule` (for ``from_components``)."""
-    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
-                prediction_type="epsilon", set_alpha_to_one=False, clip_sample=False, steps_offset=1)
+    return dict(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="epsilon",
+        set_alpha_to_one=False,
+        clip_sample=False,
+        steps_offset=1,
+    )
 
 
 class TinySD(nn.Module):
@@ -160,22 +209,30 @@ class TinySD(nn.Module):
     training to ``1 / std`` of the training latents, as SD does (Rombach et al. 2022, Sec. 4.3.2).
     """
 
-    def __init__(self, vae: dict | None = None, unet: dict | None = None, text: dict | None = None,
-                 max_length: int = MAX_LENGTH):
+    def __init__(
+        self, vae: dict | None = None, unet: dict | None = None, text: dict | None = None, max_length: int = MAX_LENGTH
+    ):
         super().__init__()
         self.tokenizer = ShapesTokenizer(max_length=max_length)
-        self.config = dict(vae={**DEFAULT_VAE, **(vae or {})}, unet={**DEFAULT_UNET, **(unet or {})},
-                           text={**DEFAULT_TEXT, **(text or {})}, max_length=max_length)
+        self.config = dict(
+            vae={**DEFAULT_VAE, **(vae or {})},
+            unet={**DEFAULT_UNET, **(unet or {})},
+            text={**DEFAULT_TEXT, **(text or {})},
+            max_length=max_length,
+        )
         self.vae = build_vae(**self.config["vae"])
         ucfg = dict(self.config["unet"])
         ucfg.setdefault("latent_channels", self.config["vae"]["latent_channels"])
         ucfg["sample_size"] = shapes.SIZE // 2 ** (len(self.config["vae"]["block_out_channels"]) - 1)
         if ucfg["cross_attention_dim"] != self.config["text"]["hidden_size"]:
-            raise ValueError("unet.cross_attention_dim: must equal text.hidden_size "
-                             f"({ucfg['cross_attention_dim']} != {self.config['text']['hidden_size']})")
+            raise ValueError(
+                "unet.cross_attention_dim: must equal text.hidden_size "
+                f"({ucfg['cross_attention_dim']} != {self.config['text']['hidden_size']})"
+            )
         self.unet = build_unet(**ucfg)
-        self.text_encoder = build_text_encoder(len(self.tokenizer), max_length=max_length,
-                                               tokenizer=self.tokenizer, **self.config["text"])
+        self.text_encoder = build_text_encoder(
+            len(self.tokenizer), max_length=max_length, tokenizer=self.tokenizer, **self.config["text"]
+        )
         self.register_buffer("scaling_factor", torch.tensor(1.0))
 
     def forward(self, z: Tensor, t: Tensor, cond: Tensor) -> Tensor:
@@ -201,6 +258,7 @@ def build_tinysd(**config: Any) -> TinySD:
 # Attribute classifier
 # -------------------------------------------------------------------------------------------------
 
+
 class ShapesClassifier(nn.Module):
     """Small CNN: image (B, 3, 32, 32) in [-1, 1] -> per-cell logits (B, 9, 16) and background (B, 4).
 
@@ -215,18 +273,28 @@ class ShapesClassifier(nn.Module):
         def block(cin: int, cout: int) -> nn.Sequential:
             return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.GroupNorm(8, cout), nn.SiLU())
 
-        self.features = nn.Sequential(block(3, w), block(w, w), nn.MaxPool2d(2),          # 16x16
-                                      block(w, 2 * w), block(2 * w, 2 * w), nn.MaxPool2d(2),  # 8x8
-                                      block(2 * w, 4 * w))
-        self.cells = nn.Sequential(nn.Flatten(), nn.Linear(4 * w * 64, 256), nn.SiLU(),
-                                   nn.Linear(256, shapes.GRID ** 2 * shapes.NUM_CELL_CLASSES))
+        self.features = nn.Sequential(
+            block(3, w),
+            block(w, w),
+            nn.MaxPool2d(2),  # 16x16
+            block(w, 2 * w),
+            block(2 * w, 2 * w),
+            nn.MaxPool2d(2),  # 8x8
+            block(2 * w, 4 * w),
+        )
+        self.cells = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(4 * w * 64, 256),
+            nn.SiLU(),
+            nn.Linear(256, shapes.GRID**2 * shapes.NUM_CELL_CLASSES),
+        )
         self.background = nn.Linear(4 * w, len(shapes.BACKGROUNDS))
         self.config = dict(width=width)
 
     def forward(self, img: Tensor) -> dict[str, Tensor]:
         check_tensor(img, "img", ndim=4, floating=True, shape=(None, 3, shapes.SIZE, shapes.SIZE))
         h = self.features(img)
-        cells = self.cells(h).view(img.shape[0], shapes.GRID ** 2, shapes.NUM_CELL_CLASSES)
+        cells = self.cells(h).view(img.shape[0], shapes.GRID**2, shapes.NUM_CELL_CLASSES)
         return {"cells": cells, "background": self.background(h.mean(dim=(2, 3)))}
 
     @torch.no_grad()

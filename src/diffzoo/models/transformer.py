@@ -31,9 +31,19 @@ class MaskedTransformer(nn.Module):
         decodes to (see :mod:`diffzoo.discrete.tokens`); ``codebook_dim = 0`` (default): pixel levels.
     """
 
-    def __init__(self, vocab_size: int = 17, seq_len: int = 64, d_model: int = 64, n_layers: int = 4,
-                 n_heads: int = 4, ff_mult: int = 4, dropout: float = 0.0, codebook_dim: int = 0,
-                 image_shape: tuple[int, int, int] | list[int] | None = None, patch: int = 1) -> None:
+    def __init__(
+        self,
+        vocab_size: int = 17,
+        seq_len: int = 64,
+        d_model: int = 64,
+        n_layers: int = 4,
+        n_heads: int = 4,
+        ff_mult: int = 4,
+        dropout: float = 0.0,
+        codebook_dim: int = 0,
+        image_shape: tuple[int, int, int] | list[int] | None = None,
+        patch: int = 1,
+    ) -> None:
         super().__init__()
         if vocab_size < 1 or seq_len < 1:
             raise ValueError(f"vocab_size/seq_len: expected positive values, got {vocab_size}, {seq_len}")
@@ -43,8 +53,9 @@ class MaskedTransformer(nn.Module):
         self.tok = nn.Embedding(vocab_size + 1, d_model)
         self.pos = nn.Parameter(torch.zeros(1, seq_len, d_model))
         nn.init.normal_(self.pos, std=0.02)
-        layer = nn.TransformerEncoderLayer(d_model, n_heads, ff_mult * d_model, dropout=dropout,
-                                           activation="gelu", batch_first=True, norm_first=True)
+        layer = nn.TransformerEncoderLayer(
+            d_model, n_heads, ff_mult * d_model, dropout=dropout, activation="gelu", batch_first=True, norm_first=True
+        )
         self.encoder = nn.TransformerEncoder(layer, n_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(d_model)
         self.head = nn.Linear(d_model, vocab_size)
@@ -64,8 +75,10 @@ class MaskedTransformer(nn.Module):
             if x.shape[1] != self.seq_len:
                 raise ValueError(f"x: sequence length {x.shape[1]} but the model was trained for {self.seq_len}")
             if x.numel() and (int(x.min()) < 0 or int(x.max()) > self.mask_id):
-                raise ValueError(f"x: token ids must lie in [0, {self.mask_id}] ({self.mask_id} = [MASK]), "
-                                 f"got range [{int(x.min())}, {int(x.max())}]")
+                raise ValueError(
+                    f"x: token ids must lie in [0, {self.mask_id}] ({self.mask_id} = [MASK]), "
+                    f"got range [{int(x.min())}, {int(x.max())}]"
+                )
             h = self.tok(x)
         return h + self.pos
 

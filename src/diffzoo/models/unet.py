@@ -61,8 +61,17 @@ class SelfAttention(nn.Module):
 class DigitsUNet(nn.Module):
     """Class-conditional epsilon-UNet for ``(B, in_ch, 8, 8)`` inputs."""
 
-    def __init__(self, in_ch: int = 1, ch: int = 64, mults: tuple[int, ...] = (1, 2), blocks: int = 2,
-                 num_classes: int = 10, emb_dim: int = 128, time_scale: float = 1.0, attention: bool = True):
+    def __init__(
+        self,
+        in_ch: int = 1,
+        ch: int = 64,
+        mults: tuple[int, ...] = (1, 2),
+        blocks: int = 2,
+        num_classes: int = 10,
+        emb_dim: int = 128,
+        time_scale: float = 1.0,
+        attention: bool = True,
+    ):
         super().__init__()
         self.in_ch, self.num_classes = int(in_ch), int(num_classes)
         self.sample_shape = (self.in_ch, 8, 8)  # the resolution it is built for
@@ -91,8 +100,9 @@ class DigitsUNet(nn.Module):
                 self.up.append(ResBlock(cur + skips.pop(), c, emb_dim))
                 cur = c
             if i > 0:
-                self.upsample.append(nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
-                                                   nn.Conv2d(cur, cur, 3, padding=1)))
+                self.upsample.append(
+                    nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cur, cur, 3, padding=1))
+                )
         self.out = nn.Sequential(_norm(cur), nn.SiLU(), nn.Conv2d(cur, in_ch, 3, padding=1))
         self.mults, self.blocks = tuple(mults), int(blocks)
 

@@ -26,5 +26,16 @@ from diffzoo.recipes.registry import (
 
 MODULES = (foundation, tinysd, masked, idm)
 
-__all__ = ["ALIASES", "MODULES", "Recipe", "add_train_args", "check_train_args", "command_line", "get_recipe",
-           "recipes", "register_recipe", "ship", "train_config_from_args"]
+__all__ = [
+    "ALIASES",
+    "MODULES",
+    "Recipe",
+    "add_train_args",
+    "check_train_args",
+    "command_line",
+    "get_recipe",
+    "recipes",
+    "register_recipe",
+    "ship",
+    "train_config_from_args",
+]

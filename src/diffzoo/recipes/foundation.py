@@ -44,14 +44,21 @@ NULL_CLASS = 10
 # shared helpers
 # -------------------------------------------------------------------------------------------------
 
+
 @torch.no_grad()
 def ddim_sample(den: Denoiser, x: Tensor, num_steps: int = 50, cond: Any = None) -> Tensor:
     """Deterministic DDIM (eta = 0) over ``num_steps`` uniform steps ending at ``schedule.t_end``."""
     return ddim(den, x, get_timesteps(den.schedule, num_steps), cond)
 
 
-def _run(args: argparse.Namespace, arch: str, arch_config: dict[str, Any], loss_fn: Callable,
-         batch_fn: Callable, **extra: Any) -> Any:
+def _run(
+    args: argparse.Namespace,
+    arch: str,
+    arch_config: dict[str, Any],
+    loss_fn: Callable,
+    batch_fn: Callable,
+    **extra: Any,
+) -> Any:
     cfg = train_config_from_args(args, arch=arch, arch_config=arch_config, **extra)
     torch.manual_seed(args.seed)  # initial weights
     model = build(arch, **arch_config)
@@ -62,20 +69,25 @@ def _run(args: argparse.Namespace, arch: str, arch_config: dict[str, Any], loss_
 # toy2d
 # -------------------------------------------------------------------------------------------------
 
+
 def _toy_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="ring8", help="toy2d dataset name (default %(default)s)")
     p.add_argument("--hidden", type=int, default=128)
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--fourier-octaves", type=int, default=0, help="positional encoding of x (0 = off)")
-    p.add_argument("--time-at-input-only", action="store_true",
-                   help="add the time embedding only at the input (the first toy2d models), not in every block")
+    p.add_argument(
+        "--time-at-input-only",
+        action="store_true",
+        help="add the time embedding only at the input (the first toy2d models), not in every block",
+    )
     p.add_argument("--eval-samples", type=int, default=2000)
     add_train_args(p, steps=5000, batch_size=256, lr=1e-3, warmup_steps=200, ema_decay=0.999, ckpt_every=1000)
 
 
 @torch.no_grad()
-def evaluate_toy2d(model: torch.nn.Module, dataset: Any, n: int = 2000, seed: int = 0, steps: int = 50
-                   ) -> dict[str, float]:
+def evaluate_toy2d(
+    model: torch.nn.Module, dataset: Any, n: int = 2000, seed: int = 0, steps: int = 50
+) -> dict[str, float]:
     """SWD and MMD^2 of ``n`` DDIM samples to ``n`` fresh data points; exact NLL where it exists.
 
     For mixtures, the same metrics of the same sampler driven by the exact denoiser are reported too
@@ -86,12 +98,17 @@ def evaluate_toy2d(model: torch.nn.Module, dataset: Any, n: int = 2000, seed: in
     den = Denoiser(model.eval(), get_schedule(SCHEDULE["name"]), "epsilon")
     x = ddim_sample(den, torch.randn(n, dataset.dim, generator=g), steps).to(torch.float64)
     ref = dataset.sample(n, g)
-    out = {"swd": float(sliced_wasserstein(x, ref, generator=g)), "mmd2": float(mmd(x, ref)),
-           "swd_data_vs_data": float(sliced_wasserstein(dataset.sample(n, g), ref, generator=g)),
-           "ddim_steps": steps, "eval_samples": n}
+    out = {
+        "swd": float(sliced_wasserstein(x, ref, generator=g)),
+        "mmd2": float(mmd(x, ref)),
+        "swd_data_vs_data": float(sliced_wasserstein(dataset.sample(n, g), ref, generator=g)),
+        "ddim_steps": steps,
+        "eval_samples": n,
+    }
     if hasattr(dataset, "mixture"):  # the same sampler on the exact denoiser: the floor of these metrics
-        xe = ddim_sample(dataset.mixture.denoiser(den.schedule), torch.randn(n, dataset.dim, generator=g,
-                                                                             dtype=torch.float64), steps)
+        xe = ddim_sample(
+            dataset.mixture.denoiser(den.schedule), torch.randn(n, dataset.dim, generator=g, dtype=torch.float64), steps
+        )
         out["swd_exact_denoiser"] = float(sliced_wasserstein(xe, ref, generator=g))
         out["nll_exact_denoiser"] = float(nll(xe, dataset))
     if hasattr(dataset, "log_prob"):
@@ -108,8 +125,12 @@ def toy2d_recipe(args: argparse.Namespace) -> dict[str, Any]:
 
     data = toy2d.get(args.dataset)
     schedule = get_schedule(SCHEDULE["name"])
-    arch_config = {"dim": data.dim, "hidden": args.hidden, "depth": args.depth,
-                   "time_every_block": not args.time_at_input_only}
+    arch_config = {
+        "dim": data.dim,
+        "hidden": args.hidden,
+        "depth": args.depth,
+        "time_every_block": not args.time_at_input_only,
+    }
     if args.fourier_octaves:
         arch_config["fourier_octaves"] = args.fourier_octaves
 
@@ -122,8 +143,17 @@ def toy2d_recipe(args: argparse.Namespace) -> dict[str, Any]:
     res = _run(args, "mlp", arch_config, loss_fn, batch_fn, dataset=args.dataset)
     metrics = evaluate_toy2d(res.ema_model, data, args.eval_samples, args.seed)
     metrics["final_loss"] = sum(res.losses[-100:]) / max(1, len(res.losses[-100:]))
-    ship(args, res.ema_model, "mlp", arch_config, kind="diffusion", schedule=SCHEDULE, prediction_type="epsilon",
-         metrics=metrics, dataset=args.dataset)
+    ship(
+        args,
+        res.ema_model,
+        "mlp",
+        arch_config,
+        kind="diffusion",
+        schedule=SCHEDULE,
+        prediction_type="epsilon",
+        metrics=metrics,
+        dataset=args.dataset,
+    )
     return metrics
 
 
@@ -131,10 +161,12 @@ def toy2d_recipe(args: argparse.Namespace) -> dict[str, Any]:
 # digits classifier
 # -------------------------------------------------------------------------------------------------
 
+
 def _clf_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ch", type=int, default=32)
-    add_train_args(p, steps=2000, batch_size=128, lr=2e-3, warmup_steps=100, ema_decay=0.995, ckpt_every=500,
-                   weight_decay=1e-4)
+    add_train_args(
+        p, steps=2000, batch_size=128, lr=2e-3, warmup_steps=100, ema_decay=0.995, ckpt_every=500, weight_decay=1e-4
+    )
 
 
 def shift_augment(x: Tensor, gen: torch.Generator, max_shift: int = 1, noise: float = 0.05) -> Tensor:
@@ -144,7 +176,7 @@ def shift_augment(x: Tensor, gen: torch.Generator, max_shift: int = 1, noise: fl
     dx = torch.randint(2 * max_shift + 1, (b,), generator=gen)
     dy = torch.randint(2 * max_shift + 1, (b,), generator=gen)
     h, w = x.shape[-2:]
-    out = torch.stack([pad[i, :, dy[i]:dy[i] + h, dx[i]:dx[i] + w] for i in range(b)])
+    out = torch.stack([pad[i, :, dy[i] : dy[i] + h, dx[i] : dx[i] + w] for i in range(b)])
     return (out + noise * torch.randn(out.shape, generator=gen)).clamp(-1, 1)
 
 
@@ -170,8 +202,10 @@ def digits_classifier_recipe(args: argparse.Namespace) -> dict[str, Any]:
         return torch.nn.functional.cross_entropy(model(x), y)
 
     res = _run(args, "digit_classifier", arch_config, loss_fn, batch_fn)
-    metrics = {"test_accuracy": classifier_accuracy(res.ema_model, "test"),
-               "train_accuracy": classifier_accuracy(res.ema_model, "train")}
+    metrics = {
+        "test_accuracy": classifier_accuracy(res.ema_model, "test"),
+        "train_accuracy": classifier_accuracy(res.ema_model, "train"),
+    }
     ship(args, res.ema_model, "digit_classifier", arch_config, kind="classifier", metrics=metrics)
     return metrics
 
@@ -179,6 +213,7 @@ def digits_classifier_recipe(args: argparse.Namespace) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------
 # digits UNet
 # -------------------------------------------------------------------------------------------------
+
 
 def _unet_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ch", type=int, default=16, help="base channels (16: the shipped 0.16M model; 32: 0.65M)")
@@ -196,16 +231,23 @@ def digits_denoiser(model: torch.nn.Module, guidance: float = 1.0) -> Denoiser:
 
 
 @torch.no_grad()
-def evaluate_digits_unet(model: torch.nn.Module, guidance: float = 2.0, per_class: int = 50, seed: int = 0,
-                         steps: int = 50) -> dict[str, float]:
+def evaluate_digits_unet(
+    model: torch.nn.Module, guidance: float = 2.0, per_class: int = 50, seed: int = 0, steps: int = 50
+) -> dict[str, float]:
     """Conditional accuracy and FD-digits of ``10 * per_class`` guided 50-step DDIM samples."""
 
     labels = torch.arange(10).repeat_interleave(per_class)
     g = torch.Generator().manual_seed(seed)
-    x = ddim_sample(digits_denoiser(model.eval(), guidance), torch.randn(labels.shape[0], 1, 8, 8, generator=g),
-                    steps, labels).clamp(-1, 1)
-    return {"cond_accuracy": digits_accuracy(x, labels), "fd_digits": digits_fd(x), "guidance": guidance,
-            "ddim_steps": steps, "eval_samples": int(labels.shape[0])}
+    x = ddim_sample(
+        digits_denoiser(model.eval(), guidance), torch.randn(labels.shape[0], 1, 8, 8, generator=g), steps, labels
+    ).clamp(-1, 1)
+    return {
+        "cond_accuracy": digits_accuracy(x, labels),
+        "fd_digits": digits_fd(x),
+        "guidance": guidance,
+        "ddim_steps": steps,
+        "eval_samples": int(labels.shape[0]),
+    }
 
 
 @register_recipe("digits-unet", "class-conditional epsilon-UNet on 8x8 digits (CFG null class 10)", _unet_args)
@@ -227,6 +269,15 @@ def digits_unet_recipe(args: argparse.Namespace) -> dict[str, Any]:
     res = _run(args, "digits_unet", arch_config, loss_fn, batch_fn, label_dropout=args.label_dropout)
     metrics = evaluate_digits_unet(res.ema_model, args.guidance, args.eval_per_class, args.seed)
     metrics["final_loss"] = sum(res.losses[-100:]) / max(1, len(res.losses[-100:]))
-    ship(args, res.ema_model, "digits_unet", arch_config, kind="diffusion", schedule=SCHEDULE,
-         prediction_type="epsilon", metrics=metrics, null_class=NULL_CLASS)
+    ship(
+        args,
+        res.ema_model,
+        "digits_unet",
+        arch_config,
+        kind="diffusion",
+        schedule=SCHEDULE,
+        prediction_type="epsilon",
+        metrics=metrics,
+        null_class=NULL_CLASS,
+    )
     return metrics

@@ -35,8 +35,7 @@ def _args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ch", type=int, default=16, help="width of the invertible injector net")
     p.add_argument("--rev-blocks", type=int, default=2, help="reversible blocks in the injector net")
     p.add_argument("--plain-backprop", action="store_true", help="store activations (reference run)")
-    add_train_args(p, steps=1500, batch_size=64, lr=1e-4, warmup_steps=50, ema_decay=0.99, ckpt_every=250,
-                   log_every=50)
+    add_train_args(p, steps=1500, batch_size=64, lr=1e-4, warmup_steps=50, ema_decay=0.99, ckpt_every=250, log_every=50)
 
 
 def build_from_base(base_name: str, steps: int, ch: int, blocks: int) -> tuple[torch.nn.Module, dict[str, Any]]:
@@ -47,8 +46,15 @@ def build_from_base(base_name: str, steps: int, ch: int, blocks: int) -> tuple[t
     null = base.config.get("null_class", base.config["arch_config"].get("num_classes", 10))
     unet = copy.deepcopy(base.model).requires_grad_(True).train()
     chain = IDMChain(unet, get_schedule(sch["name"], **sch.get("kwargs", {})), steps, ch, blocks, null)
-    cfg = {"unet_arch": base.config["arch"], "unet_config": base.config["arch_config"], "schedule": sch,
-           "steps": steps, "ch": ch, "blocks": blocks, "null_class": null}
+    cfg = {
+        "unet_arch": base.config["arch"],
+        "unet_config": base.config["arch_config"],
+        "schedule": sch,
+        "steps": steps,
+        "ch": ch,
+        "blocks": blocks,
+        "null_class": null,
+    }
     return chain, cfg
 
 
@@ -81,7 +87,17 @@ def idm_cs_recipe(args: argparse.Namespace) -> dict[str, Any]:
     res = train(chain, loss_fn, batch_fn, cfg)
     metrics = evaluate_idm(res.ema_model, op)
     log.info("idm-cs ratio %.2f: test PSNR %.2f dB, SSIM %.4f", args.ratio, metrics["psnr"], metrics["ssim"])
-    ship(args, res.ema_model, "idm_cs", arch_config, kind="idm", sample_shape=op.in_shape,
-         schedule=arch_config["schedule"], prediction_type="epsilon", metrics=metrics, operator=operator,
-         base=args.base)
+    ship(
+        args,
+        res.ema_model,
+        "idm_cs",
+        arch_config,
+        kind="idm",
+        sample_shape=op.in_shape,
+        schedule=arch_config["schedule"],
+        prediction_type="epsilon",
+        metrics=metrics,
+        operator=operator,
+        base=args.base,
+    )
     return metrics

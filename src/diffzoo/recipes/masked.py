@@ -39,8 +39,20 @@ def _model_args(p: argparse.ArgumentParser, name: str, steps: int, d_model: int)
     p.add_argument("--n-layers", type=int, default=4)
     p.add_argument("--n-heads", type=int, default=4)
     p.add_argument("--dropout", type=float, default=0.1)
-    add_train_args(p, steps=steps, batch_size=256, lr=1e-3, weight_decay=0.01, warmup_steps=500, ema_decay=0.999,
-                   grad_clip=1.0, ckpt_every=1000, log_every=100, out_dir=f"runs/{name}", threads=1)
+    add_train_args(
+        p,
+        steps=steps,
+        batch_size=256,
+        lr=1e-3,
+        weight_decay=0.01,
+        warmup_steps=500,
+        ema_decay=0.999,
+        grad_clip=1.0,
+        ckpt_every=1000,
+        log_every=100,
+        out_dir=f"runs/{name}",
+        threads=1,
+    )
 
 
 def _digits_args(p: argparse.ArgumentParser) -> None:
@@ -56,17 +68,31 @@ def _shapes_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kmeans-iters", type=int, default=30)
 
 
-def train_masked(args: argparse.Namespace, data: Tensor, test: Tensor, vocab: int, arch_extra: dict | None = None,
-                 dataset: str = "", extra_metrics: Callable[[torch.nn.Module], dict] | None = None,
-                 model_init: Callable[[torch.nn.Module], None] | None = None) -> dict:
+def train_masked(
+    args: argparse.Namespace,
+    data: Tensor,
+    test: Tensor,
+    vocab: int,
+    arch_extra: dict | None = None,
+    dataset: str = "",
+    extra_metrics: Callable[[torch.nn.Module], dict] | None = None,
+    model_init: Callable[[torch.nn.Module], None] | None = None,
+) -> dict:
     """Shared body of the masked recipes: train on token rows ``data (N, L)``, evaluate the test
     negative ELBO (nats/token and bits/token) and, with ``--zoo-name``, ship the EMA model."""
 
     cfg = train_config_from_args(args, **vars_json(args))  # also applies --threads
     torch.manual_seed(args.seed)
     length = data.shape[1]
-    arch_config = dict(vocab_size=vocab, seq_len=length, d_model=args.d_model, n_layers=args.n_layers,
-                       n_heads=args.n_heads, dropout=args.dropout, **(arch_extra or {}))
+    arch_config = dict(
+        vocab_size=vocab,
+        seq_len=length,
+        d_model=args.d_model,
+        n_layers=args.n_layers,
+        n_heads=args.n_heads,
+        dropout=args.dropout,
+        **(arch_extra or {}),
+    )
     model = build("masked-transformer", **arch_config)
     if model_init is not None:
         model_init(model)
@@ -82,27 +108,46 @@ def train_masked(args: argparse.Namespace, data: Tensor, test: Tensor, vocab: in
     ema = res.ema_model.eval()
     gen = torch.Generator().manual_seed(1234)
     with torch.no_grad():  # on the training device; 16 stratified times over at most 1000 test rows
-        nelbo = negative_elbo(ema, test[:1000].to(next(ema.parameters()).device), args.schedule, n_t=16,
-                              generator=gen)
+        nelbo = negative_elbo(ema, test[:1000].to(next(ema.parameters()).device), args.schedule, n_t=16, generator=gen)
     ema = ema.cpu()
-    metrics = {"test_nelbo_nats_per_token": nelbo, "test_nelbo_bits_per_token": nelbo / 0.6931471805599453,
-               "final_train_loss": sum(res.losses[-100:]) / max(1, len(res.losses[-100:]))}
+    metrics = {
+        "test_nelbo_nats_per_token": nelbo,
+        "test_nelbo_bits_per_token": nelbo / 0.6931471805599453,
+        "final_train_loss": sum(res.losses[-100:]) / max(1, len(res.losses[-100:])),
+    }
     if extra_metrics is not None:
         metrics.update(extra_metrics(ema))
     # no Gaussian schedule (``denoiser()`` refuses it): the masking schedule is ``mask_schedule``
-    ship(args, ema, "masked-transformer", arch_config, kind="masked", sample_shape=(length,), steps=res.step,
-         schedule=None, prediction_type=MASKED_PREDICTION, metrics=metrics, mask_schedule=args.schedule,
-         dataset=dataset)
+    ship(
+        args,
+        ema,
+        "masked-transformer",
+        arch_config,
+        kind="masked",
+        sample_shape=(length,),
+        steps=res.step,
+        schedule=None,
+        prediction_type=MASKED_PREDICTION,
+        metrics=metrics,
+        mask_schedule=args.schedule,
+        dataset=dataset,
+    )
     return metrics
 
 
-@register_recipe("masked-digits", "masked (absorbing) discrete diffusion on 8x8 digits (64 tokens, 17 levels)",
-                 _digits_args)
+@register_recipe(
+    "masked-digits", "masked (absorbing) discrete diffusion on 8x8 digits (64 tokens, 17 levels)", _digits_args
+)
 def train_masked_digits(args: argparse.Namespace) -> dict:
     """Train on the digits train split (levels 0..16), evaluate on the test split, ship to the zoo."""
 
-    return train_masked(args, digits.load("train").levels, digits.load("test").levels, digits.NUM_LEVELS,
-                        dataset="digits-discrete (64 tokens, 17 levels, mask id 17)")
+    return train_masked(
+        args,
+        digits.load("train").levels,
+        digits.load("test").levels,
+        digits.NUM_LEVELS,
+        dataset="digits-discrete (64 tokens, 17 levels, mask id 17)",
+    )
 
 
 def shapes_vq(n_scenes: int, codes: int, patch: int, iters: int, seed: int):
@@ -119,13 +164,13 @@ def shapes_token_data(space, n: int, seed: int) -> tuple[list, Tensor]:
     """``n`` scenes of the stream ``seed`` and their token ids ``(n, L)``."""
 
     scenes = shapes.random_scenes(n, seed)
-    toks = torch.cat([space.encode(shapes.render_batch(scenes[i:i + 2000]))
-                      for i in range(0, n, 2000)])
+    toks = torch.cat([space.encode(shapes.render_batch(scenes[i : i + 2000])) for i in range(0, n, 2000)])
     return scenes, toks
 
 
-@register_recipe("masked-shapes", "masked diffusion on patch-VQ tokens of shapes scenes (64 tokens, K codes)",
-                 _shapes_args)
+@register_recipe(
+    "masked-shapes", "masked diffusion on patch-VQ tokens of shapes scenes (64 tokens, K codes)", _shapes_args
+)
 def train_masked_shapes(args: argparse.Namespace) -> dict:
     """Fit the VQ codebook, tokenise ``--train-scenes`` scenes, train, and record the tokenizer's
     reconstruction PSNR and the test NELBO on 2000 unseen scenes."""
@@ -137,18 +182,22 @@ def train_masked_shapes(args: argparse.Namespace) -> dict:
     test_scenes, test_toks = shapes_token_data(space, 2000, args.seed + 1)
     recon = space.decode(test_toks).float()
     tok_psnr = float(psnr(recon, shapes.render_batch(test_scenes)))
-    log.info("VQ tokenizer: %d codes of %dx%d patches, test PSNR %.2f dB", args.codes, args.patch, args.patch,
-             tok_psnr)
+    log.info("VQ tokenizer: %d codes of %dx%d patches, test PSNR %.2f dB", args.codes, args.patch, args.patch, tok_psnr)
 
     def init(model: torch.nn.Module) -> None:
         model.codebook.copy_(space.codebook.to(model.codebook.dtype))
 
-    return train_masked(args, train_toks, test_toks, args.codes,
-                        dict(codebook_dim=space.dim, image_shape=list(space.image_shape),
-                             patch=args.patch),
-                        dataset=f"shapes-vq ({space.seq_len} tokens = {args.patch}x{args.patch} RGB patches, "
-                                f"{args.codes} k-means codes, mask id {args.codes})",
-                        extra_metrics=lambda m: {"vq_test_psnr_db": tok_psnr}, model_init=init)
+    return train_masked(
+        args,
+        train_toks,
+        test_toks,
+        args.codes,
+        dict(codebook_dim=space.dim, image_shape=list(space.image_shape), patch=args.patch),
+        dataset=f"shapes-vq ({space.seq_len} tokens = {args.patch}x{args.patch} RGB patches, "
+        f"{args.codes} k-means codes, mask id {args.codes})",
+        extra_metrics=lambda m: {"vq_test_psnr_db": tok_psnr},
+        model_init=init,
+    )
 
 
 def vars_json(args: argparse.Namespace) -> dict:

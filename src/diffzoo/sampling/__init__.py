@@ -80,14 +80,37 @@ def sample(name: str, denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: An
     return SAMPLERS[name](denoiser, x, timesteps, cond, **kwargs)
 
 
-def initial_noise(denoiser: Denoiser, shape: tuple[int, ...], timesteps: Tensor, generator: Generator = None,
-                  dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu") -> Tensor:
+def initial_noise(
+    denoiser: Denoiser,
+    shape: tuple[int, ...],
+    timesteps: Tensor,
+    generator: Generator = None,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+) -> Tensor:
     """Starting state ``x_{t_0} ~ N(0, (alpha^2 + sigma^2) I)``: the prior for unit-variance data
     (``N(0, I)`` on variance-preserving schedules, ``N(0, (1 + sigma^2) I)`` on VE)."""
     a, s = denoiser.schedule.alpha_sigma(validate_timesteps(denoiser.schedule, timesteps)[0])
     return randn(shape, generator, dtype, device) * float(torch.sqrt(a * a + s * s))
 
 
-__all__ = ["SAMPLERS", "SPACINGS", "STOCHASTIC", "ddim", "ddpm", "dpmpp_2m", "euler", "flow_euler", "get_timesteps",
-           "heun", "heun_final_correction", "initial_noise", "nfe", "plms", "pndm", "sample", "steps_for_nfe",
-           "validate_timesteps"]
+__all__ = [
+    "SAMPLERS",
+    "SPACINGS",
+    "STOCHASTIC",
+    "ddim",
+    "ddpm",
+    "dpmpp_2m",
+    "euler",
+    "flow_euler",
+    "get_timesteps",
+    "heun",
+    "heun_final_correction",
+    "initial_noise",
+    "nfe",
+    "plms",
+    "pndm",
+    "sample",
+    "steps_for_nfe",
+    "validate_timesteps",
+]

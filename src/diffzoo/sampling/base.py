@@ -95,8 +95,16 @@ class Grid:
         return transfer_coefficients(a[:-1], s[:-1], a[1:], s[1:], "x0", self._dtype)
 
 
-def prepare(denoiser: Denoiser, x: Tensor, timesteps: Tensor, *, moves_along_eps: bool = False,
-            evaluate_end: bool = False, extra_times: Tensor | None = None, name: str = "sampler") -> Grid:
+def prepare(
+    denoiser: Denoiser,
+    x: Tensor,
+    timesteps: Tensor,
+    *,
+    moves_along_eps: bool = False,
+    evaluate_end: bool = False,
+    extra_times: Tensor | None = None,
+    name: str = "sampler",
+) -> Grid:
     """Validate the inputs of a sampler and precompute its schedule tables (all host syncs are here).
 
     ``moves_along_eps``: the sampler moves with :attr:`Grid.eps_transfer` from each grid point, so it needs
@@ -115,13 +123,17 @@ def prepare(denoiser: Denoiser, x: Tensor, timesteps: Tensor, *, moves_along_eps
     extra, times = denoiser.prepare_times(both, x, evaluated=both.numel() - (0 if evaluate_end else 1)).split(n_extra)
     if moves_along_eps:
         if denoiser.x0_correction is not None and not denoiser.recompute_eps:
-            raise ValueError(f"denoiser: {name} moves along eps, so it would ignore an x0 correction that keeps "
-                             "the network's eps (recompute_eps=False, diffusers' DDIM convention); build the "
-                             "denoiser with recompute_eps=True")
+            raise ValueError(
+                f"denoiser: {name} moves along eps, so it would ignore an x0 correction that keeps "
+                "the network's eps (recompute_eps=False, diffusers' DDIM convention); build the "
+                "denoiser with recompute_eps=True"
+            )
         if bool((times.alpha[:-1] == 0).any()):
-            raise ValueError(f"timesteps: {name} moves along eps from t = {float(t[0]):g} where alpha = 0 (zero "
-                             "terminal SNR), which is undefined; use ddim, dpmpp_2m or euler, or start the grid "
-                             "below that time")
+            raise ValueError(
+                f"timesteps: {name} moves along eps from t = {float(t[0]):g} where alpha = 0 (zero "
+                "terminal SNR), which is undefined; use ddim, dpmpp_2m or euler, or start the grid "
+                "below that time"
+            )
     g = Grid(t, times, x.dtype)
     g.extra = extra
     return g
@@ -130,13 +142,16 @@ def prepare(denoiser: Denoiser, x: Tensor, timesteps: Tensor, *, moves_along_eps
 def finish(denoiser: Denoiser, x: Tensor) -> Tensor:
     """The sampler's result, checked once for NaN/inf when the denoiser validates (one host sync)."""
     if denoiser.validate and not bool(torch.isfinite(x).all()):
-        raise FloatingPointError("x: sampling produced NaN or inf (non-finite network output or an overflowing "
-                                 "state); call denoiser.x0_eps(x, t) step by step to locate it")
+        raise FloatingPointError(
+            "x: sampling produced NaN or inf (non-finite network output or an overflowing "
+            "state); call denoiser.x0_eps(x, t) step by step to locate it"
+        )
     return x
 
 
-def transfer_coefficients(alpha_t: Tensor, sigma_t: Tensor, alpha_s: Tensor, sigma_s: Tensor, along: str,
-                          dtype: torch.dtype) -> list[Coefficients]:
+def transfer_coefficients(
+    alpha_t: Tensor, sigma_t: Tensor, alpha_s: Tensor, sigma_s: Tensor, along: str, dtype: torch.dtype
+) -> list[Coefficients]:
     """:func:`~diffzoo.core.parameterization.ddim_transfer_coefficients` per entry of float64 vectors, as
     ``(c_x, c_e)`` pairs (0-d tensor in ``dtype``, Python float) for :func:`transfer`."""
     c_x, c_e = ddim_transfer_coefficients(alpha_t, sigma_t, alpha_s, sigma_s, along)

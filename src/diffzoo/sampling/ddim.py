@@ -32,8 +32,17 @@ def ddim_noise_scale(lam_t: Tensor, lam_s: Tensor, sigma_s: Tensor, eta: float) 
 
 
 @torch.no_grad()
-def ddim(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, eta: float = 0.0,
-         generator: Generator = None, callback: Callback | None = None, progress: bool = False) -> Tensor:
+def ddim(
+    denoiser: Denoiser,
+    x: Tensor,
+    timesteps: Tensor,
+    cond: Any = None,
+    *,
+    eta: float = 0.0,
+    generator: Generator = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> Tensor:
     """DDIM with stochasticity ``eta`` in [0, 1] (0: deterministic ODE step, 1: DDPM ancestral).
 
     ``x`` is the state at ``timesteps[0]``; returns the state at ``timesteps[-1]``. Noise comes from
@@ -64,8 +73,16 @@ def ddim(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, 
 
 
 @torch.no_grad()
-def ddpm(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, generator: Generator = None,
-         callback: Callback | None = None, progress: bool = False) -> Tensor:
+def ddpm(
+    denoiser: Denoiser,
+    x: Tensor,
+    timesteps: Tensor,
+    cond: Any = None,
+    *,
+    generator: Generator = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> Tensor:
     """DDPM ancestral sampling (Ho et al. 2020, Alg. 2, ``sigma_t^2 = beta-tilde``) on any grid.
 
     On the full grid ``T-1, ..., 0, -1`` this is Algorithm 2; on a sub-grid it samples the exact

@@ -27,9 +27,17 @@ Tensor = torch.Tensor
 
 
 @torch.no_grad()
-def dpmpp_2m(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *,
-             lower_order_final: bool = True, generator: Generator = None, callback: Callback | None = None,
-             progress: bool = False) -> Tensor:
+def dpmpp_2m(
+    denoiser: Denoiser,
+    x: Tensor,
+    timesteps: Tensor,
+    cond: Any = None,
+    *,
+    lower_order_final: bool = True,
+    generator: Generator = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> Tensor:
     """DPM-Solver++(2M) on the given grid (NFE = N).
 
     ``lower_order_final``: use a first-order last step when the grid has fewer than 15 steps (the
@@ -39,13 +47,14 @@ def dpmpp_2m(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None,
     g = prepare(denoiser, x, timesteps, name="dpmpp_2m")
     n = g.num_steps
     # half log-SNR lambda = log(alpha / sigma) per grid point (-inf at alpha = 0, +inf at sigma = 0), in float64
-    half = [(math.log(a) if a > 0 else -math.inf) - (math.log(s) if s > 0 else -math.inf)
-            for a, s in zip(g.alpha_f, g.sigma_f)]
+    half = [
+        (math.log(a) if a > 0 else -math.inf) - (math.log(s) if s > 0 else -math.inf)
+        for a, s in zip(g.alpha_f, g.sigma_f)
+    ]
     h = [half[i + 1] - half[i] for i in range(n)]
     # D_i = x0_i + w_i (x0_i - x0_{i-1}) with w_i = 1/(2 r_i) = h_i / (2 h_{i-1}); 0 on first-order steps
     # (the first; a step after one from alpha = 0, where h_{i-1} = inf)
-    w = [0.0] + [0.5 * h[i] / h[i - 1] if math.isfinite(h[i]) and math.isfinite(h[i - 1]) else 0.0
-                 for i in range(1, n)]
+    w = [0.0] + [0.5 * h[i] / h[i - 1] if math.isfinite(h[i]) and math.isfinite(h[i - 1]) else 0.0 for i in range(1, n)]
     if not g.sigma_f[-1] > 0 or (lower_order_final and n < 15):
         w[-1] = 0.0
     tr = g.x0_transfer

@@ -21,8 +21,16 @@ Tensor = torch.Tensor
 
 
 @torch.no_grad()
-def flow_euler(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *,
-               generator: Generator = None, callback: Callback | None = None, progress: bool = False) -> Tensor:
+def flow_euler(
+    denoiser: Denoiser,
+    x: Tensor,
+    timesteps: Tensor,
+    cond: Any = None,
+    *,
+    generator: Generator = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> Tensor:
     """Euler on the velocity field ``u = alpha' x0 + sigma' eps`` (NFE = N). Deterministic."""
     g = prepare(denoiser, x, timesteps, name="flow_euler")
     da, ds = denoiser.schedule.d_alpha_sigma(g.t)

@@ -48,8 +48,16 @@ def heun_final_correction(schedule: NoiseSchedule, timesteps: Tensor) -> bool:
 
 
 @torch.no_grad()
-def euler(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, generator: Generator = None,
-          callback: Callback | None = None, progress: bool = False) -> Tensor:
+def euler(
+    denoiser: Denoiser,
+    x: Tensor,
+    timesteps: Tensor,
+    cond: Any = None,
+    *,
+    generator: Generator = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> Tensor:
     """Euler in the VE frame (k-diffusion's ``sample_euler`` without churn; NFE = N). Deterministic."""
     g = prepare(denoiser, x, timesteps, name="euler")
     tr = g.x0_transfer
@@ -63,12 +71,25 @@ def euler(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *,
 
 
 @torch.no_grad()
-def heun(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, generator: Generator = None,
-         callback: Callback | None = None, progress: bool = False) -> Tensor:
+def heun(
+    denoiser: Denoiser,
+    x: Tensor,
+    timesteps: Tensor,
+    cond: Any = None,
+    *,
+    generator: Generator = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> Tensor:
     """Heun's 2nd-order method in the VE frame (EDM Alg. 1; NFE = 2N - 1 on a grid ending at zero noise,
     2N on one ending above it: :func:`heun_final_correction`). Deterministic."""
-    last_heun = (isinstance(denoiser, Denoiser) and torch.is_tensor(timesteps) and timesteps.ndim == 1
-                 and timesteps.numel() >= 2 and heun_final_correction(denoiser.schedule, timesteps))
+    last_heun = (
+        isinstance(denoiser, Denoiser)
+        and torch.is_tensor(timesteps)
+        and timesteps.ndim == 1
+        and timesteps.numel() >= 2
+        and heun_final_correction(denoiser.schedule, timesteps)
+    )
     g = prepare(denoiser, x, timesteps, moves_along_eps=True, evaluate_end=last_heun, name="heun")
     n = g.num_steps
     tr = g.eps_transfer

@@ -60,8 +60,16 @@ def linear_multistep(history: list[Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def plms(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, generator: Generator = None,
-         callback: Callback | None = None, progress: bool = False) -> Tensor:
+def plms(
+    denoiser: Denoiser,
+    x: Tensor,
+    timesteps: Tensor,
+    cond: Any = None,
+    *,
+    generator: Generator = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> Tensor:
     """PLMS: pseudo linear multistep with diffusers' ``skip_prk_steps`` warm start (NFE = N + 1).
 
     Deterministic (``generator`` is accepted for a uniform signature and unused).
@@ -85,8 +93,9 @@ def plms(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, 
     return finish(denoiser, x)
 
 
-def _runge_kutta(denoiser: Denoiser, g: Grid, mid: PreparedTimes, to_mid: Coefficients, i: int, x: Tensor,
-                 cond: Any) -> tuple[Tensor, Tensor, Tensor]:
+def _runge_kutta(
+    denoiser: Denoiser, g: Grid, mid: PreparedTimes, to_mid: Coefficients, i: int, x: Tensor, cond: Any
+) -> tuple[Tensor, Tensor, Tensor]:
     """One pseudo Runge-Kutta step (Liu et al. 2022, Eq. 13) with midpoint ``(t + s) / 2`` (``mid``: its
     denoiser table; ``to_mid``: the transfer from ``t`` to it): returns ``(x_s, eps', e1)``."""
     to_s = g.eps_transfer[i]
@@ -99,15 +108,25 @@ def _runge_kutta(denoiser: Denoiser, g: Grid, mid: PreparedTimes, to_mid: Coeffi
 
 
 @torch.no_grad()
-def pndm(denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, *, generator: Generator = None,
-         callback: Callback | None = None, progress: bool = False) -> Tensor:
+def pndm(
+    denoiser: Denoiser,
+    x: Tensor,
+    timesteps: Tensor,
+    cond: Any = None,
+    *,
+    generator: Generator = None,
+    callback: Callback | None = None,
+    progress: bool = False,
+) -> Tensor:
     """F-PNDM: three pseudo Runge-Kutta steps, then 4th-order PLMS (NFE = N + 9, needs N >= 4).
 
     Deterministic (``generator`` is accepted for a uniform signature and unused).
     """
     if torch.is_tensor(timesteps) and timesteps.ndim == 1 and 2 <= timesteps.numel() < 5:
-        raise ValueError(f"timesteps: F-PNDM needs at least 4 steps (its Runge-Kutta warm start evaluates "
-                         f"the model at t_3), got {timesteps.numel() - 1}")
+        raise ValueError(
+            f"timesteps: F-PNDM needs at least 4 steps (its Runge-Kutta warm start evaluates "
+            f"the model at t_3), got {timesteps.numel() - 1}"
+        )
     ok = torch.is_tensor(timesteps) and timesteps.ndim == 1 and timesteps.numel() >= 5
     tm = (timesteps[:3] + timesteps[1:4]).detach().to(torch.float64) / 2 if ok else None  # RK midpoints
     g = prepare(denoiser, x, timesteps, moves_along_eps=True, extra_times=tm, name="F-PNDM")

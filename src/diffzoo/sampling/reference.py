@@ -83,13 +83,19 @@ def kdiff_model(denoiser: Denoiser, cond: Any = None) -> Callable[[Tensor, Tenso
     return model
 
 
-KDIFF_SAMPLERS = {"euler": "sample_euler", "heun": "sample_heun", "dpmpp_2m": "sample_dpmpp_2m",
-                  "lms": "sample_lms", "euler_ancestral": "sample_euler_ancestral"}
+KDIFF_SAMPLERS = {
+    "euler": "sample_euler",
+    "heun": "sample_heun",
+    "dpmpp_2m": "sample_dpmpp_2m",
+    "lms": "sample_lms",
+    "euler_ancestral": "sample_euler_ancestral",
+}
 
 
 @torch.no_grad()
-def run_k_diffusion(name: str, denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None,
-                    **kwargs: Any) -> Tensor:
+def run_k_diffusion(
+    name: str, denoiser: Denoiser, x: Tensor, timesteps: Tensor, cond: Any = None, **kwargs: Any
+) -> Tensor:
     """Run k-diffusion's sampler ``name`` on our grid: ``sigmas = ve_sigma(timesteps)``, starting from
     ``z = x / alpha_{t_0}``; returns the result mapped back to ``x = alpha_{t_N} z``."""
     check_choice(name, KDIFF_SAMPLERS, "name")
@@ -97,14 +103,21 @@ def run_k_diffusion(name: str, denoiser: Denoiser, x: Tensor, timesteps: Tensor,
     t = validate_timesteps(denoiser.schedule, timesteps)
     a = denoiser.schedule.alpha(t)
     sigmas = denoiser.schedule.ve_sigma(t).to(x.dtype)
-    z = getattr(kd, KDIFF_SAMPLERS[name])(kdiff_model(denoiser, cond), x / a[0].to(x.dtype), sigmas,
-                                           disable=True, **kwargs)
+    z = getattr(kd, KDIFF_SAMPLERS[name])(
+        kdiff_model(denoiser, cond), x / a[0].to(x.dtype), sigmas, disable=True, **kwargs
+    )
     return z * a[-1].to(x.dtype)
 
 
-DIFFUSERS_SCHEDULERS = {"ddim": "DDIMScheduler", "plms": "PNDMScheduler", "pndm": "PNDMScheduler",
-                        "dpmpp_2m": "DPMSolverMultistepScheduler", "ddpm": "DDPMScheduler",
-                        "euler": "EulerDiscreteScheduler", "heun": "HeunDiscreteScheduler"}
+DIFFUSERS_SCHEDULERS = {
+    "ddim": "DDIMScheduler",
+    "plms": "PNDMScheduler",
+    "pndm": "PNDMScheduler",
+    "dpmpp_2m": "DPMSolverMultistepScheduler",
+    "ddpm": "DDPMScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "heun": "HeunDiscreteScheduler",
+}
 
 
 def diffusers_scheduler(name: str, config: dict | None = None, **overrides: Any) -> Any:
@@ -128,8 +141,15 @@ def diffusers_scheduler(name: str, config: dict | None = None, **overrides: Any)
 
 
 @torch.no_grad()
-def run_diffusers(scheduler: Any, denoiser: Denoiser, x: Tensor, num_steps: int, cond: Any = None,
-                  generator: torch.Generator | None = None, **step_kwargs: Any) -> Tensor:
+def run_diffusers(
+    scheduler: Any,
+    denoiser: Denoiser,
+    x: Tensor,
+    num_steps: int,
+    cond: Any = None,
+    generator: torch.Generator | None = None,
+    **step_kwargs: Any,
+) -> Tensor:
     """The standard diffusers loop ``for t in scheduler.timesteps: x = scheduler.step(net(x, t), t, x)``,
     with the denoiser's native prediction as the model output."""
     scheduler.set_timesteps(num_steps)

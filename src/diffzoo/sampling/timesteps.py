@@ -56,7 +56,7 @@ def _discrete_grid(schedule: NoiseSchedule, n: int, spacing: str, steps_offset: 
     if spacing == "uniform":
         t = torch.linspace(big_t - 1, 0, n + 1, dtype=torch.float64).round()[:n]
     elif spacing == "leading":
-        t = (torch.arange(n - 1, -1, -1, dtype=torch.float64) * (big_t // n) + steps_offset)
+        t = torch.arange(n - 1, -1, -1, dtype=torch.float64) * (big_t // n) + steps_offset
     elif spacing == "trailing":
         t = (torch.arange(big_t, 0, -big_t / n, dtype=torch.float64).round() - 1)[:n]
     else:  # quadratic
@@ -73,9 +73,16 @@ def _continuous_grid(schedule: NoiseSchedule, n: int, spacing: str) -> Tensor:
     return lo + (hi - lo) * u  # uniform; leading and trailing are discrete-grid conventions: same here
 
 
-def get_timesteps(schedule: NoiseSchedule, num_steps: int, spacing: str = "uniform", *, rho: float = 7.0,
-                  steps_offset: int = 0, sigma_min: float | None = None,
-                  sigma_max: float | None = None) -> Tensor:
+def get_timesteps(
+    schedule: NoiseSchedule,
+    num_steps: int,
+    spacing: str = "uniform",
+    *,
+    rho: float = 7.0,
+    steps_offset: int = 0,
+    sigma_min: float | None = None,
+    sigma_max: float | None = None,
+) -> Tensor:
     """The model-time grid of a ``num_steps``-step sampler (see the module docstring for spacings).
 
     Returns a strictly decreasing float64 tensor of length ``num_steps + 1`` ending at
@@ -92,15 +99,19 @@ def get_timesteps(schedule: NoiseSchedule, num_steps: int, spacing: str = "unifo
         smin = smin if sigma_min is None else float(sigma_min)
         smax = smax if sigma_max is None else float(sigma_max)
         if not 0 < smin < smax < math.inf:
-            raise ValueError(f"sigma_min, sigma_max: need 0 < sigma_min < sigma_max < inf, got {smin}, {smax} "
-                             f"(schedule {schedule.name!r}'s VE range; pass sigma_min/sigma_max explicitly)")
+            raise ValueError(
+                f"sigma_min, sigma_max: need 0 < sigma_min < sigma_max < inf, got {smin}, {smax} "
+                f"(schedule {schedule.name!r}'s VE range; pass sigma_min/sigma_max explicitly)"
+            )
         t = schedule.t_from_ve_sigma(_karras_sigmas(num_steps, smin, smax, rho)).to(torch.float64)
         t = t.clamp(schedule.t_min, schedule.t_max)
     elif schedule.kind == "discrete":
         t = _discrete_grid(schedule, num_steps, spacing, steps_offset)
         if t.numel() != num_steps or bool((t[1:] >= t[:-1]).any()) or float(t[-1]) < 0:
-            raise ValueError(f"num_steps: {num_steps} steps do not fit a {spacing!r} grid on "
-                             f"{int(schedule.t_max) + 1} training timesteps (use 'leading' for every step)")
+            raise ValueError(
+                f"num_steps: {num_steps} steps do not fit a {spacing!r} grid on "
+                f"{int(schedule.t_max) + 1} training timesteps (use 'leading' for every step)"
+            )
     else:
         t = _continuous_grid(schedule, num_steps, spacing)
     grid = torch.cat([t, torch.tensor([schedule.t_end], dtype=torch.float64)])
@@ -120,6 +131,8 @@ def validate_timesteps(schedule: NoiseSchedule, timesteps: Tensor, arg: str = "t
         raise ValueError(f"{arg}: must be strictly decreasing (noisy -> clean), got {t.tolist()[:8]}...")
     tol = 1e-6 * max(1.0, abs(schedule.t_max))
     if float(t[0]) > schedule.t_max + tol or float(t[-1]) < schedule.t_end - tol:
-        raise ValueError(f"{arg}: must lie in [t_end={schedule.t_end:g}, t_max={schedule.t_max:g}], "
-                         f"got [{float(t[-1]):g}, {float(t[0]):g}]")
+        raise ValueError(
+            f"{arg}: must lie in [t_end={schedule.t_end:g}, t_max={schedule.t_max:g}], "
+            f"got [{float(t[-1]):g}, {float(t[0]):g}]"
+        )
     return t

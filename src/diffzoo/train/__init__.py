@@ -5,31 +5,31 @@
 """
 
 from diffzoo.train.checkpoint import (
-           atomic_save_safetensors,
-           load_checkpoint,
-           read_safetensors,
-           save_checkpoint,
+    atomic_save_safetensors,
+    load_checkpoint,
+    read_safetensors,
+    save_checkpoint,
 )
 from diffzoo.train.trainer import (
-           TrainConfig,
-           TrainResult,
-           diffusion_loss,
-           ema_update,
-           lr_at,
-           step_generator,
-           train,
+    TrainConfig,
+    TrainResult,
+    diffusion_loss,
+    ema_update,
+    lr_at,
+    step_generator,
+    train,
 )
 
 __all__ = [
-           "TrainConfig",
-           "TrainResult",
-           "atomic_save_safetensors",
-           "diffusion_loss",
-           "ema_update",
-           "load_checkpoint",
-           "lr_at",
-           "read_safetensors",
-           "save_checkpoint",
-           "step_generator",
-           "train",
+    "TrainConfig",
+    "TrainResult",
+    "atomic_save_safetensors",
+    "diffusion_loss",
+    "ema_update",
+    "load_checkpoint",
+    "lr_at",
+    "read_safetensors",
+    "save_checkpoint",
+    "step_generator",
+    "train",
 ]

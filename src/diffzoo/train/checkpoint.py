@@ -26,8 +26,17 @@ from diffzoo.io import META_KEY, atomic_save_safetensors, atomic_write_json, rea
 Tensor = torch.Tensor
 CKPT_NAME = "checkpoint.safetensors"
 CKPT_JSON = "checkpoint.json"
-__all__ = ["CKPT_JSON", "CKPT_NAME", "META_KEY", "atomic_save_safetensors", "atomic_write_json", "load_checkpoint",
-           "read_safetensors", "remove_stale_temps", "save_checkpoint"]
+__all__ = [
+    "CKPT_JSON",
+    "CKPT_NAME",
+    "META_KEY",
+    "atomic_save_safetensors",
+    "atomic_write_json",
+    "load_checkpoint",
+    "read_safetensors",
+    "remove_stale_temps",
+    "save_checkpoint",
+]
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -59,9 +68,15 @@ def _unflatten_optimizer(tensors: dict[str, Tensor], meta: dict[str, Any]) -> di
     return {"state": state, "param_groups": groups}
 
 
-def save_checkpoint(out_dir: str | os.PathLike, model: torch.nn.Module, ema_model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer, step: int, config: dict[str, Any], losses: list[float]
-                    ) -> Path:
+def save_checkpoint(
+    out_dir: str | os.PathLike,
+    model: torch.nn.Module,
+    ema_model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    config: dict[str, Any],
+    losses: list[float],
+) -> Path:
     """Save a resumable training checkpoint to ``out_dir/checkpoint.safetensors`` (+ a readable JSON)."""
     tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v for k, v in ema_model.state_dict().items()})
@@ -87,8 +102,9 @@ def remove_stale_temps(out_dir: str | os.PathLike) -> list[Path]:
     return stale
 
 
-def load_checkpoint(out_dir: str | os.PathLike, model: torch.nn.Module, ema_model: torch.nn.Module,
-                    optimizer: torch.optim.Optimizer) -> tuple[int, list[float]] | None:
+def load_checkpoint(
+    out_dir: str | os.PathLike, model: torch.nn.Module, ema_model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> tuple[int, list[float]] | None:
     """Restore a checkpoint written by :func:`save_checkpoint`; returns ``(step, losses)`` or ``None``."""
     path = Path(out_dir) / CKPT_NAME
     if not path.is_file():
@@ -98,7 +114,7 @@ def load_checkpoint(out_dir: str | os.PathLike, model: torch.nn.Module, ema_mode
         raise ValueError(f"{path}: not a diffzoo training checkpoint (missing step/optimizer header)")
 
     def part(prefix: str) -> dict[str, Tensor]:
-        return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+        return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
 
     try:
         model.load_state_dict(part("model."))

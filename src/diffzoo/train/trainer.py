@@ -148,15 +148,21 @@ def train(model: torch.nn.Module, loss_fn: LossFn, sample_batch: BatchFn, cfg: T
     model, opt = acc.prepare(model, opt)
     ema.to(acc.device)
     per_proc = max(1, cfg.batch_size // acc.num_processes)
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, desc="train",
-               disable=not (cfg.progress and acc.is_main_process), dynamic_ncols=True)
+    bar = tqdm(
+        range(start, cfg.steps),
+        initial=start,
+        total=cfg.steps,
+        desc="train",
+        disable=not (cfg.progress and acc.is_main_process),
+        dynamic_ncols=True,
+    )
     for step in bar:
         loss = _train_step(model, opt, acc, loss_fn, sample_batch, cfg, step, per_proc)
         ema_update(ema, acc.unwrap_model(model), min(cfg.ema_decay, (1 + step) / (10 + step)))
         losses.append(loss)
         done = step + 1
         if done % cfg.log_every == 0 or done == cfg.steps:
-            recent = losses[-cfg.log_every:]
+            recent = losses[-cfg.log_every :]
             bar.set_postfix(loss=f"{sum(recent) / len(recent):.4f}")
             log.info("step %d loss %.5f lr %.2e", done, sum(recent) / len(recent), lr_at(cfg, step))
         if cfg.out_dir is not None and (done % cfg.ckpt_every == 0 or done == cfg.steps):
@@ -165,8 +171,16 @@ def train(model: torch.nn.Module, loss_fn: LossFn, sample_batch: BatchFn, cfg: T
     return TrainResult(acc.unwrap_model(model), ema, max(start, cfg.steps), losses)
 
 
-def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, acc: Any, loss_fn: LossFn,
-                sample_batch: BatchFn, cfg: TrainConfig, step: int, per_proc: int) -> float:
+def _train_step(
+    model: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    acc: Any,
+    loss_fn: LossFn,
+    sample_batch: BatchFn,
+    cfg: TrainConfig,
+    step: int,
+    per_proc: int,
+) -> float:
     gen = step_generator(cfg.seed, step, acc.process_index)
     batch = _to_device(sample_batch(step, gen, per_proc), acc.device)
     for g in opt.param_groups:
@@ -183,8 +197,15 @@ def _train_step(model: torch.nn.Module, opt: torch.optim.Optimizer, acc: Any, lo
     return float(acc.reduce(loss.detach(), reduction="mean").item())
 
 
-def _save(acc: Any, cfg: TrainConfig, model: torch.nn.Module, ema: torch.nn.Module,
-          opt: torch.optim.Optimizer, step: int, losses: list[float]) -> None:
+def _save(
+    acc: Any,
+    cfg: TrainConfig,
+    model: torch.nn.Module,
+    ema: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    step: int,
+    losses: list[float],
+) -> None:
     acc.wait_for_everyone()
     if acc.is_main_process:
         path = save_checkpoint(Path(cfg.out_dir), acc.unwrap_model(model), ema, opt, step, _config_dict(cfg), losses)
@@ -195,8 +216,14 @@ def _save(acc: Any, cfg: TrainConfig, model: torch.nn.Module, ema: torch.nn.Modu
     acc.wait_for_everyone()
 
 
-def diffusion_loss(model: torch.nn.Module, x0: torch.Tensor, schedule: Any, generator: torch.Generator,
-                   cond: Any = None, prediction_type: str = "epsilon") -> torch.Tensor:
+def diffusion_loss(
+    model: torch.nn.Module,
+    x0: torch.Tensor,
+    schedule: Any,
+    generator: torch.Generator,
+    cond: Any = None,
+    prediction_type: str = "epsilon",
+) -> torch.Tensor:
     """The simple denoising loss ``E_{t, eps} |f(x_t, t, c) - target|^2`` (Ho et al. 2020, Eq. 14).
 
     ``t`` is uniform over the discrete schedule's training steps (or ``U[t_min, t_max]`` for a

@@ -198,8 +198,10 @@ def _settle(st: Path) -> Path | None:
 def _resolve(name: str, weights_dir: str | os.PathLike | None) -> tuple[Path, Path]:
     p = Path(name)
     if p.suffix.lower() in PICKLE_SUFFIXES:
-        raise ValueError(f"{name}: refusing to load a pickle-based checkpoint ({p.suffix}); "
-                         "diffzoo only loads .safetensors files (pickle can execute code)")
+        raise ValueError(
+            f"{name}: refusing to load a pickle-based checkpoint ({p.suffix}); "
+            "diffzoo only loads .safetensors files (pickle can execute code)"
+        )
     if p.suffix == ".safetensors":
         st = p
         if not st.is_file():
@@ -209,8 +211,10 @@ def _resolve(name: str, weights_dir: str | os.PathLike | None) -> tuple[Path, Pa
         if not st.is_file():
             for suf in PICKLE_SUFFIXES:
                 if st.with_suffix(suf).is_file():
-                    raise ValueError(f"{st.with_suffix(suf)}: refusing to load a pickle-based checkpoint; "
-                                     "diffzoo only loads .safetensors files")
+                    raise ValueError(
+                        f"{st.with_suffix(suf)}: refusing to load a pickle-based checkpoint; "
+                        "diffzoo only loads .safetensors files"
+                    )
             raise ValueError(f"model: unknown zoo model {name!r}; expected one of {names(weights_dir)}")
     js = _settle(st)
     if js is None:
@@ -231,8 +235,12 @@ def _optional(check: Callable[[Any], bool]) -> Callable[[Any], bool]:
 
 
 def _check_schedule(v: Any) -> bool:
-    return (isinstance(v, dict) and isinstance(v.get("name"), str) and isinstance(v.get("kwargs", {}), dict)
-            and set(v) <= {"name", "kwargs"})
+    return (
+        isinstance(v, dict)
+        and isinstance(v.get("name"), str)
+        and isinstance(v.get("kwargs", {}), dict)
+        and set(v) <= {"name", "kwargs"}
+    )
 
 
 def _check_shape(v: Any) -> bool:
@@ -258,8 +266,7 @@ CONFIG_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "base": (_optional(lambda v: isinstance(v, str)), "null or a string"),
     "mask_schedule": (_optional(lambda v: isinstance(v, str)), "null or a string"),
     "operator": (_optional(lambda v: isinstance(v, dict)), "null or an object"),
-    "scaling_factor": (_optional(lambda v: _is_number(v) and math.isfinite(v) and v > 0),
-                       "null or a positive number"),
+    "scaling_factor": (_optional(lambda v: _is_number(v) and math.isfinite(v) and v > 0), "null or a positive number"),
 }
 
 
@@ -272,8 +279,9 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
     try:
         size = path.stat().st_size
         if size > MAX_CONFIG_BYTES:
-            raise ValueError(f"{path}: unreadable zoo config ({size:,} bytes; a zoo JSON is at most "
-                             f"{MAX_CONFIG_BYTES:,})")
+            raise ValueError(
+                f"{path}: unreadable zoo config ({size:,} bytes; a zoo JSON is at most {MAX_CONFIG_BYTES:,})"
+            )
         cfg = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
         raise ValueError(f"{path}: unreadable zoo config ({type(e).__name__}: {e})") from None
@@ -327,23 +335,32 @@ def check_weights(path: str | os.PathLike, tensors: dict[str, torch.Tensor], mod
         if tuple(a.shape) != tuple(b.shape):
             problems.append(f"{k} has shape {tuple(a.shape)}, expected {tuple(b.shape)}")
         elif a.dtype != b.dtype:
-            problems.append(f"{k} has dtype {str(a.dtype).replace('torch.', '')}, expected "
-                            f"{str(b.dtype).replace('torch.', '')}")
+            problems.append(
+                f"{k} has dtype {str(a.dtype).replace('torch.', '')}, expected {str(b.dtype).replace('torch.', '')}"
+            )
         elif a.is_floating_point() and not bool(torch.isfinite(a).all()):
             problems.append(f"{k} has non-finite values")
         if len(problems) >= 3:
             break
     if problems:
-        raise ValueError(f"{path}: weights do not match arch {type(model).__name__} built from its JSON: "
-                         + "; ".join(problems[:3]) + (" ..." if len(problems) > 3 else ""))
+        raise ValueError(
+            f"{path}: weights do not match arch {type(model).__name__} built from its JSON: "
+            + "; ".join(problems[:3])
+            + (" ..." if len(problems) > 3 else "")
+        )
 
 
 def _few(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
-def load(name: str, weights_dir: str | os.PathLike | None = None, device: str | torch.device = "cpu",
-         kinds: Sequence[str] | None = None, arg: str = "model") -> ZooModel:
+def load(
+    name: str,
+    weights_dir: str | os.PathLike | None = None,
+    device: str | torch.device = "cpu",
+    kinds: Sequence[str] | None = None,
+    arg: str = "model",
+) -> ZooModel:
     """Load zoo model ``name`` (or a path to a ``.safetensors`` file with its ``.json`` beside it).
 
     ``kinds``: the kinds the caller can use; another kind is refused (``ValueError`` naming ``arg``) from
@@ -359,23 +376,38 @@ def load(name: str, weights_dir: str | os.PathLike | None = None, device: str | 
     except Exception as e:  # noqa: BLE001 -- a hostile arch_config: TypeError, ValueError, RuntimeError, ...
         if str(e).startswith("arch:"):  # an unknown architecture name
             raise ValueError(f"{js}: {e}") from None
-        raise ValueError(f"{js}: arch_config does not fit arch {cfg['arch']!r} ({type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''})") from None
+        raise ValueError(
+            f"{js}: arch_config does not fit arch {cfg['arch']!r} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0] if str(e) else ''})"
+        ) from None
     check_weights(st, tensors, model)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as e:
-        raise ValueError(f"{st}: weights do not match arch {cfg['arch']!r} with its arch_config "
-                         f"({str(e).splitlines()[0]} ...)") from None
+        raise ValueError(
+            f"{st}: weights do not match arch {cfg['arch']!r} with its arch_config ({str(e).splitlines()[0]} ...)"
+        ) from None
     model.to(device).eval().requires_grad_(False)
     return ZooModel(st.stem, cfg, model, st)
 
 
-def save(name: str, model: torch.nn.Module, arch: str, arch_config: dict[str, Any], *,
-         schedule: dict[str, Any] | None = None, prediction_type: str | None = None,
-         train_command: str = "", seed: int | None = None, steps: int | None = None,
-         metrics: dict[str, Any] | None = None, weights_dir: str | os.PathLike | None = None,
-         kind: str | None = None, sample_shape: tuple[int, ...] | None = None, **extra: Any) -> Path:
+def save(
+    name: str,
+    model: torch.nn.Module,
+    arch: str,
+    arch_config: dict[str, Any],
+    *,
+    schedule: dict[str, Any] | None = None,
+    prediction_type: str | None = None,
+    train_command: str = "",
+    seed: int | None = None,
+    steps: int | None = None,
+    metrics: dict[str, Any] | None = None,
+    weights_dir: str | os.PathLike | None = None,
+    kind: str | None = None,
+    sample_shape: tuple[int, ...] | None = None,
+    **extra: Any,
+) -> Path:
     """Ship ``model``'s weights and JSON config to the zoo: the previous pair stays whole until the new
     weights are renamed into place, and a kill after that is finished by the next read (module docstring).
 
@@ -386,9 +418,18 @@ def save(name: str, model: torch.nn.Module, arch: str, arch_config: dict[str, An
     if not name or "/" in name or name.startswith("."):
         raise ValueError(f"name: expected a plain file stem, got {name!r}")
     d = _weights_dir(weights_dir)
-    cfg = {"name": name, "arch": arch, "arch_config": arch_config, "schedule": schedule,
-           "prediction_type": prediction_type, "train_command": train_command, "seed": seed, "steps": steps,
-           "metrics": metrics or {}, **extra}
+    cfg = {
+        "name": name,
+        "arch": arch,
+        "arch_config": arch_config,
+        "schedule": schedule,
+        "prediction_type": prediction_type,
+        "train_command": train_command,
+        "seed": seed,
+        "steps": steps,
+        "metrics": metrics or {},
+        **extra,
+    }
     cfg["kind"] = kind or default_kind(cfg)
     if cfg["kind"] not in KINDS:
         raise ValueError(f"kind: expected one of {list(KINDS)}, got {cfg['kind']!r}")
@@ -420,13 +461,28 @@ def report(weights_dir: str | os.PathLike | None = None) -> str:
     for n in names(weights_dir):
         zm = load(n, weights_dir)
         params = sum(p.numel() for p in zm.model.parameters())
-        metrics = ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                            for k, v in sorted(zm.metrics.items()))
-        rows.append(f"| {n} | {zm.config['arch']} | {params:,} | {zm.config.get('steps')} | {zm.config.get('seed')} | "
-                    f"{metrics} | `{zm.config.get('train_command', '')}` |")
+        metrics = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in sorted(zm.metrics.items())
+        )
+        rows.append(
+            f"| {n} | {zm.config['arch']} | {params:,} | {zm.config.get('steps')} | {zm.config.get('seed')} | "
+            f"{metrics} | `{zm.config.get('train_command', '')}` |"
+        )
     head = "| model | arch | params | steps | seed | metrics | train command |\n|---|---|---|---|---|---|---|"
     return "\n".join([head, *rows])
 
 
-__all__ = ["CONFIG_KEYS", "KINDS", "WEIGHTS_DIR", "ZooModel", "check_kind", "check_weights", "default_kind", "load",
-           "names", "read_config", "report", "save"]
+__all__ = [
+    "CONFIG_KEYS",
+    "KINDS",
+    "WEIGHTS_DIR",
+    "ZooModel",
+    "check_kind",
+    "check_weights",
+    "default_kind",
+    "load",
+    "names",
+    "read_config",
+    "report",
+    "save",
+]

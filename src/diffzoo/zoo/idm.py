@@ -13,6 +13,7 @@ def load_idm(name: str) -> tuple[Any, CompressedSensing, ZooModel]:
     the :class:`ZooModel`."""
     zm = load(name, kinds=("idm",))
     opc = zm.config.get("operator") or {}
-    op = CompressedSensing(tuple(zm.config.get("sample_shape") or (1, 8, 8)), float(opc["ratio"]), True,
-                           int(opc.get("seed", 0)))
+    op = CompressedSensing(
+        tuple(zm.config.get("sample_shape") or (1, 8, 8)), float(opc["ratio"]), True, int(opc.get("seed", 0))
+    )
     return zm.model, op, zm

@@ -23,9 +23,17 @@ def latent_model(model: TinySD) -> LatentModel:
     if not isinstance(model, TinySD):
         raise TypeError(f"model: expected a TinySD, got {type(model).__name__}")
     model.vae.register_to_config(scaling_factor=float(model.scaling_factor))
-    return LatentModel(unet=model.unet, vae=model.vae, text_encoder=model.text_encoder, tokenize=model.tokenizer,
-                       schedule=tinysd_schedule(), scaling_factor=float(model.scaling_factor),
-                       max_length=model.tokenizer.max_length, prediction_type="epsilon", image_size=shapes.SIZE)
+    return LatentModel(
+        unet=model.unet,
+        vae=model.vae,
+        text_encoder=model.text_encoder,
+        tokenize=model.tokenizer,
+        schedule=tinysd_schedule(),
+        scaling_factor=float(model.scaling_factor),
+        max_length=model.tokenizer.max_length,
+        prediction_type="epsilon",
+        image_size=shapes.SIZE,
+    )
 
 
 def load_tinysd(name: str = "tinysd") -> LatentModel:

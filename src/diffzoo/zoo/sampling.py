@@ -35,8 +35,8 @@ class SampleResult:
     samples: Tensor
     labels: Tensor | None
     nfe: int
-    images: Tensor | None = None    # masked models: the decoded token images (B, C, H, W) in [-1, 1]
-    seconds: float = 0.0            # wall time of the sampling loop
+    images: Tensor | None = None  # masked models: the decoded token images (B, C, H, W) in [-1, 1]
+    seconds: float = 0.0  # wall time of the sampling loop
 
 
 def check_sampler(sampler: str, masked: bool) -> None:
@@ -79,14 +79,27 @@ def guided(den: Denoiser, guidance: float, null_class: int | None, labels: Tenso
 
 
 @torch.no_grad()
-def draw(den: Denoiser, shape: Sequence[int], n: int, sampler: str, steps: int, spacing: str = "uniform",
-         seed: int = 0, cond: Any = None, dtype: torch.dtype = torch.float32, progress: bool = False,
-         **kwargs: Any) -> Tensor:
+def draw(
+    den: Denoiser,
+    shape: Sequence[int],
+    n: int,
+    sampler: str,
+    steps: int,
+    spacing: str = "uniform",
+    seed: int = 0,
+    cond: Any = None,
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+    **kwargs: Any,
+) -> Tensor:
     """``n`` samples of ``shape`` from ``den`` with a named sampler, per-sample seeded."""
     ts = get_timesteps(den.schedule, steps, spacing)
     x = initial_noise(den, (n, *shape), ts, generators_from_seeds(seeds_for(seed, n)), dtype)
-    gens = generators_from_seeds([s + SEED_STRIDE // 2 for s in seeds_for(seed, n)]) if sampler in STOCHASTIC \
-        or kwargs.get("eta", 0) > 0 else None
+    gens = (
+        generators_from_seeds([s + SEED_STRIDE // 2 for s in seeds_for(seed, n)])
+        if sampler in STOCHASTIC or kwargs.get("eta", 0) > 0
+        else None
+    )
     return sample(sampler, den, x, ts, cond, generator=gens, progress=progress, **kwargs)
 
 
@@ -111,9 +124,18 @@ def draw_masked(model: Any, n: int, sampler: str, steps: int | None = None, seed
     return x, counter.nfe
 
 
-def sample_masked(zm: Any, sampler: str | None = None, steps: int | None = None, guidance: float = 1.0,
-                  class_label: str | None = None, n: int = 16, seed: int = 0, eta: float | None = None,
-                  shape: Sequence[int] | None = None, spacing: str = "uniform") -> SampleResult:
+def sample_masked(
+    zm: Any,
+    sampler: str | None = None,
+    steps: int | None = None,
+    guidance: float = 1.0,
+    class_label: str | None = None,
+    n: int = 16,
+    seed: int = 0,
+    eta: float | None = None,
+    shape: Sequence[int] | None = None,
+    spacing: str = "uniform",
+) -> SampleResult:
     """Sample a loaded masked zoo model (options that only Gaussian models take are refused)."""
     sampler = sampler or "fhs"
     check_sampler(sampler, masked=True)
@@ -133,9 +155,19 @@ def sample_masked(zm: Any, sampler: str | None = None, steps: int | None = None,
     return SampleResult(x, None, nfe, images=token_space(zm.model).decode(x), seconds=seconds)
 
 
-def sample_zoo(name: str, sampler: str | None = None, steps: int | None = None, spacing: str = "uniform",
-               guidance: float = 1.0, class_label: str | None = None, n: int = 16, seed: int = 0,
-               eta: float | None = None, shape: Sequence[int] | None = None, progress: bool = False) -> SampleResult:
+def sample_zoo(
+    name: str,
+    sampler: str | None = None,
+    steps: int | None = None,
+    spacing: str = "uniform",
+    guidance: float = 1.0,
+    class_label: str | None = None,
+    n: int = 16,
+    seed: int = 0,
+    eta: float | None = None,
+    shape: Sequence[int] | None = None,
+    progress: bool = False,
+) -> SampleResult:
     """Load zoo model ``name`` and draw ``n`` samples (see the module docstring).
 
     ``sampler`` defaults to ``"dpmpp_2m"`` (Gaussian models) or ``"fhs"`` (masked models); ``steps`` to
@@ -155,6 +187,16 @@ def sample_zoo(name: str, sampler: str | None = None, steps: int | None = None, 
         raise ValueError("eta: only the ddim sampler takes eta")
     before = den.nfe
     t0 = time.perf_counter()
-    x = draw(den, tuple(shape) if shape else zm.sample_shape, n, sampler, steps, spacing, seed, labels,
-             progress=progress, **kw)
+    x = draw(
+        den,
+        tuple(shape) if shape else zm.sample_shape,
+        n,
+        sampler,
+        steps,
+        spacing,
+        seed,
+        labels,
+        progress=progress,
+        **kw,
+    )
     return SampleResult(x, labels, den.nfe - before, seconds=time.perf_counter() - t0)
