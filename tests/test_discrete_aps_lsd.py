@@ -63,13 +63,13 @@ def test_guidance_zero_at_consistent_code_and_finite(tiny, x0):
     logits = torch.randn(6, 16, K, generator=_gen(), dtype=torch.float64)
     g = quantized_expectation_guidance(logits, mask, op, y, sigma=0.1, space=SPACE, eta=1.0, iters=2)
     assert torch.isfinite(g).all() and not torch.allclose(g, logits)
-    peaked = torch.nn.functional.one_hot(x0, K).double() * 60.0      # expectation = the true codes
+    peaked = torch.nn.functional.one_hot(x0, K).double() * 60.0  # expectation = the true codes
     g2 = quantized_expectation_guidance(peaked, mask, op, y, sigma=0.1, space=SPACE, eta=1.0, iters=1)
     assert torch.allclose(g2.argmax(-1), x0)
     op_lin = get_operator("box_inpaint", SHAPE)
     y_in = measure_tokens(x0, op_lin, SPACE)
     g3 = quantized_expectation_guidance(peaked, mask, op_lin, y_in, sigma=0.1, space=SPACE, eta=1.0, iters=1)
-    d = (g3 - peaked).gather(-1, x0[..., None])        # the true code's logit is unchanged (zero gradient)
+    d = (g3 - peaked).gather(-1, x0[..., None])  # the true code's logit is unchanged (zero gradient)
     assert torch.allclose(d, torch.zeros_like(d), atol=1e-9)
 
 
@@ -81,7 +81,7 @@ def test_inpainting_likelihood_is_exact_quadratic():
     base = torch.zeros(2, 16, K, dtype=torch.float64)
     g = quantized_expectation_guidance(base, torch.full_like(x0, K), op, y, sigma=0.2, space=SPACE, eta=1.0, iters=1)
     obs = op.mask.flatten()
-    target = -(codebook(K)[None, None] - tokens_to_images(x0, SPACE).flatten(1)[..., None]) ** 2 / (2 * 0.04)
+    target = -((codebook(K)[None, None] - tokens_to_images(x0, SPACE).flatten(1)[..., None]) ** 2) / (2 * 0.04)
     diff = (g - target)[:, obs]
     assert torch.allclose(diff - diff[..., :1], torch.zeros_like(diff), atol=1e-8)
     assert torch.allclose(g[:, ~obs], base[:, ~obs])
@@ -135,11 +135,11 @@ def test_baselines_run_and_respect_observations(tiny, x0):
 def test_aps_bad_input(tiny, x0):
     op = get_operator("sr", SHAPE)
     with pytest.raises(ValueError, match="x0"):
-        measure_tokens(torch.full_like(x0, K), op, SPACE)               # a mask token in the measured signal
+        measure_tokens(torch.full_like(x0, K), op, SPACE)  # a mask token in the measured signal
     with pytest.raises(ValueError, match="y"):
-        aps_sample(tiny, op, torch.zeros(6, 1, 3, 3))               # measurement of the wrong shape
+        aps_sample(tiny, op, torch.zeros(6, 1, 3, 3))  # measurement of the wrong shape
     with pytest.raises(ValueError, match="op"):
-        aps_sample(tiny, get_operator("sr", (1, 8, 8)), torch.zeros(6, 1, 4, 4))   # 8x8 images, 16 tokens
+        aps_sample(tiny, get_operator("sr", (1, 8, 8)), torch.zeros(6, 1, 4, 4))  # 8x8 images, 16 tokens
 
 
 def test_student_phi1_uniform_is_plain_sampler(tiny):

@@ -12,10 +12,12 @@ Tables (written to ``docs/results/bench_discrete[_quick].md``, posterior samples
    (:mod:`diffzoo.discrete.precision`).
 3. **LSD / LSD+** (arXiv 2509.19962, LSD-like): N-step students vs the plain N-step sampler and the
    exact teacher (FHS).
-4. **APS-like posterior sampling** (arXiv 2510.02291; equations not available -- reconstruction, see
-   :mod:`diffzoo.discrete.aps`) vs replacement, SMC and split-Gibbs baselines on five operators with
-   measurement noise ``sigma_y = 0.05``, on test digits and (5.) on unseen shapes scenes in
-   ``masked-shapes``' patch-VQ token space (classifier-checked).
+4. **APS posterior sampling** (arXiv 2510.02291): APS-I / APS-II as the authors describe them
+   (APS-style: quantized expectation fitted at test time, anchored remasking; with and without the
+   Theorem 3.2 KL term), the earlier APS-like reconstruction and the prior-confidence sampler, vs
+   replacement, SMC and split-Gibbs baselines on five operators with measurement noise
+   ``sigma_y = 0.05``, on test digits and (5.) on unseen shapes scenes in ``masked-shapes``' patch-VQ
+   token space (classifier-checked); with the paper's ablation ordering checked per task.
 """
 
 from __future__ import annotations
@@ -37,7 +39,14 @@ from diffzoo.bench.common import results_dir
 from diffzoo.data import digits, shapes
 from diffzoo.data.digits import levels_to_images
 from diffzoo.discrete import CallCounter, JointOracle, ancestral_sample, first_hitting_sample
-from diffzoo.discrete.aps import aps_sample, measure_tokens, replacement_sample, smc_sample, split_gibbs_sample
+from diffzoo.discrete.aps import (
+    aps_sample,
+    aps_style_sample,
+    measure_tokens,
+    replacement_sample,
+    smc_sample,
+    split_gibbs_sample,
+)
 from diffzoo.discrete.lsd import StudentSampler, student_sample, teacher_trajectories, train_lsd
 from diffzoo.discrete.precision import precision_table
 from diffzoo.discrete.tokens import token_space
@@ -104,14 +113,19 @@ def oracle_law_table(quick: bool) -> list[dict]:
     """Chi-square test of each sampler's output law against a known joint (3 tokens x 3 levels, correlated)."""
     from scipy import stats
 
-
     oracle = JointOracle(torch.rand(3, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64) ** 3)
     n = 6000 if quick else 20000
-    runs = [("FHS", lambda g: first_hitting_sample(oracle, n, generator=g)),
-            ("FHS, 3 tokens per call (parallel)", lambda g: first_hitting_sample(oracle, n, generator=g,
-                                                                                 tokens_per_step=3))]
-    runs += [(f"ancestral, {k} steps", (lambda k: lambda g: ancestral_sample(oracle, n, k, generator=g))(k))
-             for k in (1, 4, 32, 256)]
+    runs = [
+        ("FHS", lambda g: first_hitting_sample(oracle, n, generator=g)),
+        (
+            "FHS, 3 tokens per call (parallel)",
+            lambda g: first_hitting_sample(oracle, n, generator=g, tokens_per_step=3),
+        ),
+    ]
+    runs += [
+        (f"ancestral, {k} steps", (lambda k: lambda g: ancestral_sample(oracle, n, k, generator=g))(k))
+        for k in (1, 4, 32, 256)
+    ]
     if not quick:  # one test at 20k samples can fail by chance (1 in 100 at p < 0.01); 100x more samples settle it
         runs.insert(1, ("FHS", lambda g: first_hitting_sample(oracle, 2_000_000, generator=g)))
     rows = []
@@ -121,10 +135,23 @@ def oracle_law_table(quick: bool) -> list[dict]:
         counts = torch.bincount(oracle.state_index(x), minlength=27).double()
         res = stats.chisquare(counts.numpy(), (oracle.joint * m).numpy())
         tv = 0.5 * float((counts / m - oracle.joint).abs().sum())
-        expected = "exact" if name == "FHS" else "near-exact (many-step limit)" if "256" in name else \
-            ("biased (independent unmasking)" if "1 steps" in name or "parallel" in name else "")
-        rows.append({"sampler": name, "samples": m, "chi2": float(res.statistic), "p-value": float(res.pvalue),
-                     "TV to true law": tv, "expected": expected})
+        expected = (
+            "exact"
+            if name == "FHS"
+            else "near-exact (many-step limit)"
+            if "256" in name
+            else ("biased (independent unmasking)" if "1 steps" in name or "parallel" in name else "")
+        )
+        rows.append(
+            {
+                "sampler": name,
+                "samples": m,
+                "chi2": float(res.statistic),
+                "p-value": float(res.pvalue),
+                "TV to true law": tv,
+                "expected": expected,
+            }
+        )
     return rows
 
 
@@ -135,28 +162,73 @@ def fhs_vs_ancestral(model, quick: bool) -> list[dict]:
     c = CallCounter(model)
     x, sec = _timed(lambda: first_hitting_sample(c, n, generator=torch.Generator().manual_seed(0)))
     fhs_sec = sec
-    rows.append({"sampler": "FHS (exact)", "steps": 64, "cache": "-", "NFE": c.nfe, "net evals/sample": c.rows / n,
-                 "wall s": sec,
-                 **_quality(x), "speed-up of FHS": 1.0, "paper": "FHS ~20x faster than ancestral"})
+    rows.append(
+        {
+            "sampler": "FHS (exact)",
+            "steps": 64,
+            "cache": "-",
+            "NFE": c.nfe,
+            "net evals/sample": c.rows / n,
+            "wall s": sec,
+            **_quality(x),
+            "speed-up of FHS": 1.0,
+            "paper": "FHS ~20x faster than ancestral",
+        }
+    )
 
     real = digits.load("train").levels[torch.randperm(1497, generator=torch.Generator().manual_seed(0))[:n]]
-    rows.append({"sampler": f"real digits (train split, n={n})", "steps": "", "cache": "", "NFE": 0,
-                 "net evals/sample": 0, "wall s": 0.0, **_quality(real), "speed-up of FHS": None, "paper": ""})
+    rows.append(
+        {
+            "sampler": f"real digits (train split, n={n})",
+            "steps": "",
+            "cache": "",
+            "NFE": 0,
+            "net evals/sample": 0,
+            "wall s": 0.0,
+            **_quality(real),
+            "speed-up of FHS": None,
+            "paper": "",
+        }
+    )
     for k in (2, 4):
         c = CallCounter(model)
-        x, sec = _timed(lambda: first_hitting_sample(c, n, generator=torch.Generator().manual_seed(0),
-                                                     tokens_per_step=k))
-        rows.append({"sampler": f"FHS parallel, {k} tokens/call", "steps": 64 // k, "cache": "-", "NFE": c.nfe,
-                     "net evals/sample": c.rows / n, "wall s": sec, **_quality(x), "speed-up of FHS": sec / fhs_sec,
-                     "paper": ""})
-    settings = [(64, True), (1024, True), (256, False)] if quick else \
-        [(64, True), (1024, True), (4096, True), (64, False), (256, False), (1024, False)]
+        x, sec = _timed(
+            lambda: first_hitting_sample(c, n, generator=torch.Generator().manual_seed(0), tokens_per_step=k)
+        )
+        rows.append(
+            {
+                "sampler": f"FHS parallel, {k} tokens/call",
+                "steps": 64 // k,
+                "cache": "-",
+                "NFE": c.nfe,
+                "net evals/sample": c.rows / n,
+                "wall s": sec,
+                **_quality(x),
+                "speed-up of FHS": sec / fhs_sec,
+                "paper": "",
+            }
+        )
+    settings = (
+        [(64, True), (1024, True), (256, False)]
+        if quick
+        else [(64, True), (1024, True), (4096, True), (64, False), (256, False), (1024, False)]
+    )
     for steps, cache in settings:
         c = CallCounter(model)
         x, sec = _timed(lambda: ancestral_sample(c, n, steps, generator=torch.Generator().manual_seed(0), cache=cache))
-        rows.append({"sampler": "ancestral", "steps": steps, "cache": "yes" if cache else "no", "NFE": c.nfe,
-                     "net evals/sample": c.rows / n, "wall s": sec, **_quality(x), "speed-up of FHS": sec / fhs_sec,
-                     "paper": ""})
+        rows.append(
+            {
+                "sampler": "ancestral",
+                "steps": steps,
+                "cache": "yes" if cache else "no",
+                "NFE": c.nfe,
+                "net evals/sample": c.rows / n,
+                "wall s": sec,
+                **_quality(x),
+                "speed-up of FHS": sec / fhs_sec,
+                "paper": "",
+            }
+        )
     return rows
 
 
@@ -168,10 +240,10 @@ class TailCounter:
         self.thr, self.drawn, self.expected = thr, 0.0, 0.0
 
     def __call__(self, d: dict) -> None:
-        newly = (d["prev"] != d["x"])
+        newly = d["prev"] != d["x"]
         if not bool(newly.any()):
             return
-        p = d["probs"][newly]                                   # (m, K) predictive probs of the unmasked
+        p = d["probs"][newly]  # (m, K) predictive probs of the unmasked
         tok = d["x"][newly]
         self.drawn += float((p.gather(1, tok[:, None])[:, 0] < self.thr).sum())
         self.expected += float(torch.where(p < self.thr, p, torch.zeros_like(p)).sum())
@@ -185,12 +257,13 @@ def precision_effect(model, quick: bool) -> list[dict]:
     n = 48 if quick else 200
     ref = token_entropy(digits.load("test").levels)
     rows = []
-    for steps in ((64, 4096) if quick else (64, 1024, 8192)):
+    for steps in (64, 4096) if quick else (64, 1024, 8192):
         row: dict[str, Any] = {"steps": steps}
         for prec in ("float64", "float32"):
             tail = TailCounter()
-            x = ancestral_sample(model, n, steps, generator=torch.Generator().manual_seed(1), precision=prec,
-                                 callback=tail)
+            x = ancestral_sample(
+                model, n, steps, generator=torch.Generator().manual_seed(1), precision=prec, callback=tail
+            )
             row[f"entropy {prec}"] = token_entropy(x)
             row[f"MMD2 {prec}"] = _mmd_test(x)
             row[f"tail drawn/expected {prec}"] = tail.ratio()
@@ -212,75 +285,215 @@ def lsd_table(model, quick: bool) -> list[dict]:
     teacher = teacher_trajectories(model, 128 if quick else 384, torch.Generator().manual_seed(5))
     model.requires_grad_(False)
     x = first_hitting_sample(model, n_eval, generator=torch.Generator().manual_seed(9))
-    rows = [{"sampler": "teacher (FHS, exact)", "N": 64, **_quality(x), "phi": "", "times": "",
-             "train s": 0.0, "paper": "LSD/LSD+ beat the plain sampler at low NFE (numbers not found)"}]
-    for steps in ((4,) if quick else (4, 8, 16)):
+    rows = [
+        {
+            "sampler": "teacher (FHS, exact)",
+            "N": 64,
+            **_quality(x),
+            "phi": "",
+            "times": "",
+            "train s": 0.0,
+            "paper": "LSD/LSD+ beat the plain sampler at low NFE (numbers not found)",
+        }
+    ]
+    for steps in (4,) if quick else (4, 8, 16):
         students = [("plain N-step ancestral", StudentSampler(steps), 0.0)]
         for plus in (False, True):
-            res, sec = _timed(lambda: train_lsd(model, steps, learn_times=plus, iters=25 if quick else 40,
-                                                batch=64 if quick else 96, lr=0.02, teacher=teacher))
+            res, sec = _timed(
+                lambda: train_lsd(
+                    model,
+                    steps,
+                    learn_times=plus,
+                    iters=25 if quick else 40,
+                    batch=64 if quick else 96,
+                    lr=0.02,
+                    teacher=teacher,
+                )
+            )
             students.append(("LSD+" if plus else "LSD", res.student, sec))
         for name, st, sec in students:
             x = student_sample(model, st, n_eval, generator=torch.Generator().manual_seed(9))
-            rows.append({"sampler": name, "N": steps, **_quality(x),
-                         "phi": " ".join(f"{v:.2f}" for v in st.phi.detach().tolist()),
-                         "times": " ".join(f"{v:.2f}" for v in st.times().detach().tolist()), "train s": sec,
-                         "paper": ""})
+            rows.append(
+                {
+                    "sampler": name,
+                    "N": steps,
+                    **_quality(x),
+                    "phi": " ".join(f"{v:.2f}" for v in st.phi.detach().tolist()),
+                    "times": " ".join(f"{v:.2f}" for v in st.times().detach().tolist()),
+                    "train s": sec,
+                    "paper": "",
+                }
+            )
     return rows
 
 
-def aps_methods(model, space, steps: int = 16) -> list[tuple[str, Callable, int]]:
-    """The posterior samplers compared per task: (name, fn(op, y, generator), network calls per sample)."""
+APS_STEPS = 16  # reverse steps (network calls) of every masked posterior sampler (MMaDA: 15)
+APS_KL = 0.01  # kl_weight of the "+ KL" rows (chosen from {0.1, 0.01} on the quick digits set)
+APS_SSIM = 0.3  # perceptual_weight of the "+ SSIM" rows
+
+
+def aps_inner(quick: bool) -> tuple[int, float]:
+    """Inner Adam steps per reverse step and learning rate of the APS-style rows: the authors' 100 (full) or 25
+    (quick), at the same ``steps * lr`` budget."""
+    return (25, 0.4) if quick else (100, 0.1)
+
+
+def ssim_loss(op) -> Callable[[Tensor, Tensor], Tensor]:
+    """APS's perceptual term with SSIM in place of LPIPS (no LPIPS weights here): ``1 - SSIM(A(x), y)`` per sample.
+    Vector measurements (inpainting) are compared as zero-filled images ``A^T y``."""
+
+    def loss(pred: Tensor, y: Tensor) -> Tensor:
+        if pred.dim() == 2:
+            pred, y = op.adjoint(pred), op.adjoint(y)
+        return 1.0 - ssim(pred, y, reduction="none")
+
+    return loss
+
+
+def aps_methods(model, space, quick: bool, steps: int = APS_STEPS) -> list[tuple[str, Callable, int, int | str]]:
+    """The posterior samplers compared per task: (name, fn(op, y, generator), network calls per sample, inner steps).
+
+    APS-I / APS-II: :func:`~diffzoo.discrete.aps.aps_style_sample` (the authors' description; L1 measurement
+    loss, optionally + the Theorem 3.2 KL or + an SSIM perceptual term); APS-like: the earlier reconstruction
+    :func:`~diffzoo.discrete.aps.aps_sample`; ``prior confidence``: the same cosine schedule with tokens and
+    order from the prior (MaskGIT, choice temperature 0) -- the sampler APS's anchoring replaces."""
 
     kw = dict(sigma_y=SIGMA_Y, space=space)
     length = space.seq_len
-    return [
-        ("APS-like", lambda op, y, g: aps_sample(model, op, y, steps, generator=g, **kw), steps),
-        ("APS-like, no anchoring", lambda op, y, g: aps_sample(model, op, y, steps, anchor=False, generator=g, **kw),
-         steps),
-        ("unguided (eta=0)", lambda op, y, g: aps_sample(model, op, y, steps, eta=0.0, generator=g, **kw), steps),
-        ("replacement", lambda op, y, g: replacement_sample(model, op, y, generator=g, space=space), length),
-        ("SMC (8 particles)", lambda op, y, g: smc_sample(model, op, y, steps, 8, generator=g, **kw), steps * 8),
-        ("split-Gibbs", lambda op, y, g: split_gibbs_sample(model, op, y, 8, generator=g, **kw), length + 8),
+    inner, lr = aps_inner(quick)
+
+    def style(variant: str, kl: float = 0.0, perceptual: bool = False) -> Callable:
+        return lambda op, y, g: aps_style_sample(
+            model,
+            op,
+            y,
+            steps,
+            variant,
+            inner,
+            lr,
+            kl_weight=kl,
+            perceptual=ssim_loss(op) if perceptual else None,
+            perceptual_weight=APS_SSIM,
+            generator=g,
+            space=space,
+        )
+
+    rows = [("APS-I", style("I"), steps, inner)]
+    if not quick:
+        rows.append(("APS-I + KL", style("I", APS_KL), steps, inner))
+    rows += [("APS-II", style("II"), steps, inner), ("APS-II + KL", style("II", APS_KL), steps, inner)]
+    if not quick:
+        rows.append(("APS-II + SSIM", style("II", perceptual=True), steps, inner))
+    rows += [
+        ("APS-like", lambda op, y, g: aps_sample(model, op, y, steps, generator=g, **kw), steps, 3),
     ]
+    if not quick:
+        rows.append(
+            (
+                "APS-like, no anchoring",
+                lambda op, y, g: aps_sample(model, op, y, steps, anchor=False, generator=g, **kw),
+                steps,
+                3,
+            )
+        )
+    rows += [
+        (
+            "prior confidence (eta=0)",
+            lambda op, y, g: aps_sample(model, op, y, steps, eta=0.0, generator=g, **kw),
+            steps,
+            "-",
+        ),
+        ("replacement", lambda op, y, g: replacement_sample(model, op, y, generator=g, space=space), length, "-"),
+        ("SMC (8 particles)", lambda op, y, g: smc_sample(model, op, y, steps, 8, generator=g, **kw), steps * 8, "-"),
+        ("split-Gibbs", lambda op, y, g: split_gibbs_sample(model, op, y, 8, generator=g, **kw), length + 8, "-"),
+    ]
+    return rows
 
 
-def posterior_rows(model, space, x0: Tensor, tasks, scorer: Callable[[Tensor], float | None], truth: Tensor,
-                   op_kwargs: dict | None = None) -> tuple[list[dict], dict]:
+def posterior_rows(
+    model,
+    space,
+    x0: Tensor,
+    tasks,
+    scorer: Callable[[Tensor], float | None],
+    truth: Tensor,
+    quick: bool,
+    op_kwargs: dict | None = None,
+) -> tuple[list[dict], dict]:
     """Every method on every task for clean tokens ``x0``: PSNR/SSIM to ``truth`` (the decoded tokens),
-    token accuracy, measurement residual, ``scorer`` (classifier accuracy), NFE and wall time."""
+    token accuracy, measurement residual, ``scorer`` (classifier accuracy), NFE, inner steps and wall time."""
 
     rows, panels = [], {}
     for task in tasks:
         op = get_operator(task, space.image_shape, **(op_kwargs or {}).get(task, {}))
         y = measure_tokens(x0, op, space, SIGMA_Y, torch.Generator().manual_seed(3))
         panels[task] = {"ground truth": truth.float()}
-        for name, fn, nfe in aps_methods(model, space):
+        for name, fn, nfe, inner in aps_methods(model, space, quick):
             if name == "replacement" and not hasattr(op, "mask"):
                 continue
             x, sec = _timed(lambda: fn(op, y, torch.Generator().manual_seed(4)))
             img = space.decode(x).float()
             panels[task][name] = img
-            rows.append({"task": task, "method": name, "PSNR": float(psnr(img, truth.float(), reduction="pooled")),
-                         "SSIM": float(ssim(img, truth.float())), "token acc": float((x == x0).float().mean()),
-                         "residual ||y-Ax||": float(measurement_error(op, img.double(), y).mean()),
-                         "noise level ||n||": SIGMA_Y * math.sqrt(math.prod(op.meas_shape())),
-                         "class acc": scorer(img), "net evals/sample": nfe, "wall s": sec})
+            rows.append(
+                {
+                    "task": task,
+                    "method": name,
+                    "PSNR": float(psnr(img, truth.float(), reduction="pooled")),
+                    "SSIM": float(ssim(img, truth.float())),
+                    "token acc": float((x == x0).float().mean()),
+                    "residual ||y-Ax||": float(measurement_error(op, img.double(), y).mean()),
+                    "noise level ||n||": SIGMA_Y * math.sqrt(math.prod(op.meas_shape())),
+                    "class acc": scorer(img),
+                    "net evals/sample": nfe,
+                    "inner steps": inner,
+                    "wall s": sec,
+                }
+            )
     return rows, panels
 
 
+def _ranking(values: dict[str, float]) -> str:
+    """``{"II": 3, "I": 2, "prior": 2}`` -> ``"II > I = prior"`` (best first)."""
+    items = sorted(values.items(), key=lambda kv: -kv[1])
+    out = items[0][0]
+    for (_, prev), (name, v) in zip(items, items[1:]):
+        out += f" {'=' if v == prev else '>'} {name}"
+    return out
+
+
+ORDERING = (("II", "APS-II"), ("I", "APS-I"), ("prior", "prior confidence (eta=0)"))
+
+
+def aps_ordering(rows: list[dict]) -> list[dict]:
+    """The paper's ablation ordering (APS-II > APS-I > prior-confidence sampler) per task: the measured ranking of
+    the three on PSNR, SSIM and class acc, and whether PSNR and SSIM both follow the paper's ordering."""
+
+    out = []
+    for task in dict.fromkeys(r["task"] for r in rows):
+        by = {r["method"]: r for r in rows if r["task"] == task}
+        row: dict[str, Any] = {"task": task}
+        for metric in ("PSNR", "SSIM", "class acc"):
+            vals = {short: by[name][metric] for short, name in ORDERING}
+            row[metric] = _ranking(vals) if None not in vals.values() else "-"
+        row["paper's ordering (PSNR and SSIM)"] = (
+            "holds" if all(row[m] == "II > I > prior" for m in ("PSNR", "SSIM")) else "no"
+        )
+        out.append(row)
+    return out
+
+
 def aps_table(model, quick: bool) -> tuple[list[dict], dict]:
-    """APS-like vs baselines on test digits (64 pixel-level tokens)."""
+    """APS-I/II, APS-like and baselines on test digits (64 pixel-level tokens)."""
 
     n = 16 if quick else 48
     test = digits.load("test")
     x0, labels = test.levels[:n], test.labels[:n]
     space = token_space(model)
-    return posterior_rows(model, space, x0, TASKS, lambda img: _class_acc(img, labels), space.decode(x0))
+    return posterior_rows(model, space, x0, TASKS, lambda img: _class_acc(img, labels), space.decode(x0), quick)
 
 
 def shapes_aps_table(quick: bool) -> tuple[list[dict], dict, dict]:
-    """APS-like vs baselines on unseen shapes scenes tokenised by ``masked-shapes``' patch VQ.
+    """APS-I/II, APS-like and baselines on unseen shapes scenes tokenised by ``masked-shapes``' patch VQ.
 
     ``class acc``: fraction of reconstructions whose every grid cell and background the zoo
     ``shapes-classifier`` reads as the true scene's. Also returns the tokenizer's own ceiling.
@@ -298,10 +511,14 @@ def shapes_aps_table(quick: bool) -> tuple[list[dict], dict, dict]:
         with torch.no_grad():
             return float(scene_correct(clf.predict(img.float()), scenes).float().mean())
 
-    rows, panels = posterior_rows(model, space, x0, TASKS, scorer, space.decode(x0),
-                                  {"sr": {"factor": 4}, "gaussian_blur": {"sigma": 1.5}})
-    ceiling = {"VQ tokenizer PSNR to the true render": float(psnr(space.decode(x0).float(), real, reduction="pooled")),
-               "classifier on true renders": scorer(real), "classifier on tokenised truth": scorer(space.decode(x0))}
+    rows, panels = posterior_rows(
+        model, space, x0, TASKS, scorer, space.decode(x0), quick, {"sr": {"factor": 4}, "gaussian_blur": {"sigma": 1.5}}
+    )
+    ceiling = {
+        "VQ tokenizer PSNR to the true render": float(psnr(space.decode(x0).float(), real, reduction="pooled")),
+        "classifier on true renders": scorer(real),
+        "classifier on tokenised truth": scorer(space.decode(x0)),
+    }
     return rows, panels, ceiling
 
 
@@ -332,66 +549,117 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     model = load_model(args.model)
     suffix = "_quick" if args.quick else ""
-    parts = [f"# diffzoo bench discrete{' --quick' if args.quick else ''}\n",
-             f"Model: zoo `{args.model}`; CPU, {torch.get_num_threads()} thread(s), {platform.processor() or 'cpu'}."
-             " Wall times were measured on a shared, heavily loaded 2-core machine: compare within a table only.\n"]
+    parts = [
+        f"# diffzoo bench discrete{' --quick' if args.quick else ''}\n",
+        f"Model: zoo `{args.model}`; CPU, {torch.get_num_threads()} thread(s), {platform.processor() or 'cpu'}."
+        " Wall times were measured on a shared, heavily loaded 2-core machine: compare within a table only.\n",
+    ]
     sections = [
-        ("0. Output law vs a known joint (exact oracle denoiser)", lambda: oracle_law_table(args.quick),
-         "Chi-square over the 27 outcomes (26 degrees of freedom); a small p-value rejects the true law. FHS is "
-         "exact (under the true law, p is uniform: p < 0.01 happens once in 100 runs); ancestral converges to it "
-         "as steps grow; one step (all tokens at once) samples the product of marginals."),
-        ("1. First-hitting vs ancestral sampling", lambda: fhs_vs_ancestral(model, args.quick),
-         "`speed-up of FHS` = wall time of the row / wall time of FHS. NFE = batched network calls; "
-         "net evals/sample = sequences evaluated per sample (cached ancestral re-evaluates only rows that changed)."),
-        ("2. Float32 vs float64 categorical sampling (cached ancestral)", lambda: precision_effect(model, args.quick),
-         "Token entropy = mean entropy (nats) of each sample's own 17-level histogram. `tail drawn/expected` = "
-         "tokens drawn with model probability < 1e-3, divided by the exact expected count over the same unmask "
-         "events (`tail expected`; 1 = unbiased; < 1 = the tail is under-sampled, i.e. a lower effective "
-         "temperature). The digits model puts little mass below 1e-3, so its entropy barely moves; see 2b for a "
-         "text-like vocabulary."),
-        ("2b. Float32 vs float64 at a text-like vocabulary (exact i.i.d. Zipf oracle)",
-         lambda: _precision_oracle(args.quick),
-         "The oracle predicts the same Zipf law at every masked position, so a correct sampler's tokens are i.i.d. "
-         "Zipf: `true entropy` / `true tail mass` are exact. NLL = mean oracle negative log-likelihood of the sampled "
-         "tokens (log generative perplexity). Paper: fp32 lowers entropy and perplexity, more with more steps."),
-        ("3. LSD / LSD+ students (LSD-like; MMD trajectory alignment to the FHS teacher)",
-         lambda: lsd_table(model, args.quick), "`phi`: learned per-step logit scales; `times`: the student grid."),
+        (
+            "0. Output law vs a known joint (exact oracle denoiser)",
+            lambda: oracle_law_table(args.quick),
+            "Chi-square over the 27 outcomes (26 degrees of freedom); a small p-value rejects the true law. FHS is "
+            "exact (under the true law, p is uniform: p < 0.01 happens once in 100 runs); ancestral converges to it "
+            "as steps grow; one step (all tokens at once) samples the product of marginals.",
+        ),
+        (
+            "1. First-hitting vs ancestral sampling",
+            lambda: fhs_vs_ancestral(model, args.quick),
+            "`speed-up of FHS` = wall time of the row / wall time of FHS. NFE = batched network calls; "
+            "net evals/sample = sequences evaluated per sample (cached ancestral re-evaluates only rows that changed).",
+        ),
+        (
+            "2. Float32 vs float64 categorical sampling (cached ancestral)",
+            lambda: precision_effect(model, args.quick),
+            "Token entropy = mean entropy (nats) of each sample's own 17-level histogram. `tail drawn/expected` = "
+            "tokens drawn with model probability < 1e-3, divided by the exact expected count over the same unmask "
+            "events (`tail expected`; 1 = unbiased; < 1 = the tail is under-sampled, i.e. a lower effective "
+            "temperature). The digits model puts little mass below 1e-3, so its entropy barely moves; see 2b for a "
+            "text-like vocabulary.",
+        ),
+        (
+            "2b. Float32 vs float64 at a text-like vocabulary (exact i.i.d. Zipf oracle)",
+            lambda: _precision_oracle(args.quick),
+            "The oracle predicts the same Zipf law at every masked position, so a correct sampler's tokens are i.i.d. "
+            "Zipf: `true entropy` / `true tail mass` are exact. NLL = mean oracle negative log-likelihood of the "
+            "sampled "
+            "tokens (log generative perplexity). Paper: fp32 lowers entropy and perplexity, more with more steps.",
+        ),
+        (
+            "3. LSD / LSD+ students (LSD-like; MMD trajectory alignment to the FHS teacher)",
+            lambda: lsd_table(model, args.quick),
+            "`phi`: learned per-step logit scales; `times`: the student grid.",
+        ),
     ]
     for title, fn, note in sections:
         rows, sec = _timed(fn)
         parts += [f"## {title}\n", format_table(rows), "", note, f"({sec:.0f} s)\n"]
         print("\n".join(parts[-5:]), flush=True)
+    inner, lr = aps_inner(args.quick)
+    aps_note = (
+        f"APS-I / APS-II: `aps_style_sample`, APS as its authors describe it (arXiv 2510.02291; equations INFERRED "
+        f'from the project page and reviews, so "APS-style"): per reverse step ({APS_STEPS} steps, one network '
+        f"call each) free logits start at the prior and {inner} Adam steps (lr {lr}"
+        + ("; the authors use 100 -- quick mode uses 25 at the same steps x lr" if args.quick else ", the authors' 100")
+        + ") minimise the L1 measurement misfit of the straight-through quantized expectation; the anchor "
+        "candidates are its nearest codes. APS-I keeps the k_n (cosine schedule) candidates most confident under "
+        "the prior, APS-II (anchored remasking) those most confident under the fitted posterior. `+ KL`: the "
+        f"prior term of Theorem 3.2, weight {APS_KL} x (alpha_s - alpha_t)/(1 - alpha_t)"
+        + (
+            ""
+            if args.quick
+            else f"; `+ SSIM`: perceptual term 1 - SSIM(A x, y), weight {APS_SSIM} (LPIPS in the "
+            "paper; no LPIPS weights here)"
+        )
+        + ". APS-like: the earlier reconstruction (Gauss-Newton local likelihood, sampled tokens, anchoring); prior "
+        "confidence: the same schedule with prior draws and prior confidence (MaskGIT, choice temperature 0). "
+        "Images in [-1, 1] (PSNR data range 2, pooled MSE). `noise level` is the expected residual of the ground "
+        "truth itself; a residual well below it over-fits the noise. `inner steps`: per reverse step (APS-like: "
+        "its Gauss-Newton iterations). The paper reports no number on these data."
+    )
     (rows, panels), sec = _timed(lambda: aps_table(model, args.quick))
     png = results_dir() / f"bench_discrete{suffix}.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     save_png(panels, png)
-    parts += ["## 4. APS-like posterior sampling vs baselines (sigma_y = 0.05)\n", format_table(rows), "",
-              "APS equations were not available: `APS-like` is the documented reconstruction of "
-              "`diffzoo.discrete.aps` (quantized expectation with a Gauss-Newton local likelihood + anchored "
-              "remasking); the paper reports no number we could compare (\"state of the art among discrete "
-              "samplers\", abstract). Images in [-1, 1] (PSNR data range 2). `noise level` is the expected "
-              "residual of the ground truth itself.",
-              f"Posterior samples: `{png.name}` (per task: ground truth, then one row per method in table order).",
-              f"({sec:.0f} s)\n"]
-    print("\n".join(parts[-6:]), flush=True)
+    parts += [
+        f"## 4. APS posterior sampling on digits: APS-I/II vs APS-like and baselines (sigma_y = {SIGMA_Y})\n",
+        format_table(rows),
+        "",
+        aps_note,
+        f"Posterior samples: `{png.name}` (per task: ground truth, then one row per method in table order).",
+        "",
+        "Paper's ablation ordering (APS-II > APS-I > prior-confidence sampler), per task:",
+        "",
+        format_table(aps_ordering(rows)),
+        f"({sec:.0f} s)\n",
+    ]
+    print("\n".join(parts[-10:]), flush=True)
     (rows, panels, ceiling), sec = _timed(lambda: shapes_aps_table(args.quick))
     png = results_dir() / f"bench_discrete_shapes{suffix}.png"
     save_png(panels, png, scale=2)
-    parts += ["## 5. APS-like vs baselines on shapes scenes (zoo `masked-shapes`: 64 patch-VQ tokens, 256 codes)\n",
-              format_table(rows), "",
-              "Ground truth = the scene's own tokens decoded (PSNR/SSIM/token accuracy against it); `class acc` = "
-              "fraction of reconstructions the zoo `shapes-classifier` reads as the true scene (every grid cell "
-              "and the background). Operators act on 3x32x32 RGB: SR is 4x average pooling, blur sigma 1.5 px. "
-              "Ceilings: " + "; ".join(f"{k} {v:.3g}" for k, v in ceiling.items()) + ".",
-              f"Posterior samples: `{png.name}`.", f"({sec:.0f} s)\n"]
-    print("\n".join(parts[-6:]), flush=True)
+    parts += [
+        "## 5. APS on shapes scenes (zoo `masked-shapes`: 64 patch-VQ tokens, 256 codes)\n",
+        format_table(rows),
+        "",
+        "Methods as in section 4. Ground truth = the scene's own tokens decoded (PSNR/SSIM/token accuracy "
+        "against it); `class acc` = fraction of reconstructions the zoo `shapes-classifier` reads as the true "
+        "scene (every grid cell and the background). Operators act on 3x32x32 RGB: SR is 4x average pooling, "
+        "blur sigma 1.5 px. Ceilings: " + "; ".join(f"{k} {v:.3g}" for k, v in ceiling.items()) + ".",
+        f"Posterior samples: `{png.name}`.",
+        "",
+        "Paper's ablation ordering (APS-II > APS-I > prior-confidence sampler), per task:",
+        "",
+        format_table(aps_ordering(rows)),
+        f"({sec:.0f} s)\n",
+    ]
+    print("\n".join(parts[-10:]), flush=True)
     out = atomic_write_text(results_dir() / f"bench_discrete{suffix}.md", "\n".join(parts) + "\n")
     print(f"wrote {out}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("discrete", help="masked discrete diffusion: FHS, precision, LSD, APS-like")
+    p = sub.add_parser("discrete", help="masked discrete diffusion: FHS, precision, LSD, APS")
     p.add_argument("--quick", action="store_true", help="small sample counts (< 5 minutes on an idle CPU)")
     p.add_argument("--model", default="masked-digits", help="zoo name (or .safetensors path) of a masked model")
     p.add_argument("--threads", type=int, default=1)
