@@ -50,7 +50,7 @@ from diffzoo.core.random import Generator, rand, randn
 from diffzoo.discrete.categorical import race_noise, sample_categorical
 from diffzoo.discrete.masked import TokenModel, model_seq_len, model_vocab, predictive_probs
 from diffzoo.discrete.samplers import _device, cosine_unmask_counts, first_hitting_sample, unmask_top
-from diffzoo.discrete.tokens import TokenSpace, levels_space, token_space
+from diffzoo.discrete.tokens import TokenSpace, levels_space, nearest_code, token_space
 
 Tensor = torch.Tensor
 
@@ -132,16 +132,6 @@ def straight_through_quantize(e: Tensor, space: TokenSpace) -> tuple[Tensor, Ten
     idx = nearest_code(e.detach(), cb)
     q = cb[idx].to(e.dtype)
     return e + (q - e).detach(), idx
-
-
-def nearest_code(e: Tensor, codebook: Tensor) -> Tensor:
-    """``argmin_k ||e_i - E_k||^2`` as ``argmin_k (||E_k||^2 - 2 e_i . E_k)`` (one matmul, float64).
-
-    The same ids as :meth:`TokenSpace.quantize` (up to exact ties) without its ``(B, L, K, d)``
-    difference tensor, which dominates the cost of the inner loops here (~100x slower on 256 codes of
-    dimension 48)."""
-    cb = codebook.to(torch.float64)
-    return ((cb * cb).sum(-1) - 2 * e.to(torch.float64) @ cb.T).argmin(-1)
 
 
 def quantized_expectation_guidance(
