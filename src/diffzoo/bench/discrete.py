@@ -10,8 +10,9 @@ Tables (written to ``docs/results/bench_discrete[_quick].md``, posterior samples
    the step count grows (paper: fp32 lowers token entropy, more so with more steps), on the digits
    model (17 levels) and on an exact i.i.d. Zipf oracle at a text-like vocabulary
    (:mod:`diffzoo.discrete.precision`).
-3. **LSD / LSD+** (arXiv 2509.19962, LSD-like): N-step students vs the plain N-step sampler and the
-   exact teacher (FHS).
+3. **LSD / LSD+** (arXiv 2509.19962, :mod:`diffzoo.discrete.lsd_paper`): quality against NFE of the plain
+   Euler sampler, parallel FHS, LSD, LSD+, the earlier trajectory-MMD variant and the 256-step teacher, on
+   digits (FD-digits) and on the countdown task (zoo ``masked-countdown``, exact error rate).
 4. **APS posterior sampling** (arXiv 2510.02291): APS-I / APS-II as the authors describe them
    (APS-style: quantized expectation fitted at test time, anchored remasking; with and without the
    Theorem 3.2 KL term), the earlier APS-like reconstruction and the prior-confidence sampler, vs
@@ -36,7 +37,7 @@ from PIL import Image
 
 from diffzoo import zoo
 from diffzoo.bench.common import results_dir
-from diffzoo.data import digits, shapes
+from diffzoo.data import countdown, digits, shapes
 from diffzoo.data.digits import levels_to_images
 from diffzoo.discrete import CallCounter, JointOracle, ancestral_sample, first_hitting_sample
 from diffzoo.discrete.aps import (
@@ -47,7 +48,9 @@ from diffzoo.discrete.aps import (
     smc_sample,
     split_gibbs_sample,
 )
-from diffzoo.discrete.lsd import StudentSampler, student_sample, teacher_trajectories, train_lsd
+from diffzoo.discrete.lsd import student_sample, teacher_trajectories, train_lsd
+from diffzoo.discrete.lsd_paper import CoupledNoise, lsd_sample, teacher_caches, train_lsd_paper
+from diffzoo.discrete.masked import model_seq_len
 from diffzoo.discrete.precision import precision_table
 from diffzoo.discrete.tokens import token_space
 from diffzoo.inverse.operators import get_operator
@@ -279,52 +282,106 @@ def _precision_oracle(quick: bool) -> list[dict]:
     return precision_table(quick)
 
 
-def lsd_table(model, quick: bool) -> list[dict]:
+LSD_TEACHER_STEPS = 256  # the paper's (and official code's) default teacher NFE
 
-    n_eval = 128 if quick else 400
-    teacher = teacher_trajectories(model, 128 if quick else 384, torch.Generator().manual_seed(5))
+
+def _fmt(v: Tensor) -> str:
+    return " ".join(f"{float(a):.2f}" for a in v.detach())
+
+
+def lsd_rows(
+    model,
+    quality: Callable[[Tensor], dict[str, Any]],
+    nfes: tuple[int, ...],
+    quick: bool,
+    teacher_steps: int,
+    mmd_nfes: tuple[int, ...] = (),
+    exact_fhs: bool = True,
+    n_eval: int | None = None,
+    n_eval_quick: int = 64,
+    quick_train: tuple[int, int, int] = (32, 8, 16),
+    train: tuple[int, int, int] | None = None,
+) -> list[dict]:
+    """Quality vs NFE of plain Euler (= ancestral here), parallel FHS, LSD, LSD+ (paper's form), the
+    trajectory-MMD ablation and the ``teacher_steps``-step Euler teacher, on one masked model.
+
+    ``train``: (teacher rollouts cached, Adam iterations, batch) of the coefficient training (quick mode:
+    ``quick_train``)."""
     model.requires_grad_(False)
-    x = first_hitting_sample(model, n_eval, generator=torch.Generator().manual_seed(9))
-    rows = [
-        {
-            "sampler": "teacher (FHS, exact)",
-            "N": 64,
-            **_quality(x),
-            "phi": "",
-            "times": "",
-            "train s": 0.0,
-            "paper": "LSD/LSD+ beat the plain sampler at low NFE (numbers not found)",
-        }
-    ]
-    for steps in (4,) if quick else (4, 8, 16):
-        students = [("plain N-step ancestral", StudentSampler(steps), 0.0)]
-        for plus in (False, True):
+    length = model_seq_len(model)
+    n_eval = (n_eval_quick if quick else 400) if n_eval is None else n_eval
+    n_train, iters, batch = (quick_train if quick else (128, 40, 32)) if train is None else train
+    gen = lambda s: torch.Generator().manual_seed(s)  # noqa: E731
+    train_noise = CoupledNoise.draw(n_train, length, gen(11))
+    (caches, teach_sec) = _timed(lambda: teacher_caches(model, nfes, train_noise, teacher_steps))
+    rows = []
+
+    def row(name: str, nfe: int, x: Tensor, phi: str = "", times: str = "", sec: float = 0.0) -> None:
+        rows.append({"sampler": name, "NFE": nfe, **quality(x), "phi": phi, "times": times, "train s": sec})
+
+    row(f"teacher (Euler, N={teacher_steps})", teacher_steps, lsd_sample(model, teacher_steps, n_eval, gen(9)))
+    if exact_fhs:
+        row("FHS (exact, 1 token/call)", length, first_hitting_sample(model, n_eval, generator=gen(9)))
+    for m in nfes:
+        row("plain Euler / ancestral", m, lsd_sample(model, m, n_eval, gen(9)))
+        if length % m == 0:
+            x = first_hitting_sample(model, n_eval, generator=gen(9), tokens_per_step=length // m)
+            row(f"FHS parallel ({length // m} tokens/call)", m, x)
+        for name, kw in (("LSD", {}), ("LSD+", {"learn_times": True})):
+            res = train_lsd_paper(model, m, caches[m], iters=iters, batch=batch, **kw)
+            st = res.student
+            sec = res.seconds + teach_sec * (teacher_steps // len(nfes)) / teacher_steps
+            row(name, m, lsd_sample(model, st, n_eval, gen(9)), _fmt(st.phi), _fmt(st.times()), sec)
+        if m in mmd_nfes:
+            teacher = teacher_trajectories(model, 4 * batch, gen(5))
             res, sec = _timed(
-                lambda: train_lsd(
-                    model,
-                    steps,
-                    learn_times=plus,
-                    iters=25 if quick else 40,
-                    batch=64 if quick else 96,
-                    lr=0.02,
-                    teacher=teacher,
-                )
+                lambda: train_lsd(model, m, iters=iters, batch=batch, lr=0.02, teacher=teacher, teacher_batch=4 * batch)
             )
-            students.append(("LSD+" if plus else "LSD", res.student, sec))
-        for name, st, sec in students:
-            x = student_sample(model, st, n_eval, generator=torch.Generator().manual_seed(9))
-            rows.append(
-                {
-                    "sampler": name,
-                    "N": steps,
-                    **_quality(x),
-                    "phi": " ".join(f"{v:.2f}" for v in st.phi.detach().tolist()),
-                    "times": " ".join(f"{v:.2f}" for v in st.times().detach().tolist()),
-                    "train s": sec,
-                    "paper": "",
-                }
-            )
+            st = res.student
+            x = student_sample(model, st, n_eval, generator=gen(9))
+            row("trajectory-MMD (ablation)", m, x, _fmt(st.phi), _fmt(st.times()), sec)
     return rows
+
+
+def lsd_table(model, quick: bool) -> list[dict]:
+    """Section 3a: LSD/LSD+ on the digits model (FD-digits etc.)."""
+    nfes = (8, 16) if quick else (4, 8, 16, 32, 64)
+    teacher = 64 if quick else LSD_TEACHER_STEPS
+    return lsd_rows(model, _quality, nfes, quick, teacher, mmd_nfes=(8,) if quick else nfes, n_eval_quick=128)
+
+
+def _countdown_quality(x: Tensor) -> dict[str, Any]:
+    return {"error rate": countdown.error_rate(x), "seq. error rate": countdown.sequence_error_rate(x)}
+
+
+def lsd_countdown_table(quick: bool) -> list[dict]:
+    """Section 3b: LSD/LSD+ on the zoo ``masked-countdown`` model (exact error rate)."""
+    model = load_model("masked-countdown")
+    nfes = (8, 16) if quick else (8, 16, 32, 64)
+    teacher = 64 if quick else LSD_TEACHER_STEPS
+    return lsd_rows(
+        model,
+        _countdown_quality,
+        nfes,
+        quick,
+        teacher,
+        mmd_nfes=() if quick else nfes,
+        exact_fhs=not quick,
+        quick_train=(16, 6, 8),
+    )
+
+
+LSD_NOTE = (
+    "LSD: one scalar phi per step multiplying the concrete score alpha/(1-alpha) p(x0|x_t) in the Euler step "
+    "(the paper's form phi*score; the official code's score^phi is `form=\"code\"`, not used here); L2 loss "
+    "against the cached scores of the plain Euler teacher (same per-token noise) at the student times, relaxed "
+    "start (Hamming <= 5% of L); LSD+ adds learned step sizes (`times`: the learned grid) matched on step x "
+    "score. For a masked model phi*score only rescales how many tokens a step reveals. The last step reveals "
+    "every remaining token, so its phi cannot change samples. `train s`: coefficient training time plus this "
+    "NFE's share of the teacher run, 1 CPU thread (paper: ~5 min on one RTX 4090 for LSD+ on SEDD). "
+    "trajectory-MMD: the earlier reconstruction (`discrete/lsd.py`, phi = logit scale, MMD to FHS states). "
+    "Plain Euler equals MDLM ancestral sampling for the linear schedule."
+)
 
 
 APS_STEPS = 16  # reverse steps (network calls) of every masked posterior sampler (MMaDA: 15)
@@ -586,9 +643,28 @@ def run(args: argparse.Namespace) -> int:
             "tokens (log generative perplexity). Paper: fp32 lowers entropy and perplexity, more with more steps.",
         ),
         (
-            "3. LSD / LSD+ students (LSD-like; MMD trajectory alignment to the FHS teacher)",
+            "3a. LSD / LSD+ (the paper's score-scaled Euler students) on digits: quality vs NFE",
             lambda: lsd_table(model, args.quick),
-            "`phi`: learned per-step logit scales; `times`: the student grid.",
+            LSD_NOTE
+            + (
+                " Quick mode: teacher N = 64 (full: 256), 128 samples (FD on 128 samples is noisy: +- several "
+                "units), trajectory-MMD at NFE 8 only."
+                if args.quick
+                else ""
+            ),
+        ),
+        (
+            "3b. LSD / LSD+ on the countdown task (zoo `masked-countdown`): exact error rate vs NFE",
+            lambda: lsd_countdown_table(args.quick),
+            LSD_NOTE
+            + " Error rate = fraction of the 255 transitions breaking the countdown rule (valid data: 0; i.i.d. "
+            "uniform tokens: 0.94); seq. error rate = fraction of sequences with a violation."
+            + (
+                " Quick mode: teacher N = 64 (full: 256), 64 samples, no trajectory-MMD rows, no exact-FHS row "
+                "(its error rate on 64 samples is recorded in the zoo JSON)."
+                if args.quick
+                else ""
+            ),
         ),
     ]
     for title, fn, note in sections:

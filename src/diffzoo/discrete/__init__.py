@@ -1,5 +1,7 @@
 """Masked (absorbing-state) discrete diffusion: loss, samplers (ancestral, first-hitting, confidence),
-float64 categorical sampling, learnable sampler distillation (LSD/LSD+) and APS posterior sampling.
+float64 categorical sampling, learnable sampler distillation (LSD/LSD+ as the paper defines them in
+:mod:`diffzoo.discrete.lsd_paper`; the earlier trajectory-MMD variant in :mod:`diffzoo.discrete.lsd`) and APS
+posterior sampling.
 
 Papers: Zheng et al. arXiv 2409.02908 (time-agnostic masked models, FHS, float precision); LSD arXiv
 2509.19962; APS arXiv 2510.02291 (no code, equations inferred from the authors' prose: :mod:`diffzoo.discrete.aps`

@@ -1,4 +1,8 @@
-"""LSD-like learnable sampler distillation for masked diffusion (LSD / LSD+, arXiv 2509.19962).
+"""The "trajectory-MMD" ablation of learnable sampler distillation for masked diffusion (arXiv 2509.19962).
+
+This is the earlier, distribution-level reconstruction, kept as a named ablation; LSD / LSD+ as the paper
+defines them (score-scaled Euler steps, L2 to the teacher's cached scores) are in
+:mod:`diffzoo.discrete.lsd_paper`.
 
 The official code (``feiyangfu/LSD``, read for structure only) learns, for an ``N``-step student
 sampler, one coefficient per step that scales the network output (LSD) and, in LSD+, also the step

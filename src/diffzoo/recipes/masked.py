@@ -1,4 +1,4 @@
-"""Training recipes of masked discrete diffusion: ``diffzoo train masked-digits | masked-shapes``.
+"""Training recipes of masked discrete diffusion: ``diffzoo train masked-digits | masked-shapes | masked-countdown``.
 
 Both train :class:`diffzoo.models.transformer.MaskedTransformer` with the continuous-time masked-
 diffusion ELBO (:func:`diffzoo.discrete.masked.masked_diffusion_loss`) and diffzoo's trainer, evaluate
@@ -9,6 +9,8 @@ the EMA model's test negative ELBO and, with ``--zoo-name``, ship it to the zoo:
   every 4x4 RGB patch of a 32x32 scene is one of ``--codes`` k-means codes learned from rendered
   scenes, so a scene is 64 tokens; the codebook ships inside the model (buffer ``codebook``) and
   :func:`diffzoo.discrete.tokens.token_space` decodes tokens back to pixels.
+* ``masked-countdown``: the procedural countdown task (:mod:`diffzoo.data.countdown`; 256 tokens over
+  32 values, LSD arXiv 2509.19962 Fig. 2b), with the exact error rate of FHS samples recorded.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from collections.abc import Callable
 
 import torch
 
-from diffzoo.data import digits, shapes
+from diffzoo.data import countdown, digits, shapes
 from diffzoo.discrete.masked import masked_diffusion_loss, negative_elbo
+from diffzoo.discrete.samplers import first_hitting_sample
 from diffzoo.discrete.tokens import TokenSpace, kmeans
 from diffzoo.metrics.image import psnr
 from diffzoo.models.registry import build
@@ -32,20 +35,29 @@ log = logging.getLogger(__name__)
 Tensor = torch.Tensor
 
 
-def _model_args(p: argparse.ArgumentParser, name: str, steps: int, d_model: int) -> None:
+def _model_args(
+    p: argparse.ArgumentParser,
+    name: str,
+    steps: int,
+    d_model: int,
+    n_layers: int = 4,
+    dropout: float = 0.1,
+    batch_size: int = 256,
+    warmup_steps: int = 500,
+) -> None:
     p.add_argument("--schedule", default="linear", choices=["linear", "cosine"], help="masking schedule")
     p.add_argument("--loss-type", default="elbo", choices=["elbo", "any_order"])
     p.add_argument("--d-model", type=int, default=d_model)
-    p.add_argument("--n-layers", type=int, default=4)
+    p.add_argument("--n-layers", type=int, default=n_layers)
     p.add_argument("--n-heads", type=int, default=4)
-    p.add_argument("--dropout", type=float, default=0.1)
+    p.add_argument("--dropout", type=float, default=dropout)
     add_train_args(
         p,
         steps=steps,
-        batch_size=256,
+        batch_size=batch_size,
         lr=1e-3,
         weight_decay=0.01,
-        warmup_steps=500,
+        warmup_steps=warmup_steps,
         ema_decay=0.999,
         grad_clip=1.0,
         ckpt_every=1000,
@@ -57,6 +69,13 @@ def _model_args(p: argparse.ArgumentParser, name: str, steps: int, d_model: int)
 
 def _digits_args(p: argparse.ArgumentParser) -> None:
     _model_args(p, "masked-digits", steps=20000, d_model=96)
+
+
+def _countdown_args(p: argparse.ArgumentParser) -> None:
+    _model_args(p, "masked-countdown", 2500, 48, n_layers=2, dropout=0.0, batch_size=32, warmup_steps=100)
+    p.add_argument("--train-seqs", type=int, default=100000, help="countdown training sequences (seed 0)")
+    p.add_argument("--eval-samples", type=int, default=64, help="FHS samples whose error rate is recorded")
+    p.add_argument("--test-seqs", type=int, default=1000, help="test sequences (seed 1) of the NELBO")
 
 
 def _shapes_args(p: argparse.ArgumentParser) -> None:
@@ -98,7 +117,7 @@ def train_masked(
         model_init(model)
 
     def sample_batch(step: int, gen: torch.Generator, bs: int) -> Tensor:
-        return data[torch.randint(len(data), (bs,), generator=gen)]
+        return data[torch.randint(len(data), (bs,), generator=gen)].long()  # data may be stored as uint8
 
     def loss_fn(m: torch.nn.Module, batch: Tensor, gen: torch.Generator) -> Tensor:
         m.vocab_size, m.seq_len = vocab, length  # visible through DDP wrappers too
@@ -147,6 +166,36 @@ def train_masked_digits(args: argparse.Namespace) -> dict:
         digits.load("test").levels,
         digits.NUM_LEVELS,
         dataset="digits-discrete (64 tokens, 17 levels, mask id 17)",
+    )
+
+
+@register_recipe(
+    "masked-countdown",
+    "masked diffusion on the countdown task (256 tokens, 32 values; LSD / Informed correctors)",
+    _countdown_args,
+)
+def train_masked_countdown(args: argparse.Namespace) -> dict:
+    """Train on ``--train-seqs`` procedural sequences, record the test NELBO and the exact error rate of
+    ``--eval-samples`` first-hitting samples (the many-step limit of the sampler)."""
+
+    check_train_args(args)
+    train_seqs = countdown.load("train", args.train_seqs).to(torch.uint8)
+
+    def error_metrics(model: torch.nn.Module) -> dict:
+        x = first_hitting_sample(model, args.eval_samples, generator=torch.Generator().manual_seed(0))
+        return {
+            "fhs_error_rate": countdown.error_rate(x),
+            "fhs_sequence_error_rate": countdown.sequence_error_rate(x),
+        }
+
+    return train_masked(
+        args,
+        train_seqs,
+        countdown.load("test", args.test_seqs),
+        countdown.NUM_VALUES,
+        dataset=f"countdown ({countdown.SEQ_LEN} tokens, values 0..{countdown.NUM_VALUES - 1}, mask id "
+        f"{countdown.NUM_VALUES}; {args.train_seqs} procedural training sequences)",
+        extra_metrics=error_metrics,
     )
 
 
