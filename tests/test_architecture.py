@@ -31,6 +31,8 @@ LAZY_OK = {
     "ot",
     "skimage",
     "resource",
+    "pytest",  # diffzoo selftest: dev dependencies, imported when the command runs
+    "hypothesis",
 }
 
 
@@ -102,6 +104,7 @@ def test_registries_list_real_modules():
         "demo",
         "edit",
         "restore",
+        "selftest",
     }
     assert len(bench.BENCHES) == 4 and len(recipes.MODULES) == 4 and len(models.MODULES) == 6
     assert {"toy2d", "digits-unet", "masked-digits", "tinysd-unet", "idm-cs"} <= set(recipes.recipes())

@@ -1,4 +1,4 @@
-"""The ``diffzoo`` command line: ``diffzoo train|sample|bench|demo|invert|edit|restore``.
+"""The ``diffzoo`` command line: ``diffzoo train|sample|bench|demo|invert|edit|restore|selftest``.
 
 One thin module per command, each exposing ``register(subparsers)`` over library functions; this file
 lists them with plain imports (a missing module is an ``ImportError``, never a silent skip).
@@ -10,9 +10,9 @@ import argparse
 import logging
 import sys
 
-from diffzoo.cli import bench, demo, edit, restore, sample, train
+from diffzoo.cli import bench, demo, edit, restore, sample, selftest, train
 
-COMMANDS = (train, sample, bench, demo, edit, restore)
+COMMANDS = (train, sample, bench, demo, edit, restore, selftest)
 
 
 def build_parser() -> argparse.ArgumentParser:

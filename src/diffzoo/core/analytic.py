@@ -67,6 +67,7 @@ class GaussianMixture:
 
     def posterior_mean(self, x: Tensor, alpha: Tensor, sigma: Tensor) -> Tensor:
         """``E[x0 | x_t = x]`` in closed form (per-component Gaussian posterior, mixed by responsibility)."""
+        check_tensor(x, "x", ndim=2, floating=True, shape=(None, self.dim))
         logp, var = self._noisy_log_joint(x, alpha, sigma)
         r = torch.softmax(logp, -1)  # (B, K)
         a = alpha.to(torch.float64).reshape(-1, 1)
@@ -81,7 +82,8 @@ class GaussianMixture:
         """The exact x0-predicting :class:`Denoiser` for this mixture under ``schedule``."""
 
         def net(x: Tensor, t: Tensor, cond: object = None) -> Tensor:
-            a, s = schedule.alpha_sigma(t.to(torch.float64))
+            # no range check (host sync) per call on continuous schedules: samplers validated their grid
+            a, s = schedule.alpha_sigma(t.to(torch.float64), check=schedule.kind == "discrete")
             return self.posterior_mean(x, a.expand(x.shape[0]), s.expand(x.shape[0])).to(x.dtype)
 
         return Denoiser(net, schedule, "sample", validate=False)

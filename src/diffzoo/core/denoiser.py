@@ -182,7 +182,7 @@ class Denoiser:
 
     def _check_range(self, t: Tensor, arg: str = "t") -> None:
         sch = self.schedule
-        if bool(((t < sch.t_end) | (t > sch.t_max + 1e-6)).any()):
+        if bool(((t >= sch.t_end) & (t <= sch.t_max + 1e-6)).logical_not_().any()):  # NaN is out of range too
             raise ValueError(f"{arg}: model times must lie in [{sch.t_end:g}, {sch.t_max:g}]")
 
     def _coefficients(

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import operator
 from typing import Any, Iterable, Sequence
 
 import torch
+
+
+class NonFiniteError(ValueError, FloatingPointError):
+    """NaN or inf where finite values are required: a ``ValueError`` (bad input, naming the argument) that
+    is also a ``FloatingPointError`` (what :func:`check_finite` raised before, and what callers catch)."""
 
 
 def check_choice(value: Any, choices: Iterable[str], arg: str) -> None:
@@ -40,10 +46,36 @@ def check_tensor(
 
 
 def check_finite(x: torch.Tensor, arg: str) -> torch.Tensor:
-    """Raise ``FloatingPointError`` naming ``arg`` if ``x`` holds NaN or inf."""
+    """Raise :class:`NonFiniteError` (a ``ValueError`` and a ``FloatingPointError``) naming ``arg`` if
+    ``x`` holds NaN or inf."""
     if x.is_floating_point() and not bool(torch.isfinite(x).all()):
-        raise FloatingPointError(f"{arg}: contains NaN or inf")
+        raise NonFiniteError(f"{arg}: contains NaN or inf")
     return x
+
+
+def check_batch(x: torch.Tensor, arg: str) -> torch.Tensor:
+    """Raise ``ValueError`` naming ``arg`` unless ``x`` is a non-empty batch ``(B, ...)``, ``B >= 1``."""
+    if x.ndim == 0 or x.shape[0] == 0:
+        raise ValueError(f"{arg}: expected a non-empty batch (B, ...), got shape {tuple(x.shape)}")
+    return x
+
+
+def check_int(value: Any, arg: str, lo: int | None = None, hi: int | None = None) -> int:
+    """An integer (``int``, NumPy integer, 0-d integer tensor; not ``bool``) in ``[lo, hi]``, as ``int``.
+
+    ``TypeError`` naming ``arg`` for a non-integer (``2.5``, ``"2"``), ``ValueError`` when out of range.
+    """
+    if isinstance(value, bool):
+        raise TypeError(f"{arg}: expected an integer, got {value!r}")
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{arg}: expected an integer, got {value!r}") from None
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(
+            f"{arg}: expected an integer in [{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}], got {v}"
+        )
+    return v
 
 
 def check_range(
@@ -54,8 +86,11 @@ def check_range(
     lo_open: bool = False,
     hi_open: bool = False,
 ) -> float:
-    """Check ``lo <= value <= hi`` (open ends where asked)."""
-    v = float(value)
+    """Check ``lo <= value <= hi`` (open ends where asked); ``TypeError`` naming ``arg`` for a non-number."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError, RuntimeError):  # None, "x", objects, tensors with several elements
+        raise TypeError(f"{arg}: expected a number, got {value!r:.40}") from None
     bad = v != v
     if lo is not None:
         bad |= v <= lo if lo_open else v < lo

@@ -18,6 +18,23 @@ def generators_from_seeds(seeds: Sequence[int], device: str | torch.device = "cp
     return [torch.Generator(device).manual_seed(int(s)) for s in seeds]
 
 
+def generator_list(generator: Generator) -> list[torch.Generator]:
+    """``generator`` as a list of ``torch.Generator`` (one per sample); ``TypeError`` naming ``generator``
+    when it is neither a generator nor a sequence of them."""
+    if isinstance(generator, torch.Generator):
+        return [generator]
+    try:
+        gens = list(generator)  # type: ignore[arg-type]
+    except TypeError:
+        gens = None
+    if gens is None or not all(isinstance(g, torch.Generator) for g in gens):
+        raise TypeError(
+            f"generator: expected None, a torch.Generator or a list of them (one per sample), "
+            f"got {type(generator).__name__}"
+        )
+    return gens
+
+
 def _draw(
     fn, shape: Sequence[int], generator: Generator, dtype: torch.dtype, device: str | torch.device
 ) -> torch.Tensor:
@@ -25,9 +42,9 @@ def _draw(
     shape = tuple(shape)
     if generator is None or isinstance(generator, torch.Generator):
         return fn(shape, generator=generator, dtype=dtype, device=device)
-    gens = list(generator)
-    if len(gens) != shape[0]:
-        raise ValueError(f"generator: got {len(gens)} generators for a batch of {shape[0]}")
+    gens = generator_list(generator)
+    if not shape or len(gens) != shape[0]:
+        raise ValueError(f"generator: got {len(gens)} generators for a batch of {shape[0] if shape else 'none'}")
     return torch.stack([fn(shape[1:], generator=g, dtype=dtype, device=device) for g in gens])
 
 

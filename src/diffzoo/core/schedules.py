@@ -26,7 +26,7 @@ from typing import Any, Callable, Mapping
 
 import torch
 
-from diffzoo.core.errors import check_choice, check_finite
+from diffzoo.core.errors import check_choice, check_finite, check_int, check_range
 
 Tensor = torch.Tensor
 
@@ -121,13 +121,20 @@ class DiscreteSchedule(NoiseSchedule):
             raise ValueError(
                 "alphas_cumprod: every entry must lie in (0, 1] (only the last may be 0: zero terminal SNR)"
             )
+        if bool(acp[-1] == 1):
+            raise ValueError("alphas_cumprod: every entry is 1, so no timestep adds noise")
         rising = acp[1:] > acp[:-1]
         if acp[-1] == TINY_TERMINAL_ABAR:  # diffusers' stand-in for a zero terminal abar may exceed abar_{T-2}
             rising[-1] = False
         if bool(rising.any()):
             raise ValueError("alphas_cumprod: must be non-increasing in t")
-        if not (0.0 < final_alpha_cumprod <= 1.0):
-            raise ValueError(f"final_alpha_cumprod: must lie in (0, 1], got {final_alpha_cumprod}")
+        check_range(final_alpha_cumprod, "final_alpha_cumprod", 0.0, 1.0, lo_open=True)
+        if final_alpha_cumprod < float(acp[0]):  # the end of sampling would be noisier than t = 0
+            raise ValueError(
+                f"final_alpha_cumprod: must be >= alphas_cumprod[0] = {float(acp[0]):.6g} (sampling ends at "
+                f"least as clean as t = 0; diffusers' set_alpha_to_one=False uses alphas_cumprod[0]), "
+                f"got {final_alpha_cumprod}"
+            )
         self.alphas_cumprod = acp
         self.final_alpha_cumprod = float(final_alpha_cumprod)
         self.num_train_timesteps = acp.numel()
@@ -154,7 +161,7 @@ class DiscreteSchedule(NoiseSchedule):
     def check_times(self, t: Tensor) -> None:
         """Raise ``ValueError`` naming ``t`` if any model time lies outside ``[-1, T-1]`` (one host sync)."""
         tf = t.detach().to(torch.float64)
-        if bool(((tf < -1) | (tf > self.t_max)).any()):
+        if bool(((tf >= -1) & (tf <= self.t_max)).logical_not_().any()):  # NaN is out of range too
             raise ValueError(
                 f"t: discrete timesteps must lie in [-1, {self.t_max:g}] (got min "
                 f"{tf.min().item():g}, max {tf.max().item():g})"
@@ -190,6 +197,31 @@ class DiscreteSchedule(NoiseSchedule):
         if t.is_floating_point() and t.dtype != torch.float64:
             a, s = a.to(t.dtype), s.to(t.dtype)
         return a, s
+
+    def d_alpha_sigma(self, t: Tensor | float) -> tuple[Tensor, Tensor]:
+        """``(alpha'(t), sigma'(t))`` of the interpolated schedule, in closed form: on the piece
+        ``[k, k + 1]`` ``abar = sigmoid(-2 log(sigma/alpha))`` with ``log(sigma/alpha)`` linear (alpha linear on a
+        zero-SNR last piece). At an integer ``t`` the derivative of the piece starting there (of the last
+        piece at ``t = T - 1``); 0 at the end marker ``t < 0``. (Autograd through :meth:`alpha_sigma` gives
+        0 at every integer ``t``, where the table value is selected.)"""
+        t = _as_time(t)
+        tf = t.detach().to(torch.float64)
+        acp, log_ve = self._tables(tf.device)
+        n = self.num_train_timesteps
+        lo = tf.clamp(0, self.t_max).floor().clamp_(max=n - 2).long()
+        abar = self._abar(tf)
+        a, s = abar.sqrt(), (1 - abar).clamp(min=0).sqrt()
+        d_abar = -2 * abar * (1 - abar) * (log_ve[lo + 1] - log_ve[lo])
+        da = d_abar / (2 * a)
+        ds = torch.where(s > 0, -d_abar / (2 * s.clamp(min=1e-300)), torch.zeros_like(s))
+        if self.zero_terminal_snr:  # last piece: alpha = (1 - w) sqrt(abar_{T-2}), sigma = sqrt(1 - alpha^2)
+            last = lo == n - 2
+            da_last = -acp[n - 2].sqrt().expand_as(a)
+            da = torch.where(last, da_last, da)
+            ds = torch.where(last, -a * da_last / s.clamp(min=1e-300), ds)
+        zero = tf < 0
+        out = t.dtype if t.is_floating_point() else torch.float64
+        return da.masked_fill(zero, 0.0).to(out), ds.masked_fill(zero, 0.0).to(out)
 
     def ve_sigma(self, t: Tensor | float) -> Tensor:
         t = _as_time(t)
@@ -237,16 +269,31 @@ def rescale_zero_terminal_snr(alphas_cumprod: Tensor) -> Tensor:
 # -------------------------------------------------------------------------------------------------
 
 
-def _from_betas(betas: Tensor, name: str, final_alpha_cumprod: float = 1.0) -> DiscreteSchedule:
-    return DiscreteSchedule(torch.cumprod(1 - betas.to(torch.float64), 0), final_alpha_cumprod, name=name)
+def _from_betas(betas: Tensor, name: str, final_alpha_cumprod: float = 1.0, args: str = "betas") -> DiscreteSchedule:
+    check_range(final_alpha_cumprod, "final_alpha_cumprod", 0.0, 1.0, lo_open=True)
+    try:
+        return DiscreteSchedule(torch.cumprod(1 - betas.to(torch.float64), 0), final_alpha_cumprod, name=name)
+    except ValueError as e:  # e.g. betas so large that alphas_cumprod underflows to 0 before the end
+        if not str(e).startswith("alphas_cumprod"):
+            raise
+        raise ValueError(f"{args}: give a valid {name!r} schedule ({e})") from None
+
+
+def _check_steps_and_betas(num_train_timesteps: int, **betas: float) -> int:
+    """``num_train_timesteps >= 2`` and each beta in ``[0, 1)``, naming the argument."""
+    n = check_int(num_train_timesteps, "num_train_timesteps", lo=2)
+    for arg, v in betas.items():
+        check_range(v, arg, 0.0, 1.0, hi_open=True)
+    return n
 
 
 def linear(
     num_train_timesteps: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02, final_alpha_cumprod: float = 1.0
 ) -> DiscreteSchedule:
     """DDPM's linear beta schedule (Ho et al. 2020, Sec. 4)."""
-    betas = torch.linspace(beta_start, beta_end, num_train_timesteps, dtype=torch.float64)
-    return _from_betas(betas, "linear", final_alpha_cumprod)
+    n = _check_steps_and_betas(num_train_timesteps, beta_start=beta_start, beta_end=beta_end)
+    betas = torch.linspace(beta_start, beta_end, n, dtype=torch.float64)
+    return _from_betas(betas, "linear", final_alpha_cumprod, "beta_start, beta_end")
 
 
 def scaled_linear(
@@ -256,8 +303,9 @@ def scaled_linear(
     final_alpha_cumprod: float = 1.0,
 ) -> DiscreteSchedule:
     """Stable Diffusion's schedule: linear in sqrt(beta) (Rombach et al. 2022)."""
-    betas = torch.linspace(beta_start**0.5, beta_end**0.5, num_train_timesteps, dtype=torch.float64) ** 2
-    return _from_betas(betas, "scaled_linear", final_alpha_cumprod)
+    n = _check_steps_and_betas(num_train_timesteps, beta_start=beta_start, beta_end=beta_end)
+    betas = torch.linspace(beta_start**0.5, beta_end**0.5, n, dtype=torch.float64) ** 2
+    return _from_betas(betas, "scaled_linear", final_alpha_cumprod, "beta_start, beta_end")
 
 
 def cosine(
@@ -268,12 +316,15 @@ def cosine(
     Same construction as diffusers' ``squaredcos_cap_v2``.
     """
 
+    n = _check_steps_and_betas(num_train_timesteps)
+    check_range(s, "s", 0.0, math.inf, hi_open=True)
+    check_range(max_beta, "max_beta", 0.0, 1.0, lo_open=True)
+
     def f(u: float) -> float:
         return math.cos((u + s) / (1 + s) * math.pi / 2) ** 2
 
-    n = num_train_timesteps
     betas = torch.tensor([min(1 - f((i + 1) / n) / f(i / n), max_beta) for i in range(n)], dtype=torch.float64)
-    return _from_betas(betas, "cosine", final_alpha_cumprod)
+    return _from_betas(betas, "cosine", final_alpha_cumprod, "s, max_beta")
 
 
 # -------------------------------------------------------------------------------------------------
@@ -300,11 +351,32 @@ class ContinuousSchedule(NoiseSchedule):
         ve_sigma_fn_inv: Callable[[Tensor], Tensor] | None = None,
     ):
         self.name, self.alpha_fn, self.sigma_fn = name, alpha_fn, sigma_fn
-        self.t_min, self.t_max, self.t_end = float(t_min), float(t_max), float(t_end)
+        self.t_min, self.t_max, self.t_end = (
+            check_range(v, a) for v, a in ((t_min, "t_min"), (t_max, "t_max"), (t_end, "t_end"))
+        )
+        if not (math.isfinite(self.t_max) and self.t_end <= self.t_min < self.t_max):
+            raise ValueError(
+                f"t_min, t_max: need t_end <= t_min < t_max < inf, got t_end={self.t_end:g}, t_min={self.t_min:g}, "
+                f"t_max={self.t_max:g}"
+            )
         self.ve_sigma_fn_inv = ve_sigma_fn_inv
 
+    def check_times(self, t: Tensor) -> None:
+        """Raise ``ValueError`` naming ``t`` if a model time is NaN or outside ``[t_end, t_max]`` (up to
+        ``1e-6`` relative, the tolerance of :func:`~diffzoo.sampling.timesteps.validate_timesteps`; one host sync)."""
+        tf = t.detach().to(torch.float64)
+        tol = 1e-6 * max(1.0, abs(self.t_max))
+        if bool(((tf >= self.t_end - tol) & (tf <= self.t_max + tol)).logical_not_().any()):
+            raise ValueError(
+                f"t: model times of schedule {self.name!r} must lie in [{self.t_end:g}, {self.t_max:g}] "
+                f"(got min {tf.min().item():g}, max {tf.max().item():g})"
+            )
+
     def alpha_sigma(self, t: Tensor | float, check: bool = True) -> tuple[Tensor, Tensor]:
+        """``(alpha(t), sigma(t))``; ``check=False`` skips the range check (hot paths that validated their times)."""
         t = _as_time(t)
+        if check and not t.requires_grad:
+            self.check_times(t)
         tf = t if t.is_floating_point() else t.to(torch.float64)
         return self.alpha_fn(tf), self.sigma_fn(tf)
 
@@ -314,8 +386,18 @@ class ContinuousSchedule(NoiseSchedule):
         return self.ve_sigma_fn_inv(torch.as_tensor(ve_sigma))
 
 
+def _check_unit_range(t_min: float, t_max: float) -> None:
+    """``0 <= t_min < t_max <= 1`` for the schedules defined on the unit interval, naming the argument."""
+    check_range(t_min, "t_min", 0.0, 1.0, hi_open=True)
+    if not check_range(t_max, "t_max", 0.0, 1.0) > t_min:
+        raise ValueError(f"t_max: must exceed t_min={t_min:g}, got {t_max:g}")
+
+
 def ve(sigma_min: float = 0.002, sigma_max: float = 80.0) -> ContinuousSchedule:
     """Variance exploding (Song et al. 2021): ``alpha = 1``, ``sigma = t``; model time is sigma."""
+    check_range(sigma_min, "sigma_min", 0.0, math.inf, hi_open=True)
+    if not check_range(sigma_max, "sigma_max", 0.0, math.inf, hi_open=True) > sigma_min:
+        raise ValueError(f"sigma_max: must exceed sigma_min={sigma_min:g}, got {sigma_max:g}")
     return ContinuousSchedule(
         "ve",
         lambda t: torch.ones_like(t),
@@ -329,6 +411,7 @@ def ve(sigma_min: float = 0.002, sigma_max: float = 80.0) -> ContinuousSchedule:
 
 def edm(sigma_min: float = 0.002, sigma_max: float = 80.0, sigma_data: float = 0.5) -> ContinuousSchedule:
     """EDM (Karras et al. 2022): a VE process with ``t = sigma``; pair it with the ``karras`` spacing."""
+    check_range(sigma_data, "sigma_data", 0.0, math.inf, lo_open=True, hi_open=True)
     sch = ve(sigma_min, sigma_max)
     sch.name = "edm"
     sch.sigma_data = sigma_data  # type: ignore[attr-defined]
@@ -337,6 +420,8 @@ def edm(sigma_min: float = 0.002, sigma_max: float = 80.0, sigma_data: float = 0
 
 def vp_cosine(s: float = 0.008, t_min: float = 1e-4, t_max: float = 1.0 - 1e-4) -> ContinuousSchedule:
     """Continuous VP cosine: ``alpha = cos(pi/2 * (t+s)/(1+s)) / cos(pi/2 * s/(1+s))``, ``sigma^2 = 1-alpha^2``."""
+    check_range(s, "s", 0.0, math.inf, hi_open=True)
+    _check_unit_range(t_min, t_max)
     c0 = math.cos(math.pi / 2 * s / (1 + s))
 
     def a(t: Tensor) -> Tensor:
@@ -354,6 +439,10 @@ def vp_cosine(s: float = 0.008, t_min: float = 1e-4, t_max: float = 1.0 - 1e-4) 
 
 def vp_linear(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3) -> ContinuousSchedule:
     """Continuous VP-SDE with linear beta(t) (Song et al. 2021): ``log alpha = -b_min t/2 - (b_max-b_min) t^2/4``."""
+    check_range(beta_min, "beta_min", 0.0, math.inf, hi_open=True)
+    if not check_range(beta_max, "beta_max", 0.0, math.inf, hi_open=True) > beta_min:
+        raise ValueError(f"beta_max: must exceed beta_min={beta_min:g}, got {beta_max:g}")
+    _check_unit_range(t_min, 1.0)
 
     def a(t: Tensor) -> Tensor:
         return torch.exp(-0.5 * beta_min * t - 0.25 * (beta_max - beta_min) * t**2)
@@ -371,6 +460,7 @@ def vp_linear(beta_min: float = 0.1, beta_max: float = 20.0, t_min: float = 1e-3
 
 def rectified_flow(t_min: float = 0.0, t_max: float = 1.0) -> ContinuousSchedule:
     """Rectified flow / flow matching (Liu et al. 2023): ``alpha = 1 - t``, ``sigma = t``; t = 0 is data."""
+    _check_unit_range(t_min, t_max)
     return ContinuousSchedule(
         "rectified_flow",
         lambda t: 1 - t,

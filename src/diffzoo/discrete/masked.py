@@ -48,6 +48,8 @@ def model_seq_len(model: TokenModel, seq_len: int | None = None) -> int:
 def check_tokens(x: Tensor, vocab_size: int, arg: str = "x", allow_mask: bool = True) -> Tensor:
     """Integer token ids in ``[0, K]`` (``K`` = mask) or ``[0, K-1]`` when ``allow_mask`` is False."""
     check_tensor(x, arg, floating=False)
+    if x.dtype == torch.bool or x.is_complex():
+        raise TypeError(f"{arg}: expected integer token ids, got dtype {x.dtype}")
     hi = vocab_size if allow_mask else vocab_size - 1
     if x.numel() and (int(x.min()) < 0 or int(x.max()) > hi):
         what = f"[0, {hi}] ({vocab_size} = [MASK])" if allow_mask else f"[0, {hi}] (no [MASK] allowed)"
@@ -112,7 +114,11 @@ def predictive_probs(model: TokenModel, x: Tensor) -> Tensor:
     The carry-over of unmasked tokens is the SUBS parameterisation (MDLM): a clean token never changes.
     """
     vocab = model_vocab(model)
-    probs = torch.softmax(model(x).to(torch.float64), dim=-1)
+    logits = model(x)
+    if not torch.is_tensor(logits) or logits.shape != (*x.shape, vocab):
+        got = tuple(logits.shape) if torch.is_tensor(logits) else type(logits).__name__
+        raise ValueError(f"model output: expected logits of shape {(*x.shape, vocab)} (B, L, K), got {got}")
+    probs = torch.softmax(logits.to(torch.float64), dim=-1)
     keep = x != vocab
     onehot = F.one_hot(x.clamp_max(vocab - 1), vocab).to(probs.dtype)
     return torch.where(keep[..., None], onehot, probs)

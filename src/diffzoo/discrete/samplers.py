@@ -24,8 +24,8 @@ from collections.abc import Callable
 
 import torch
 
-from diffzoo.core.errors import check_choice, check_range
-from diffzoo.core.random import Generator, rand
+from diffzoo.core.errors import check_batch, check_choice, check_finite, check_int, check_range, check_tensor
+from diffzoo.core.random import Generator, generator_list, rand
 from diffzoo.discrete.categorical import sample_categorical
 from diffzoo.discrete.masked import TokenModel, check_tokens, model_seq_len, model_vocab, predictive_probs
 from diffzoo.discrete.schedule import MaskSchedule, get_mask_schedule
@@ -50,13 +50,28 @@ class CallCounter:
 def _init(model: TokenModel, n: int, seq_len: int | None, x_init: Tensor | None, device) -> Tensor:
     vocab = model_vocab(model)
     if x_init is not None:
-        check_tokens(x_init, vocab, "x_init")
-        model_seq_len(model, x_init.shape[1])
+        check_tokens(check_batch(check_tensor(x_init, "x_init", ndim=2), "x_init"), vocab, "x_init")
+        length = getattr(model, "seq_len", None) if seq_len is None else model_seq_len(model, seq_len)
+        if length is not None and x_init.shape[1] != int(length):
+            raise ValueError(
+                f"x_init: expected rows of {int(length)} tokens (the model's seq_len), got {x_init.shape[1]}"
+            )
         return x_init.clone()
     length = model_seq_len(model, seq_len)
-    if n < 1:
+    if check_int(n, "n") < 1:
         raise ValueError(f"n: expected a positive number of samples, got {n}")
     return torch.full((n, length), vocab, dtype=torch.long, device=device)
+
+
+def check_times(times: Tensor) -> Tensor:
+    """A masking-time grid: 1-D, at least 2 entries, strictly decreasing, within ``[0, 1]``; as float64."""
+    check_tensor(times, "times", ndim=1)
+    if times.dtype == torch.bool or times.is_complex() or times.numel() < 2:
+        raise ValueError(f"times: expected at least 2 real times, got {times.numel()} of dtype {times.dtype}")
+    ts = check_finite(times.detach().to(torch.float64), "times")
+    if not bool((ts[1:] < ts[:-1]).all()) or float(ts[0]) > 1 or float(ts[-1]) < 0:
+        raise ValueError(f"times: must decrease strictly within [0, 1] (1 = all masked), got {ts.tolist()[:8]}")
+    return ts
 
 
 def _device(model: TokenModel):
@@ -93,14 +108,14 @@ def ancestral_sample(
     ``cache``: re-evaluate the network only for rows that changed since their last evaluation.
     ``x_init``: start from a partially masked sequence (its clean tokens are kept).
     """
-    if steps < 1:
+    if check_int(steps, "steps") < 1:
         raise ValueError(f"steps: expected >= 1, got {steps}")
     check_choice(precision, ("float64", "float32"), "precision")
     sched = get_mask_schedule(schedule)
     vocab = model_vocab(model)
     x = _init(model, n, seq_len, x_init, _device(model))
     fdt = torch.float64 if precision == "float64" else torch.float32
-    ts = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64) if times is None else times.to(torch.float64)
+    ts = torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64) if times is None else check_times(times)
     alphas = sched.alpha(ts)
     probs = predictive_probs(model, x)
     for i in range(len(ts) - 1):
@@ -146,13 +161,17 @@ def first_hitting_sample(
     (the time of the last of the ``tokens_per_step`` events of each call), strictly decreasing in
     exact arithmetic. The schedule only sets the times: the output law does not depend on it.
     """
-    if tokens_per_step < 1:
+    if check_int(tokens_per_step, "tokens_per_step") < 1:
         raise ValueError(f"tokens_per_step: expected >= 1, got {tokens_per_step}")
     sched = get_mask_schedule(schedule)
     vocab = model_vocab(model)
     x = _init(model, n, seq_len, x_init, _device(model))
     b, length = x.shape
     t = torch.ones(b, dtype=torch.float64)
+    per_row = generator is not None and not isinstance(generator, torch.Generator)
+    gens, half = (generator_list(generator) if per_row else []), torch.tensor(0.5, dtype=torch.float64)
+    if per_row and len(gens) != b:
+        raise ValueError(f"generator: got {len(gens)} generators for a batch of {b}")
     times = []
     i = 0
     while True:
@@ -162,7 +181,10 @@ def first_hitting_sample(
             break
         k = torch.clamp(n_masked, max=tokens_per_step)
         for j in range(int(k.max())):
-            u = rand((b,), generator, dtype=torch.float64)
+            if per_row:  # row i draws only its own k_i uniforms: its stream must not depend on the batch
+                u = torch.stack([rand((1,), g, dtype=torch.float64)[0] if j < ki else half for g, ki in zip(gens, k)])
+            else:
+                u = rand((b,), generator, dtype=torch.float64)
             nm = (n_masked - j).clamp_min(1).to(torch.float64)
             t = torch.where(j < k, first_hitting_times(t, nm, sched, u), t)
         times.append(t.clone())
@@ -212,16 +234,19 @@ def confidence_sample(
     """
     check_range(temperature, "temperature", 0.0, None, lo_open=True)
     check_range(choice_temperature, "choice_temperature", 0.0)
+    if check_int(steps, "steps") < 1:
+        raise ValueError(f"steps: expected >= 1, got {steps}")
     vocab = model_vocab(model)
     x = _init(model, n, seq_len, x_init, _device(model))
-    counts = cosine_unmask_counts(int((x == vocab).sum(1).max()), steps)
-    for i, k in enumerate(counts):
+    # each row's own schedule over its masked positions (a row must not depend on the rest of the batch)
+    table = torch.tensor([cosine_unmask_counts(int(m), steps) for m in (x == vocab).sum(1).tolist()], device=x.device)
+    for i, k in enumerate(table.T):
         probs = predictive_probs(model, x)
         if temperature != 1.0:
             probs = torch.softmax(probs.clamp_min(1e-300).log() / temperature, dim=-1)
         draw = sample_categorical(probs, generator)
         conf = probs.gather(-1, draw[..., None])[..., 0].clamp_min(1e-300).log()
-        tau = choice_temperature * (1.0 - (i + 1) / len(counts))
+        tau = choice_temperature * (1.0 - (i + 1) / steps)
         if tau > 0:
             u = rand(conf.shape, generator, dtype=torch.float64, device=conf.device)
             conf = conf + tau * -torch.log(-torch.log(u.clamp(1e-300, 1.0 - 1e-16)))

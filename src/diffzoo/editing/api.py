@@ -38,7 +38,7 @@ from typing import Any, Protocol
 import torch
 
 from diffzoo import inversion
-from diffzoo.core.errors import check_choice
+from diffzoo.core.errors import check_choice, check_int, check_range
 from diffzoo.editing import anchored, ddcm
 from diffzoo.inversion.common import EditResult
 from diffzoo.latent import attention as A
@@ -479,13 +479,18 @@ def _run(
     if not isinstance(model, LatentModel):
         raise TypeError(f"model: expected a diffzoo.latent.model.LatentModel, got {type(model).__name__}")
     model.require_conditional(f"{entry.name} editing")
+    for arg, prompt in (("source_prompt", source_prompt), ("target_prompt", target_prompt)):
+        ok = isinstance(prompt, str) or (isinstance(prompt, (list, tuple)) and all(isinstance(p, str) for p in prompt))
+        if not ok and not (prompt is None and arg == "target_prompt"):
+            raise TypeError(f"{arg}: expected a string or a list of strings, got {type(prompt).__name__}")
+    check_int(options["seed"], "seed")
     check_choice(options["p2p"], P2P_MODES, "p2p")
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise TypeError(f"dtype: expected a floating-point torch.dtype, got {dtype!r}")
     z0 = model.to_latent(image, dtype, is_latent)
     opts = EditOptions(
         num_steps=num_steps,
-        guidance=entry.default_guidance if guidance is None else float(guidance),
+        guidance=entry.default_guidance if guidance is None else check_range(guidance, "guidance"),
         strength=entry.default_strength if strength is None else strength,
         **options,
     )

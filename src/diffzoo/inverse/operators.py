@@ -16,12 +16,13 @@ The range-null-space correction ``x - lam A^+(A x - y)`` (DDNM Eq. 8/17) lives h
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from diffzoo.core.errors import check_choice, check_finite, check_range, check_tensor
+from diffzoo.core.errors import check_batch, check_choice, check_finite, check_int, check_range, check_tensor
 from diffzoo.core.random import randn
 
 Tensor = torch.Tensor
@@ -29,7 +30,10 @@ Shape = tuple[int, int, int]
 
 
 def _shape3(in_shape: Sequence[int]) -> Shape:
-    s = tuple(int(v) for v in in_shape)
+    try:  # integers only: int(8.5) would silently build an operator for another shape
+        s = tuple(operator.index(v) for v in in_shape)
+    except TypeError:
+        raise TypeError(f"in_shape: expected (C, H, W) with positive integer sizes, got {in_shape!r}") from None
     if len(s) != 3 or min(s) < 1:
         raise ValueError(f"in_shape: expected (C, H, W) with positive sizes, got {tuple(in_shape)}")
     return s  # type: ignore[return-value]
@@ -54,17 +58,18 @@ class Operator:
     # --- checks -----------------------------------------------------------------------------
     def check_image(self, x: Tensor, arg: str = "x") -> Tensor:
         check_tensor(x, arg, ndim=4, floating=True, shape=(None, *self.in_shape))
-        return x
+        return check_batch(x, arg)
 
     def check_measurement(self, y: Tensor, arg: str = "y") -> Tensor:
         check_tensor(y, arg, floating=True, shape=(None, *self.meas_shape()))
+        check_batch(y, arg)
         check_finite(y, arg)
         return y
 
     # --- measurement ------------------------------------------------------------------------
     def A(self, x: Tensor) -> Tensor:
-        """The forward map ``A(x)``."""
-        return self.forward(self.check_image(x))
+        """The forward map ``A(x)`` (``x`` checked: shape, non-empty batch, finite values)."""
+        return self.forward(check_finite(self.check_image(x), "x"))
 
     __call__ = A
 
@@ -100,7 +105,10 @@ class LinearOperator(Operator):
         With ``lam = 1`` this is ``A^+ y + (I - A^+ A) x0``: its range part is fixed by ``y`` and its
         null-space part comes from ``x0``, so ``A(result) = y`` whenever ``y`` is in the range of ``A``.
         """
-        r = self.forward(self.check_image(x0, "x0")) - self.check_measurement(y)
+        self.check_image(x0, "x0")
+        if self.check_measurement(y).shape[0] not in (1, x0.shape[0]):
+            raise ValueError(f"y: batch {y.shape[0]} does not match x0's batch {x0.shape[0]} (give 1 or {x0.shape[0]})")
+        r = self.forward(x0) - y
         corr = self.pinv(r)
         if torch.is_tensor(lam) and lam.ndim == 1:
             lam = lam.reshape(-1, 1, 1, 1)
@@ -198,7 +206,7 @@ class Blur(MatrixOperator):
 
 def gaussian_blur(in_shape: Sequence[int], sigma: float = 1.0, size: int = 5, rcond: float = 1e-3) -> Blur:
     """Isotropic Gaussian blur of std ``sigma`` pixels on a ``size x size`` support."""
-    check_range(sigma, "sigma", lo=0.0, lo_open=True)
+    check_range(sigma, "sigma", 0.0, math.inf, lo_open=True, hi_open=True)
     r = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
     g = torch.exp(-0.5 * (r / sigma) ** 2)
     return Blur(in_shape, g[:, None] * g[None, :], rcond)
@@ -206,8 +214,9 @@ def gaussian_blur(in_shape: Sequence[int], sigma: float = 1.0, size: int = 5, rc
 
 def motion_blur(in_shape: Sequence[int], length: int = 5, angle: float = 0.0, rcond: float = 1e-3) -> Blur:
     """Linear motion blur: a line of ``length`` pixels at ``angle`` degrees (bilinear rasterised)."""
-    if length < 1:
+    if check_int(length, "length") < 1:
         raise ValueError(f"length: expected a positive integer, got {length}")
+    check_range(angle, "angle", -math.inf, math.inf, lo_open=True, hi_open=True)
     size = length if length % 2 == 1 else length + 1
     k = torch.zeros(size, size, dtype=torch.float64)
     c = (size - 1) / 2
@@ -237,7 +246,7 @@ class CompressedSensing(MatrixOperator):
         _, h, w = _shape3(in_shape)
         n = h * w
         q = max(1, math.ceil(ratio * n - 1e-9))
-        g = torch.Generator().manual_seed(seed)
+        g = torch.Generator().manual_seed(check_int(seed, "seed"))
         gauss = torch.randn(n, n, generator=g, dtype=torch.float64)
         self.ratio, self.orthogonal, self.seed = float(ratio), orthogonal, seed
         if orthogonal:
@@ -287,6 +296,8 @@ class Inpainting(LinearOperator):
 def box_inpainting(in_shape: Sequence[int], box: Sequence[int] | None = None) -> Inpainting:
     """Missing box ``(top, left, height, width)``; default: the central half-size square."""
     c, h, w = _shape3(in_shape)
+    if box is None and min(h, w) < 2:
+        raise ValueError(f"in_shape: the default box (the central half) needs H, W >= 2, got {h}x{w}; pass box=")
     top, left, bh, bw = box if box is not None else (h // 4, w // 4, h // 2, w // 2)
     if not (0 <= top < h and 0 <= left < w and bh > 0 and bw > 0):
         raise ValueError(f"box: expected (top, left, height, width) inside {h}x{w}, got {tuple(box or ())}")
@@ -299,7 +310,7 @@ def random_inpainting(in_shape: Sequence[int], missing: float = 0.5, seed: int =
     """Each pixel (all channels together) is missing with probability ``missing`` (fixed seed)."""
     check_range(missing, "missing", lo=0.0, hi=1.0, hi_open=True)
     _, h, w = _shape3(in_shape)
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(check_int(seed, "seed"))
     return Inpainting(in_shape, torch.rand(h, w, generator=g) >= missing)
 
 
@@ -312,7 +323,7 @@ class AveragePoolSR(LinearOperator):
     def __init__(self, in_shape: Sequence[int], factor: int = 2):
         super().__init__(in_shape)
         _, h, w = self.in_shape
-        if factor < 1 or h % factor or w % factor:
+        if check_int(factor, "factor") < 1 or h % factor or w % factor:
             raise ValueError(f"factor: expected a positive divisor of H={h} and W={w}, got {factor}")
         self.factor = int(factor)
 
@@ -367,7 +378,7 @@ class Saturation(Operator):
 
     def __init__(self, inner: LinearOperator, gain: float = 1.0):
         super().__init__(inner.in_shape)
-        check_range(gain, "gain", lo=0.0, lo_open=True)
+        check_range(gain, "gain", 0.0, math.inf, lo_open=True, hi_open=True)
         self.inner, self.gain = inner, float(gain)
 
     def meas_shape(self) -> tuple[int, ...]:

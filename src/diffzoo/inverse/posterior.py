@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from diffzoo.core.denoiser import Denoiser
-from diffzoo.core.errors import check_choice
-from diffzoo.core.random import Generator, randn
+from diffzoo.core.errors import check_choice, check_finite, check_range
+from diffzoo.core.random import Generator, generator_list, randn
 from diffzoo.inverse.ddnm import DDNMDenoiser
 from diffzoo.inverse.dps import DPSDenoiser
 from diffzoo.inverse.operators import LinearOperator, Operator, Saturation
@@ -62,13 +62,28 @@ def posterior_sample(
     """
 
     check_choice(method, METHODS, "method")
+    if not isinstance(op, Operator):
+        raise TypeError(f"op: expected a diffzoo.inverse Operator, got {type(op).__name__}")
+    if method != "pinv" and not isinstance(denoiser, Denoiser):
+        raise TypeError(f"denoiser: expected a diffzoo Denoiser, got {type(denoiser).__name__}")
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype: expected a floating-point torch.dtype, got {dtype!r}")
+    check_range(sigma_y, "sigma_y", lo=0.0)
+    check_range(eta, "eta", 0.0, 1.0)
+    check_range(zeta, "zeta", lo=0.0)
     y = op.check_measurement(y)
+    if (
+        generator is not None
+        and not isinstance(generator, torch.Generator)
+        and len(generator_list(generator)) != len(y)
+    ):
+        raise ValueError(f"generator: expected a torch.Generator or a list of {y.shape[0]} (one per measurement)")
     if method == "pinv":
         return pinv_estimate(op, y).to(dtype)
     ts = get_timesteps(denoiser.schedule, num_steps, spacing)
     if x_T is None:
         x_T = randn((y.shape[0], *op.in_shape), generator, dtype)
-    x_T = op.check_image(x_T, "x_T")
+    x_T = check_finite(op.check_image(x_T, "x_T"), "x_T").to(dtype)  # the result is in ``dtype``
     if x_T.shape[0] != y.shape[0]:
         raise ValueError(f"x_T: batch {x_T.shape[0]} does not match y's batch {y.shape[0]}")
     if method == "prior":

@@ -199,9 +199,9 @@ def as_prompts(prompt: str | Sequence[str], batch: int, arg: str = "prompt") -> 
     """A prompt per sample: a single string is repeated ``batch`` times."""
     if isinstance(prompt, str):
         return [prompt] * batch
-    prompts = list(prompt)
-    if not all(isinstance(p, str) for p in prompts):
-        raise TypeError(f"{arg}: expected a string or a list of strings")
+    prompts = list(prompt) if isinstance(prompt, (list, tuple)) else None
+    if prompts is None or not all(isinstance(p, str) for p in prompts):
+        raise TypeError(f"{arg}: expected a string or a list of strings, got {type(prompt).__name__}")
     if len(prompts) != batch:
         raise ValueError(f"{arg}: got {len(prompts)} prompts for a batch of {batch}")
     return prompts

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.errors import check_range
@@ -60,22 +61,33 @@ def _optimise_null(
     inner_steps: int,
     threshold: float,
 ) -> tuple[Tensor, int]:
-    """Adam on ``null`` so that the guided DDIM step from ``z`` lands on ``target``; returns (null, iters)."""
+    """Adam on ``null`` so that the guided DDIM step from ``z`` lands on ``target``; returns (null, iters).
+
+    Each sample is optimised as if alone: the loss is the sum of per-sample mean squared errors, and a
+    sample whose error falls below ``threshold`` keeps its embedding from then on (the early stop of
+    batch size 1; ``iters`` counts the steps until every sample stopped)."""
     with torch.no_grad():
         eps_c = den.x0_eps(z, t, cond)[1]
     null = null.detach().clone().requires_grad_(True)
     opt = torch.optim.Adam([null], lr=lr)
     iters = 0
+    done = torch.zeros(null.shape[0], dtype=torch.bool, device=null.device)
+    final = null.detach().clone()
     with torch.enable_grad():
         for _ in range(inner_steps):
             eps_u = den.x0_eps(z, t, null)[1]
             z_prev = ddim_transfer(z, cfg_combine(eps_u, eps_c, w), den.schedule, t, s)
-            loss = torch.nn.functional.mse_loss(z_prev, target)
+            per_sample = torch.stack([F.mse_loss(z_prev[i], target[i]) for i in range(z_prev.shape[0])])
             # gradient for the embedding only: network weights never accumulate .grad
-            (null.grad,) = torch.autograd.grad(loss, [null])
+            (null.grad,) = torch.autograd.grad(per_sample.sum(), [null])
             opt.step()
             iters += 1
-            if loss.item() < threshold:
+            with torch.no_grad():
+                null[done] = final[done]  # samples that stopped earlier keep their embedding
+                stop = (per_sample.detach() < threshold) & ~done
+                final[stop] = null[stop]
+                done |= stop
+            if bool(done.all()):
                 break
     return null.detach(), iters
 

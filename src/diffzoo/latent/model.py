@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from diffzoo.core.denoiser import Denoiser, from_diffusers_unet
-from diffzoo.core.errors import check_tensor
+from diffzoo.core.errors import check_batch, check_finite, check_tensor
 from diffzoo.core.parameterization import canonical_prediction_type
 from diffzoo.core.schedules import DiscreteSchedule, from_diffusers_config
 
@@ -178,8 +178,9 @@ class LatentModel:
     # Images <-> latents
     # ---------------------------------------------------------------------------------------------
     def check_image(self, img: Tensor, arg: str = "image") -> Tensor:
-        """Validate an image batch ``(B, 3, H, W)`` in ``[-1, 1]`` of an allowed size."""
+        """Validate an image batch ``(B, 3, H, W)`` in ``[-1, 1]`` of an allowed size (non-empty, finite)."""
         check_tensor(img, arg, ndim=4, floating=True)
+        check_finite(check_batch(img, arg), arg)  # NaN would pass the range check below
         channels = (
             getattr(getattr(self.vae, "config", None), "in_channels", 3)
             if self.vae is not None
@@ -252,6 +253,7 @@ class LatentModel:
             with torch.no_grad():
                 z = self.encode_image(x.to(self.device)).detach()
             return z if dtype is None else z.to(dtype)
+        check_finite(check_batch(x, "image_or_latent"), "image_or_latent")
         c_lat = self.latent_channels
         if c_lat is not None and x.shape[1] != c_lat:
             raise ValueError(f"image_or_latent: a latent must have {c_lat} channels, got shape {tuple(x.shape)}")

@@ -35,9 +35,9 @@ import torch
 from tqdm.auto import tqdm
 
 from diffzoo.core.denoiser import Denoiser, PreparedTimes
-from diffzoo.core.errors import check_tensor
+from diffzoo.core.errors import check_batch, check_finite, check_tensor
 from diffzoo.core.parameterization import ddim_transfer_coefficients, to_x0_eps
-from diffzoo.core.random import Generator, randn
+from diffzoo.core.random import Generator, generator_list, randn
 from diffzoo.sampling.timesteps import validate_timesteps
 
 Tensor = torch.Tensor
@@ -117,6 +117,10 @@ def prepare(
     check_tensor(x, "x", floating=True)
     if x.dtype not in (torch.float32, torch.float64):
         raise TypeError(f"x: samplers run in float32 or float64, got {x.dtype}")
+    check_batch(x, "x")
+    if x.device.type == "meta":
+        raise ValueError("x: a meta tensor has no values; give the state on a real device")
+    check_finite(x, "x")
     t = validate_timesteps(denoiser.schedule, timesteps).to(x.device)
     n_extra = 0 if extra_times is None else extra_times.numel()
     both = t if extra_times is None else torch.cat([extra_times.to(t), t])
@@ -213,8 +217,7 @@ class NoiseSource:
 def check_generator(generator: Generator, x: Tensor) -> None:
     if generator is None or isinstance(generator, torch.Generator):
         return
-    gens = list(generator)
-    if len(gens) != x.shape[0] or not all(isinstance(g, torch.Generator) for g in gens):
+    if len(generator_list(generator)) != x.shape[0]:
         raise ValueError(f"generator: expected a torch.Generator or a list of {x.shape[0]} generators")
 
 
@@ -230,6 +233,8 @@ def report(callback: Callback | None, grid: Grid, i: int, x: Tensor, x0: Tensor,
     convention of diffusers' ``callback_on_step_end``), else ``x``."""
     if callback is None:
         return x
+    if not callable(callback):
+        raise TypeError(f"callback: expected a callable or None, got {type(callback).__name__}")
     out = callback({"i": i, "t": grid.t[i], "s": grid.t[i + 1], "x": x, "x0": x0, "eps": eps})
     if out is None:
         return x

@@ -50,8 +50,8 @@ def ddim(
     steps whose noise scale is non-zero.
     """
     eta = check_range(eta, "eta", 0.0, 1.0)
-    check_generator(generator, x)
     g = prepare(denoiser, x, timesteps, name="ddim")
+    check_generator(generator, x)
     n = g.num_steps
     if eta == 0:
         direction, c = g.sigma_f[1:], [0.0] * n

@@ -29,7 +29,7 @@ import math
 
 import torch
 
-from diffzoo.core.errors import check_choice, check_tensor
+from diffzoo.core.errors import check_choice, check_int, check_range, check_tensor
 from diffzoo.core.schedules import NoiseSchedule
 
 Tensor = torch.Tensor
@@ -89,15 +89,17 @@ def get_timesteps(
     ``schedule.t_end``. ``rho``, ``sigma_min``, ``sigma_max`` apply to ``karras`` (default: the
     schedule's VE noise range); ``steps_offset`` to ``leading`` (diffusers' ``steps_offset``).
     """
+    if not isinstance(schedule, NoiseSchedule):
+        raise TypeError(f"schedule: expected a NoiseSchedule, got {type(schedule).__name__}")
     check_choice(spacing, SPACINGS, "spacing")
     if not isinstance(num_steps, int) or isinstance(num_steps, bool) or num_steps < 1:
         raise ValueError(f"num_steps: expected a positive integer, got {num_steps!r}")
+    steps_offset = check_int(steps_offset, "steps_offset", lo=0)
     if spacing == "karras":
-        if rho <= 0:
-            raise ValueError(f"rho: expected a positive value, got {rho}")
+        rho = check_range(rho, "rho", 0.0, math.inf, lo_open=True, hi_open=True)
         smin, smax = _ve_range(schedule)
-        smin = smin if sigma_min is None else float(sigma_min)
-        smax = smax if sigma_max is None else float(sigma_max)
+        smin = smin if sigma_min is None else check_range(sigma_min, "sigma_min", 0.0, lo_open=True)
+        smax = smax if sigma_max is None else check_range(sigma_max, "sigma_max", 0.0, lo_open=True)
         if not 0 < smin < smax < math.inf:
             raise ValueError(
                 f"sigma_min, sigma_max: need 0 < sigma_min < sigma_max < inf, got {smin}, {smax} "
@@ -107,6 +109,11 @@ def get_timesteps(
         t = t.clamp(schedule.t_min, schedule.t_max)
     elif schedule.kind == "discrete":
         t = _discrete_grid(schedule, num_steps, spacing, steps_offset)
+        if spacing == "leading" and t.numel() and float(t[0]) > schedule.t_max:
+            raise ValueError(
+                f"steps_offset: {steps_offset} moves the first of {num_steps} 'leading' steps to "
+                f"{float(t[0]):g}, past the last training timestep {schedule.t_max:g}"
+            )
         if t.numel() != num_steps or bool((t[1:] >= t[:-1]).any()) or float(t[-1]) < 0:
             raise ValueError(
                 f"num_steps: {num_steps} steps do not fit a {spacing!r} grid on "
@@ -122,6 +129,8 @@ def validate_timesteps(schedule: NoiseSchedule, timesteps: Tensor, arg: str = "t
     """Check a sampling grid and return it as float64: 1-D, at least 2 entries, strictly decreasing,
     within ``[schedule.t_end, schedule.t_max]``. Raises ``ValueError`` naming ``arg`` otherwise."""
     check_tensor(timesteps, arg, ndim=1)
+    if timesteps.dtype == torch.bool or timesteps.is_complex():
+        raise TypeError(f"{arg}: expected real model times (a float or integer tensor), got dtype {timesteps.dtype}")
     if timesteps.numel() < 2:
         raise ValueError(f"{arg}: need at least 2 entries (start and end), got {timesteps.numel()}")
     t = timesteps.detach().to(torch.float64)
