@@ -1,0 +1,1 @@
+"""Acceleration without retraining (Faster Diffusion encoder propagation, DeepCache), PFGM++ and DPM-OT."""

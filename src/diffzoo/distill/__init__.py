@@ -1,0 +1,1 @@
+"""Few-step and one-step students distilled from a diffusion teacher."""

@@ -1,0 +1,1 @@
+"""Forensics: DIRE, laundering detection, hallucination detection, Diff-Protect."""
