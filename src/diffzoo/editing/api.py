@@ -501,6 +501,15 @@ def _run(
     return out
 
 
+_POSITIONAL = ("method", "model", "image", "source_prompt", "target_prompt")
+
+
+def _options(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The keyword options of :func:`edit_image` / :func:`reconstruct_image` (their ``locals()``), as
+    :func:`_run` takes them: one list of options, written once in each signature."""
+    return {k: v for k, v in arguments.items() if k not in _POSITIONAL}
+
+
 def edit_image(
     method: str,
     model: LatentModel,
@@ -550,31 +559,7 @@ def edit_image(
     method_kw: the method's own options (e.g. edict ``p``, ddpm ``skip``/``eta``, null_text
         ``inner_steps``, infedit ``source_guidance``/``eta``, sdedit ``mode``).
     """
-    return _run(
-        method,
-        model,
-        image,
-        source_prompt,
-        target_prompt,
-        num_steps=num_steps,
-        guidance=guidance,
-        strength=strength,
-        dtype=dtype,
-        is_latent=is_latent,
-        decode=decode,
-        invert_guidance=invert_guidance,
-        p2p=p2p,
-        cross_steps=cross_steps,
-        self_steps=self_steps,
-        blend_words=blend_words,
-        weights=weights,
-        blend_threshold=blend_threshold,
-        blend_normalize=blend_normalize,
-        controller=controller,
-        seed=seed,
-        reconstruct=reconstruct,
-        method_kw=method_kw,
-    )
+    return _run(method, model, image, source_prompt, target_prompt, **_options(locals()))
 
 
 def reconstruct_image(
@@ -607,28 +592,4 @@ def reconstruct_image(
     ``guidance``), SDEdit with the source prompt. ``latents`` = ``reconstruction``;
     ``reconstruction_error`` is its ``max |z - z_0|``. Takes :func:`edit_image`'s options, so one set
     drives both (blend words, re-weighting and controllers are not used by a reconstruction)."""
-    return _run(
-        method,
-        model,
-        image,
-        source_prompt,
-        None,
-        num_steps=num_steps,
-        guidance=guidance,
-        strength=strength,
-        dtype=dtype,
-        is_latent=is_latent,
-        decode=decode,
-        invert_guidance=invert_guidance,
-        p2p=p2p,
-        cross_steps=cross_steps,
-        self_steps=self_steps,
-        blend_words=blend_words,
-        weights=weights,
-        blend_threshold=blend_threshold,
-        blend_normalize=blend_normalize,
-        controller=controller,
-        seed=seed,
-        reconstruct=True,
-        method_kw=method_kw,
-    )
+    return _run(method, model, image, source_prompt, None, reconstruct=True, **_options(locals()))

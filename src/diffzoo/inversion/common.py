@@ -286,6 +286,38 @@ def branch_conditions(result: InversionResult, target_prompt: str | Sequence[str
     return tgt, torch.cat([result.cond, cond_t])
 
 
+def branch_scale(result: InversionResult, source_guidance: float, target_guidance: float) -> Tensor:
+    """Per-row guidance of the two-branch batch ``[source rows; target rows]``."""
+    b = result.latent0.shape[0]
+    return torch.tensor([source_guidance] * b + [target_guidance] * b, dtype=result.dtype)
+
+
+def branch_result(
+    method: str,
+    result: InversionResult,
+    x: Tensor,
+    target_prompt: list[str],
+    timer: Timer,
+    guidance: float,
+    timesteps: Tensor | None = None,
+) -> EditResult:
+    """The :class:`EditResult` of a two-branch edit pass ``x = [source; target]`` run from ``result``
+    (``timesteps``: the grid the pass ran, the inversion's by default)."""
+    b = result.latent0.shape[0]
+    return EditResult(
+        method,
+        x[b:],
+        x[:b],
+        target_prompt,
+        nfe=timer.nfe,
+        seconds=timer.seconds,
+        latent0=result.latent0,
+        guidance=guidance,
+        timesteps=result.timesteps if timesteps is None else timesteps,
+        inversion=result,
+    )
+
+
 def controlled(model: LatentModel, controller: AttentionController | None, batch: int) -> AbstractContextManager[Any]:
     """Context installing an attention controller (:mod:`diffzoo.latent.attention`) on the UNet.
 

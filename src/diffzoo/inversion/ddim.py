@@ -20,6 +20,8 @@ from diffzoo.inversion.common import (
     InversionResult,
     Timer,
     branch_conditions,
+    branch_result,
+    branch_scale,
     check_guidance,
     controlled,
     ddim_denoise,
@@ -83,20 +85,9 @@ def edit(
     w_s = check_guidance(w_t if source_guidance is None else source_guidance, "source_guidance")
     b = result.latent0.shape[0]
     tgt, cond2 = branch_conditions(result, target_prompt)
-    scale = torch.tensor([w_s] * b + [w_t] * b, dtype=result.dtype)
+    scale = branch_scale(result, w_s, w_t)
     den = model.denoiser()
     x = torch.cat([result.latents, result.latents])
     with torch.no_grad(), controlled(model, controller, b), Timer(den) as tm:
         x = ddim_denoise(den, x, result.timesteps, cond2, model.null_embedding(2 * b), scale, controller=controller)
-    return EditResult(
-        "ddim",
-        x[b:],
-        x[:b],
-        tgt,
-        nfe=tm.nfe,
-        seconds=tm.seconds,
-        latent0=result.latent0,
-        guidance=w_t,
-        timesteps=result.timesteps,
-        inversion=result,
-    )
+    return branch_result("ddim", result, x, tgt, tm, w_t)

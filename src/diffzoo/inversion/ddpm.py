@@ -33,6 +33,8 @@ from diffzoo.inversion.common import (
     after_step,
     alpha_sigma,
     branch_conditions,
+    branch_result,
+    branch_scale,
     check_guidance,
     controlled,
     ddim_eta_mean,
@@ -172,20 +174,9 @@ def edit(
     w_s = check_guidance(result.guidance if source_guidance is None else source_guidance, "source_guidance")
     b = result.latent0.shape[0]
     tgt, cond2 = branch_conditions(result, target_prompt)
-    scale = torch.tensor([w_s] * b + [w_t] * b, dtype=result.dtype)
+    scale = branch_scale(result, w_s, w_t)
     den = model.denoiser()
     x = torch.cat([result.trajectory[skip]] * 2)
     with torch.no_grad(), controlled(model, controller, b), Timer(den) as tm:
         x = _sample(den, x, result, cond2, model.null_embedding(2 * b), scale, skip, controller)
-    return EditResult(
-        "ddpm",
-        x[b:],
-        x[:b],
-        tgt,
-        nfe=tm.nfe,
-        seconds=tm.seconds,
-        latent0=result.latent0,
-        guidance=w_t,
-        timesteps=result.timesteps[skip:],
-        inversion=result,
-    )
+    return branch_result("ddpm", result, x, tgt, tm, w_t, result.timesteps[skip:])

@@ -27,6 +27,7 @@ from diffzoo.inversion.common import (
     InversionResult,
     Timer,
     branch_conditions,
+    branch_result,
     check_guidance,
     controlled,
     ddim_denoise,
@@ -133,15 +134,4 @@ def edit(
             controller=controller,
             correct=_corrector(result, slice(0, b)),
         )
-    return EditResult(
-        "direct",
-        x[b:],
-        x[:b],
-        tgt,
-        nfe=tm.nfe,
-        seconds=tm.seconds,
-        latent0=result.latent0,
-        guidance=w,
-        timesteps=result.timesteps,
-        inversion=result,
-    )
+    return branch_result("direct", result, x, tgt, tm, w)

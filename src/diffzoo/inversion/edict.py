@@ -39,6 +39,8 @@ from diffzoo.inversion.common import (
     Timer,
     after_step,
     branch_conditions,
+    branch_result,
+    branch_scale,
     check_guidance,
     controlled,
     ddim_transfer,
@@ -189,7 +191,7 @@ def edit(
     w_s = check_guidance(result.guidance if source_guidance is None else source_guidance, "source_guidance")
     b = result.latent0.shape[0]
     tgt, cond2 = branch_conditions(result, target_prompt)
-    scale = torch.tensor([w_s] * b + [w_t] * b, dtype=result.dtype)
+    scale = branch_scale(result, w_s, w_t)
     den = model.denoiser()
     x, y = (torch.cat([v, v]) for v in result.latents)
     eps = _eps_fn(den, cond2, model.null_embedding(2 * b), scale)
@@ -197,15 +199,4 @@ def edit(
         x, _ = _run(
             eps, den.schedule, x, y, result.timesteps, result.options["p"], result.options["leapfrog"], controller
         )
-    return EditResult(
-        "edict",
-        x[b:],
-        x[:b],
-        tgt,
-        nfe=tm.nfe,
-        seconds=tm.seconds,
-        latent0=result.latent0,
-        guidance=w_t,
-        timesteps=result.timesteps,
-        inversion=result,
-    )
+    return branch_result("edict", result, x, tgt, tm, w_t)

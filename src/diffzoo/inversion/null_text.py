@@ -32,6 +32,7 @@ from diffzoo.inversion.common import (
     InversionResult,
     Timer,
     branch_conditions,
+    branch_result,
     check_guidance,
     controlled,
     ddim_denoise,
@@ -187,15 +188,4 @@ def edit(
     x = torch.cat([result.latents, result.latents])
     with torch.no_grad(), controlled(model, controller, b), Timer(den) as tm:
         x = ddim_denoise(den, x, result.timesteps, cond2, nulls, w, controller=controller)
-    return EditResult(
-        "null_text",
-        x[b:],
-        x[:b],
-        tgt,
-        nfe=tm.nfe,
-        seconds=tm.seconds,
-        latent0=result.latent0,
-        guidance=w,
-        timesteps=result.timesteps,
-        inversion=result,
-    )
+    return branch_result("null_text", result, x, tgt, tm, w)

@@ -505,10 +505,11 @@ def _check_prompts(prompts: Sequence[str]) -> None:
         raise ValueError("prompts: expected [source_prompt, target_prompt]")
 
 
-def replace(
+def prompt_to_prompt(
     tokenize: Tokenize,
     prompts: Sequence[str],
     num_steps: int,
+    mode: str,
     *,
     cross_replace_steps: float = 0.8,
     self_replace_steps: float = 0.4,
@@ -517,41 +518,22 @@ def replace(
     blend_normalize: str = "max",
     **kw: Any,
 ) -> PromptToPrompt:
-    """P2P word swap: the edit prompt has the same token count as the source (e.g. a colour word swapped)."""
+    """The one builder of prompt-to-prompt controllers for ``[source, target]`` prompts: ``mode`` ``replace``
+    (equal token counts), ``refine`` (token alignment) or ``none`` (re-weighting alone); the injection windows,
+    the local blend on ``blend_words`` and :class:`PromptToPrompt`'s own options (``kw``: ``equalizer``, ...)."""
     _check_prompts(prompts)
-    ls, lt = prompt_length(tokenize, prompts[0]), prompt_length(tokenize, prompts[1])
-    if ls != lt:
-        raise ValueError(f"prompts: replace needs the same token count ({ls} vs {lt}); use refine")
+    check_choice(mode, ("replace", "refine", "none"), "mode")
+    mapper = alphas = None
+    if mode == "replace":
+        ls, lt = prompt_length(tokenize, prompts[0]), prompt_length(tokenize, prompts[1])
+        if ls != lt:
+            raise ValueError(f"prompts: replace needs the same token count ({ls} vs {lt}); use refine")
+    elif mode == "refine":
+        mapper, alphas = refinement_alignment(_ids(tokenize, prompts[0]), _ids(tokenize, prompts[1]))
     lb = _local_blend(tokenize, prompts, blend_words, threshold=blend_threshold, normalize=blend_normalize)
     return PromptToPrompt(
         num_steps,
-        "replace",
-        cross_replace_steps=cross_replace_steps,
-        self_replace_steps=self_replace_steps,
-        local_blend=lb,
-        **kw,
-    )
-
-
-def refine(
-    tokenize: Tokenize,
-    prompts: Sequence[str],
-    num_steps: int,
-    *,
-    cross_replace_steps: float = 0.8,
-    self_replace_steps: float = 0.4,
-    blend_words: Sequence[Sequence[str]] | None = None,
-    blend_threshold: float = 0.3,
-    blend_normalize: str = "max",
-    **kw: Any,
-) -> PromptToPrompt:
-    """P2P refinement: words added to / changed in the prompt; aligned tokens take the source's maps."""
-    _check_prompts(prompts)
-    mapper, alphas = refinement_alignment(_ids(tokenize, prompts[0]), _ids(tokenize, prompts[1]))
-    lb = _local_blend(tokenize, prompts, blend_words, threshold=blend_threshold, normalize=blend_normalize)
-    return PromptToPrompt(
-        num_steps,
-        "refine",
+        mode,
         mapper=mapper,
         alphas=alphas,
         cross_replace_steps=cross_replace_steps,
@@ -559,6 +541,18 @@ def refine(
         local_blend=lb,
         **kw,
     )
+
+
+def replace(tokenize: Tokenize, prompts: Sequence[str], num_steps: int, **kw: Any) -> PromptToPrompt:
+    """P2P word swap: the edit prompt has the same token count as the source (e.g. a colour word swapped).
+    Options: :func:`prompt_to_prompt`'s."""
+    return prompt_to_prompt(tokenize, prompts, num_steps, "replace", **kw)
+
+
+def refine(tokenize: Tokenize, prompts: Sequence[str], num_steps: int, **kw: Any) -> PromptToPrompt:
+    """P2P refinement: words added to / changed in the prompt; aligned tokens take the source's maps.
+    Options: :func:`prompt_to_prompt`'s."""
+    return prompt_to_prompt(tokenize, prompts, num_steps, "refine", **kw)
 
 
 def unified(
@@ -602,15 +596,11 @@ def reweight(
     weights: dict[str, float],
     *,
     mode: str | None = None,
-    cross_replace_steps: float = 0.8,
-    self_replace_steps: float = 0.4,
-    blend_words: Sequence[Sequence[str]] | None = None,
-    blend_threshold: float = 0.3,
-    blend_normalize: str = "max",
     **kw: Any,
 ) -> PromptToPrompt:
     """P2P attention re-weighting: scale the edit branch's cross-attention to ``weights`` words of the
-    target prompt (on top of replace when the prompts have equal token counts, else refine)."""
+    target prompt (on top of replace when the prompts have equal token counts, else refine).
+    Other options: :func:`prompt_to_prompt`'s."""
     _check_prompts(prompts)
     if not weights:
         raise ValueError("weights: give at least one {word: scale}")
@@ -620,22 +610,7 @@ def reweight(
     if mode is None:
         same = prompt_length(tokenize, prompts[0]) == prompt_length(tokenize, prompts[1])
         mode = "replace" if same else "refine"
-    check_choice(mode, ("replace", "refine", "none"), "mode")
-    mapper = alphas = None
-    if mode == "refine":
-        mapper, alphas = refinement_alignment(_ids(tokenize, prompts[0]), _ids(tokenize, prompts[1]))
-    lb = _local_blend(tokenize, prompts, blend_words, threshold=blend_threshold, normalize=blend_normalize)
-    return PromptToPrompt(
-        num_steps,
-        mode,
-        mapper=mapper,
-        alphas=alphas,
-        equalizer=eq,
-        cross_replace_steps=cross_replace_steps,
-        self_replace_steps=self_replace_steps,
-        local_blend=lb,
-        **kw,
-    )
+    return prompt_to_prompt(tokenize, prompts, num_steps, mode, equalizer=eq, **kw)
 
 
 # -------------------------------------------------------------------------------------------------
