@@ -1,0 +1,174 @@
+"""Training recipes of the provenance family: ``diffzoo train learned-watermark | wouaf``.
+
+* ``learned-watermark`` -- the StegaStamp-style encoder/decoder (:class:`~diffzoo.models.provenance.
+  LearnedWatermark`, arXiv 1904.05343) on 32x32 shapes scenes (``--tile 32``: applied tile-wise to the
+  64x64 mosaics; evaluated on mosaics): ``L = BCE(D(A(E(x, m))), m) +
+  lam(t) (100 MSE + (1 - SSIM))`` with ``A`` one random differentiable attack per batch
+  (:func:`~diffzoo.provenance.attacks.random_augment`: differentiable JPEG, blur, noise, resize, crop,
+  rotation, brightness) and the image weight ramped linearly from 0 over ``--ramp-steps`` (StegaStamp's
+  schedule). No LPIPS (its weights are not available offline) and no critic.
+* ``wouaf`` -- WOUAF (arXiv 2306.04744, official ``kylemin/WOUAF``): TinySD's VAE decoder, modulated by
+  a 32-bit fingerprint, with the mapping network and a fingerprint decoder, trained on VAE latents of
+  real shapes scenes: ``L = BCE(F(A(D_phi(z))), phi) + lam (100 MSE + (1 - SSIM))`` against the
+  *unmodulated* decoder's output (the paper's LPIPS term is replaced by MSE + SSIM: no LPIPS weights
+  offline). The UNet is untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from diffzoo.data import shapes
+from diffzoo.metrics import psnr, ssim
+from diffzoo.models.provenance import LearnedWatermark, WOUAFDecoder
+from diffzoo.provenance.attacks import jpeg, random_augment
+from diffzoo.provenance.bits import bit_accuracy, random_bits
+from diffzoo.provenance.tiles import from_tiles
+from diffzoo.recipes.registry import add_train_args, register_recipe, ship, train_config_from_args
+from diffzoo.train.trainer import train
+from diffzoo.zoo import load
+from diffzoo.zoo.latent import load_tinysd
+from diffzoo.zoo.provenance import EVAL_SEED, TRAIN_SEED, mosaics
+
+log = logging.getLogger(__name__)
+Tensor = torch.Tensor
+
+
+def _image_loss(y: Tensor, ref: Tensor) -> Tensor:
+    return 100 * F.mse_loss(y, ref) + (1 - ssim(y, ref))
+
+
+def _lw_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bits", type=int, default=32, help="message length (default %(default)s)")
+    p.add_argument("--width", type=int, default=32, help="CNN width (default %(default)s)")
+    p.add_argument("--strength", type=float, default=0.06, help="max residual amplitude in [-1,1] units")
+    p.add_argument("--lambda-img", type=float, default=1.0, help="image-loss weight after the ramp")
+    p.add_argument("--bank", type=int, default=2000, help="32x32 training tiles (default %(default)s)")
+    p.add_argument("--tile", type=int, default=32, help="train on tile x tile crops, apply tile-wise (0: whole image)")
+    p.add_argument("--ramp-steps", type=int, default=150, help="steps of the linear image-loss ramp from 0")
+    add_train_args(p, steps=1500, batch_size=16, lr=1e-3, warmup_steps=50, ema_decay=0.99, ckpt_every=250, threads=1)
+
+
+@register_recipe("learned-watermark", "StegaStamp-style learned watermark on 64x64 shapes mosaics", _lw_args)
+def learned_watermark_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    arch_config = dict(bits=args.bits, width=args.width, strength=args.strength, tile=args.tile)
+    cfg = train_config_from_args(
+        args, arch="learned-watermark", arch_config=arch_config, lambda_img=args.lambda_img, ramp_steps=args.ramp_steps
+    )
+    torch.manual_seed(args.seed)
+    model = LearnedWatermark(**arch_config)
+    bank = shapes.render_batch(shapes.random_scenes(args.bank, seed=TRAIN_SEED))
+    ramp = max(1, args.ramp_steps)
+
+    def batch_fn(step: int, g: torch.Generator, bs: int) -> tuple[Tensor, Tensor, float]:
+        if args.tile:  # single 32x32 scenes: the network is applied tile-wise to larger images
+            idx = torch.randint(bank.shape[0], (bs,), generator=g)
+            x = bank[idx]
+        else:
+            x = from_tiles(bank[torch.randint(bank.shape[0], (4 * bs,), generator=g)])
+        return x, random_bits(bs, args.bits, g), args.lambda_img * min(1.0, step / ramp)
+
+    def loss_fn(m: LearnedWatermark, batch: tuple[Tensor, Tensor, float], g: torch.Generator) -> Tensor:
+        x, bits, lam = batch
+        xw = m.embed(x, bits)
+        logits = m(random_augment(xw, g))
+        return F.binary_cross_entropy_with_logits(logits, bits) + lam * _image_loss(xw, x)
+
+    res = train(model, loss_fn, batch_fn, cfg)
+    wm = res.ema_model.eval()
+    x, _ = mosaics(128, EVAL_SEED)
+    bits = random_bits(128, args.bits, torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        xw = wm.embed(x, bits)
+        acc = bit_accuracy((wm(xw) > 0).float(), bits)
+        acc_jpeg = bit_accuracy((wm(jpeg(xw, 50)) > 0).float(), bits)
+        acc_neg = bit_accuracy((wm(x) > 0).float(), bits)
+    metrics = {
+        "eval_n": 128,
+        "bit_acc": round(float(acc.mean()), 4),
+        "bit_acc_jpeg50": round(float(acc_jpeg.mean()), 4),
+        "bit_acc_unwatermarked": round(float(acc_neg.mean()), 4),
+        "psnr_db": round(float(psnr(xw, x)), 2),
+        "ssim": round(float(ssim(xw, x)), 4),
+        "final_loss": float(res.losses[-1]) if res.losses else None,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    log.info("learned-watermark: %s", metrics)
+    ship(args, wm, "learned-watermark", arch_config, kind="watermark", sample_shape=(3, 64, 64), metrics=metrics)
+    return metrics
+
+
+def _wouaf_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bits", type=int, default=32, help="fingerprint length (default %(default)s, the paper's)")
+    p.add_argument("--w-dim", type=int, default=128, help="mapping network width (paper: 128)")
+    p.add_argument("--detector-width", type=int, default=32)
+    p.add_argument("--lambda-img", type=float, default=1.0, help="image-loss weight")
+    p.add_argument("--bank", type=int, default=2000, help="training scenes (VAE latents) (default %(default)s)")
+    add_train_args(p, steps=1500, batch_size=16, lr=5e-4, warmup_steps=50, ema_decay=0.99, ckpt_every=250, threads=1)
+
+
+@register_recipe("wouaf", "WOUAF: fingerprint-modulated TinySD VAE decoder + fingerprint decoder", _wouaf_args)
+def wouaf_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    tiny = load_tinysd()
+    vae_cfg = dict(load("tinysd").config["arch_config"]["vae"])
+    arch_config = dict(
+        vae=vae_cfg,
+        bits=args.bits,
+        w_dim=args.w_dim,
+        detector_width=args.detector_width,
+        scaling_factor=tiny.scaling_factor,
+    )
+    cfg = train_config_from_args(args, arch="wouaf-decoder", arch_config=arch_config, lambda_img=args.lambda_img)
+    torch.manual_seed(args.seed)
+    model = WOUAFDecoder(**arch_config)
+    model.load_vae_decoder(tiny.vae)
+
+    def latents(seed: int, n: int) -> tuple[Tensor, Tensor]:
+        x = shapes.render_batch(shapes.random_scenes(n, seed=seed))
+        with torch.no_grad():
+            z = torch.cat([tiny.encode_image(c) for c in x.split(250)])
+            ref = torch.cat([tiny.decode(c) for c in z.split(250)])
+        return z, ref
+
+    z, ref = latents(TRAIN_SEED + 1, args.bank)
+
+    def batch_fn(step: int, g: torch.Generator, bs: int) -> tuple[Tensor, Tensor, Tensor]:
+        idx = torch.randint(z.shape[0], (bs,), generator=g)
+        return z[idx], ref[idx], random_bits(bs, args.bits, g)
+
+    def loss_fn(m: WOUAFDecoder, batch: tuple[Tensor, Tensor, Tensor], g: torch.Generator) -> Tensor:
+        zb, rb, phi = batch
+        xh = m.decode(zb, phi)
+        logits = m(random_augment(xh, g))
+        return F.binary_cross_entropy_with_logits(logits, phi) + args.lambda_img * _image_loss(xh, rb)
+
+    res = train(model, loss_fn, batch_fn, cfg)
+    dec = res.ema_model.eval()
+    ze, refe = latents(EVAL_SEED + 1, 128)
+    phi = random_bits(128, args.bits, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        xh = dec.decode(ze, phi)
+        acc = bit_accuracy((dec(xh) > 0).float(), phi)
+        acc_jpeg = bit_accuracy((dec(jpeg(xh, 50)) > 0).float(), phi)
+        acc_plain = bit_accuracy((dec(refe) > 0).float(), phi)
+    metrics = {
+        "eval_n": 128,
+        "bit_acc": round(float(acc.mean()), 4),
+        "bit_acc_jpeg50": round(float(acc_jpeg.mean()), 4),
+        "bit_acc_unmodulated": round(float(acc_plain.mean()), 4),
+        "psnr_vs_unmodulated_db": round(float(psnr(xh, refe)), 2),
+        "ssim_vs_unmodulated": round(float(ssim(xh, refe)), 4),
+        "final_loss": float(res.losses[-1]) if res.losses else None,
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
+    log.info("wouaf: %s", metrics)
+    ship(args, dec, "wouaf-decoder", arch_config, kind="watermark", sample_shape=(3, 32, 32), metrics=metrics)
+    return metrics

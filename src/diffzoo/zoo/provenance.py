@@ -1,0 +1,44 @@
+"""Artifacts of the provenance family: the 64x64 shapes mosaics and the shipped watermark networks.
+
+* :func:`mosaics` -- ``n`` 64x64 images, each a 2x2 mosaic of 32x32 shapes scenes, with the four tiles'
+  captions (TinySD regenerates them tile by tile, exactly in distribution; see
+  :mod:`diffzoo.provenance.tiles`).
+* :func:`load_learned_watermark` / :func:`load_wouaf` -- the zoo's ``learned-watermark`` and ``wouaf``
+  networks (kind ``watermark``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from diffzoo.data import shapes
+from diffzoo.models.provenance import LearnedWatermark, WOUAFDecoder
+from diffzoo.provenance.tiles import from_tiles
+from diffzoo.zoo import load
+
+Tensor = torch.Tensor
+
+#: Seeds of the provenance data (training and held-out evaluation never overlap).
+TRAIN_SEED, EVAL_SEED = 5000, 6000
+
+
+def mosaics(n: int, seed: int) -> tuple[Tensor, list[list[str]]]:
+    """``(n, 3, 64, 64)`` mosaics in ``[-1, 1]`` and the per-tile captions (row-major, 4 per image)."""
+    scenes = shapes.random_scenes(4 * int(n), seed=seed)
+    tiles = shapes.render_batch(scenes)
+    caps = [shapes.caption(s) for s in scenes]
+    return from_tiles(tiles), [caps[4 * i : 4 * i + 4] for i in range(int(n))]
+
+
+def load_learned_watermark(name: str = "learned-watermark") -> LearnedWatermark:
+    zm = load(name, kinds=("watermark",))
+    if not isinstance(zm.model, LearnedWatermark):
+        raise TypeError(f"name: zoo model {name!r} is a {type(zm.model).__name__}, not a LearnedWatermark")
+    return zm.model.eval().requires_grad_(False)
+
+
+def load_wouaf(name: str = "wouaf") -> WOUAFDecoder:
+    zm = load(name, kinds=("watermark",))
+    if not isinstance(zm.model, WOUAFDecoder):
+        raise TypeError(f"name: zoo model {name!r} is a {type(zm.model).__name__}, not a WOUAFDecoder")
+    return zm.model.eval().requires_grad_(False)
