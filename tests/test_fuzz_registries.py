@@ -72,18 +72,23 @@ REGISTRY_NAME = re.compile(
     r"ATTACKS|SOLVERS|CODECS|DISTILLERS|ACCELERATORS)$"
 )
 #: Consumer and artifact packages: not algorithm registries (networks, commands, data sets, metrics).
-NOT_ALGORITHMS = {"cli", "bench", "demo", "recipes", "zoo", "models", "train", "data", "io", "metrics"}
+NOT_ALGORITHMS = {"cli", "bench", "demo", "recipes", "studio", "zoo", "models", "train", "data", "io", "metrics"}
 #: Registry -> the tests that fuzz every one of its entries.
 FUZZED = {
     "diffzoo.core.schedules.SCHEDULES": "test_schedule_factory, test_get_timesteps_*, invariants",
     "diffzoo.core.parameterization.PREDICTION_TYPES": "test_sampler_valid_inputs, invariants",
     "diffzoo.sampling.SAMPLERS": "test_sampler_*, invariants",
+    "diffzoo.accel.cache.CACHE_METHODS": "tests/test_fuzz_accel.py",
     "diffzoo.inversion.METHODS": "test_inversion_*, invariants",
     "diffzoo.editing.api.EDIT_METHODS": "test_edit_method_*",
     "diffzoo.inverse.operators.OPERATORS": "test_operator_*, invariants",
     "diffzoo.inverse.posterior.METHODS": "test_posterior_*, invariants",
     "diffzoo.discrete.samplers.SAMPLERS": "test_discrete_sampler_*, invariants",
     "diffzoo.discrete.schedule.MASK_SCHEDULES": "test_discrete_sampler_valid_inputs, invariants",
+    "diffzoo.forensics.protect.PROTECT_METHODS": "tests/test_fuzz_forensics.py",
+    "diffzoo.quant.api.METHODS": "tests/test_fuzz_quant.py",
+    "diffzoo.provenance.attacks.ATTACKS": "tests/test_fuzz_provenance.py",
+    "diffzoo.provenance.watermarks.WATERMARKS": "tests/test_fuzz_provenance.py",
 }
 #: Registries deliberately not fuzzed here, with the reason.
 EXEMPT = {

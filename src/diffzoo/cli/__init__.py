@@ -1,4 +1,4 @@
-"""The ``diffzoo`` command line: ``diffzoo train|sample|bench|demo|invert|edit|restore|selftest``.
+"""The ``diffzoo`` command line: ``diffzoo train|sample|bench|demo|invert|edit|restore|selftest|studio``.
 
 One thin module per command, each exposing ``register(subparsers)`` over library functions; this file
 lists them with plain imports (a missing module is an ``ImportError``, never a silent skip).
@@ -10,9 +10,41 @@ import argparse
 import logging
 import sys
 
-from diffzoo.cli import bench, demo, edit, restore, sample, selftest, train
+from diffzoo.cli import (
+    attack,
+    bench,
+    demo,
+    detect,
+    distill,
+    edit,
+    protect,
+    quantize,
+    restore,
+    sample,
+    selftest,
+    studio,
+    train,
+    tryon,
+    watermark,
+)
 
-COMMANDS = (train, sample, bench, demo, edit, restore, selftest)
+COMMANDS = (
+    train,
+    sample,
+    bench,
+    demo,
+    edit,
+    restore,
+    selftest,
+    studio,
+    detect,
+    protect,
+    distill,
+    tryon,
+    quantize,
+    watermark,
+    attack,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,9 +7,20 @@ from __future__ import annotations
 
 import argparse
 
-from diffzoo.bench import discrete, editing, inverse, samplers
+from diffzoo.bench import (
+    accel,
+    conditioning,
+    discrete,
+    distill,
+    editing,
+    forensics,
+    inverse,
+    provenance,
+    quant,
+    samplers,
+)
 
-BENCHES = (samplers, editing, discrete, inverse)
+BENCHES = (samplers, editing, discrete, inverse, distill, conditioning, quant, forensics, provenance, accel)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

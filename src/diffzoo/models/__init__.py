@@ -5,9 +5,37 @@ Build any registered architecture with :func:`build` (``build(arch, **config)``)
 imported here, so a zoo config naming an architecture always finds it.
 """
 
-from diffzoo.models import classifier, idm, mlp, tinysd, transformer, unet
+from diffzoo.models import (
+    classifier,
+    edm,
+    forensics,
+    idm,
+    judge,
+    mlp,
+    multiview,
+    provenance,
+    tinysd,
+    transformer,
+    tryon,
+    unet,
+    wavelet,
+)
 from diffzoo.models.registry import archs, build, register_arch
 
-MODULES = (mlp, unet, classifier, transformer, tinysd, idm)
+MODULES = (
+    mlp,
+    unet,
+    classifier,
+    transformer,
+    tinysd,
+    idm,
+    judge,
+    edm,
+    forensics,
+    multiview,
+    tryon,
+    wavelet,
+    provenance,
+)
 
 __all__ = ["MODULES", "archs", "build", "register_arch"]

@@ -10,7 +10,7 @@ The registry, the shared options (``--steps``, ..., ``--out-dir``, ``--zoo-name`
 one way a recipe writes into the zoo: only with ``--zoo-name``) are in :mod:`~diffzoo.recipes.registry`.
 """
 
-from diffzoo.recipes import foundation, idm, masked, tinysd
+from diffzoo.recipes import conditioning, distill, forensics, foundation, idm, masked, pfgmpp, provenance, tinysd
 from diffzoo.recipes.registry import (
     ALIASES,
     Recipe,
@@ -24,7 +24,7 @@ from diffzoo.recipes.registry import (
     train_config_from_args,
 )
 
-MODULES = (foundation, tinysd, masked, idm)
+MODULES = (foundation, tinysd, masked, idm, pfgmpp, distill, forensics, conditioning, provenance)
 
 __all__ = [
     "ALIASES",

@@ -48,6 +48,7 @@ from diffzoo.core.parameterization import canonical_prediction_type
 from diffzoo.core.schedules import NoiseSchedule, get_schedule
 from diffzoo.io import atomic_save_safetensors, atomic_write_text, read_safetensors, read_safetensors_metadata
 from diffzoo.models import build
+from diffzoo.zoo.quant import load_quantized
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,24 @@ MAX_CONFIG_BYTES = 16 * 2**20
 #: ``latent-diffusion`` (a text-to-image latent model: ``invert``, ``edit``),
 #: ``idm`` (an invertible reconstruction chain for one measurement operator: ``restore --method idm``),
 #: ``classifier`` (a feature extractor / classifier used by metrics).
-KINDS = ("diffusion", "masked", "latent-diffusion", "idm", "classifier")
+#: ``pfgmpp`` (a PFGM++ x0-model on EDM's schedule; its prior depends on ``augment_dim``, so a Gaussian
+#: sampler must not take it: ``diffzoo.accel.pfgmpp.pfgmpp_sample``).
+#: ``generator`` (a distilled one-/few-step generator: ``diffzoo sample`` runs
+#: :func:`diffzoo.distill.generate.generate` as its JSON's ``generator`` spec says).
+#: ``multiview`` (a text-conditional K-view normal+depth denoiser: ``diffzoo sample multiview``, fused to 3-D by
+#: :mod:`diffzoo.conditioning`), ``tryon`` (a garment-conditioned inpainting denoiser: ``diffzoo tryon``).
+KINDS = (
+    "diffusion",
+    "masked",
+    "latent-diffusion",
+    "idm",
+    "classifier",
+    "pfgmpp",
+    "generator",
+    "multiview",
+    "tryon",
+    "watermark",
+)
 
 
 def default_kind(config: dict[str, Any]) -> str:
@@ -267,6 +285,11 @@ CONFIG_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "mask_schedule": (_optional(lambda v: isinstance(v, str)), "null or a string"),
     "operator": (_optional(lambda v: isinstance(v, dict)), "null or an object"),
     "scaling_factor": (_optional(lambda v: _is_number(v) and math.isfinite(v) and v > 0), "null or a positive number"),
+    "augment_dim": (_optional(lambda v: _is_number(v) and v > 2), "null or a number > 2 (PFGM++'s D)"),
+    "detector": (_optional(lambda v: isinstance(v, dict)), "null or an object (forensic detector settings)"),
+    "generator": (_optional(lambda v: isinstance(v, dict) and isinstance(v.get("type"), str)), 'null or {"type": ...}'),
+    "teacher": (_optional(lambda v: isinstance(v, str)), "null or a string"),
+    "quant": (_optional(lambda v: isinstance(v, dict)), "null or an object (a quantized entry, diffzoo.zoo.quant)"),
 }
 
 
@@ -380,13 +403,16 @@ def load(
             f"{js}: arch_config does not fit arch {cfg['arch']!r} ({type(e).__name__}: "
             f"{str(e).splitlines()[0] if str(e) else ''})"
         ) from None
-    check_weights(st, tensors, model)
-    try:
-        model.load_state_dict(tensors, strict=True)
-    except RuntimeError as e:
-        raise ValueError(
-            f"{st}: weights do not match arch {cfg['arch']!r} with its arch_config ({str(e).splitlines()[0]} ...)"
-        ) from None
+    if cfg.get("quant") is not None:  # a quantized entry: packed codes + scales (diffzoo.zoo.quant)
+        model = load_quantized(st, cfg, tensors, model)
+    else:
+        check_weights(st, tensors, model)
+        try:
+            model.load_state_dict(tensors, strict=True)
+        except RuntimeError as e:
+            raise ValueError(
+                f"{st}: weights do not match arch {cfg['arch']!r} with its arch_config ({str(e).splitlines()[0]} ...)"
+            ) from None
     model.to(device).eval().requires_grad_(False)
     return ZooModel(st.stem, cfg, model, st)
 

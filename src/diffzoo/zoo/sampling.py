@@ -22,6 +22,7 @@ from diffzoo.core.random import generators_from_seeds
 from diffzoo.discrete.samplers import SAMPLERS as MASKED_SAMPLERS
 from diffzoo.discrete.samplers import CallCounter, ancestral_sample, confidence_sample, first_hitting_sample
 from diffzoo.discrete.tokens import token_space
+from diffzoo.distill.generate import generate
 from diffzoo.sampling import SAMPLERS, STOCHASTIC, get_timesteps, initial_noise, sample
 from diffzoo.zoo import load
 
@@ -155,6 +156,40 @@ def sample_masked(
     return SampleResult(x, None, nfe, images=token_space(zm.model).decode(x), seconds=seconds)
 
 
+@torch.no_grad()
+def sample_generator(
+    zm: Any,
+    sampler: str | None = None,
+    steps: int | None = None,
+    guidance: float = 1.0,
+    class_label: str | None = None,
+    n: int = 16,
+    seed: int = 0,
+    eta: float | None = None,
+    shape: Sequence[int] | None = None,
+    spacing: str = "uniform",
+) -> SampleResult:
+    """Sample a distilled generator (kind ``generator``): per-sample seeded noise through
+    :func:`diffzoo.distill.generate.generate`; ``steps`` = network calls where the generator allows more
+    than one (rectified flows, idempotent maps). Options of the diffusion samplers are refused."""
+    for arg, bad in (("sampler", sampler is not None), ("eta", eta is not None), ("spacing", spacing != "uniform")):
+        if bad:
+            raise ValueError(f"{arg}: {zm.name!r} is a distilled generator (kind generator); it takes no {arg}")
+    if guidance != 1.0:
+        raise ValueError(f"guidance: {zm.name!r} is a distilled generator; the teacher's guidance is built in")
+    if shape:
+        raise ValueError(f"shape: the sample shape of the generator {zm.name!r} is fixed")
+    labels = class_labels(class_label, n, zm.config.get("null_class"))
+    if labels is None and zm.config.get("null_class") is not None:
+        labels = torch.arange(n) % int(zm.config["null_class"])  # class-conditional students need labels
+    z = torch.stack([torch.randn(zm.sample_shape, generator=g) for g in generators_from_seeds(seeds_for(seed, n))])
+    spec = zm.config["generator"]
+    t0 = time.perf_counter()
+    x = generate(zm.model, z, labels, spec=spec, steps=steps)
+    nfe = 1 if spec["type"] == "signal" else int(spec.get("steps", 1) if steps is None else steps)
+    return SampleResult(x, labels, nfe, seconds=time.perf_counter() - t0)
+
+
 def sample_zoo(
     name: str,
     sampler: str | None = None,
@@ -173,7 +208,9 @@ def sample_zoo(
     ``sampler`` defaults to ``"dpmpp_2m"`` (Gaussian models) or ``"fhs"`` (masked models); ``steps`` to
     20 (Gaussian) or the sequence length (masked).
     """
-    zm = load(name, kinds=("diffusion", "masked"))
+    zm = load(name, kinds=("diffusion", "masked", "generator"))
+    if zm.kind == "generator":
+        return sample_generator(zm, sampler, steps, guidance, class_label, n, seed, eta, shape, spacing)
     if zm.kind == "masked":
         return sample_masked(zm, sampler, steps, guidance, class_label, n, seed, eta, shape, spacing)
     sampler = sampler or "dpmpp_2m"
