@@ -348,7 +348,7 @@ def lsd_table(model, quick: bool) -> list[dict]:
     """Section 3a: LSD/LSD+ on the digits model (FD-digits etc.)."""
     nfes = (8,) if quick else (4, 8, 16, 32, 64)
     teacher = 64 if quick else LSD_TEACHER_STEPS
-    return lsd_rows(model, _quality, nfes, quick, teacher, mmd_nfes=(8,) if quick else nfes, n_eval_quick=128)
+    return lsd_rows(model, _quality, nfes, quick, teacher, mmd_nfes=(8,) if quick else nfes, n_eval_quick=64)
 
 
 def _countdown_quality(x: Tensor) -> dict[str, Any]:
@@ -648,7 +648,7 @@ def run(args: argparse.Namespace) -> int:
             lambda: lsd_table(model, args.quick),
             LSD_NOTE
             + (
-                " Quick mode: NFE 8 only, teacher N = 64 (full: 256), 128 samples (FD on 128 samples is noisy: +- "
+                " Quick mode: NFE 8 only, teacher N = 64 (full: 256), 64 samples (FD on 64 samples is noisy: +- "
                 "several units)."
                 if args.quick
                 else ""
