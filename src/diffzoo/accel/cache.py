@@ -33,6 +33,7 @@ The cache is the only state; :meth:`CachedNet.reset` clears it (a new run refres
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -347,6 +348,30 @@ class CachedUNet(torch.nn.Module):
         return _Output(out) if return_dict else (out,)
 
 
+def cache_latent_model(
+    model: Any,
+    timesteps: Tensor | Sequence[float],
+    method: str = "faster-diffusion",
+    keys: str | int | Iterable[int] | None = None,
+    *,
+    parallel: bool = False,
+    depth: int = 1,
+) -> Any:
+    """A copy of the latent model ``model`` (a :class:`~diffzoo.latent.LatentModel` or any dataclass with a
+    ``unet`` field) whose UNet goes through :func:`cached_net` over ``timesteps`` (model times of the grid
+    the caller will run; calls off the grid fall into the interval that holds them). Used by
+    ``diffzoo edit --cache``; prompt-to-prompt attention control refuses a cached UNet (see
+    :class:`CachedUNet`), so edit with ``p2p="none"``. Inversion passes run ascending times: their first
+    call finds an empty cache and runs the full network, and exact round trips (EDICT, BDIA) stop being
+    exact, because a non-key call's output depends on the last key call."""
+    if not dataclasses.is_dataclass(model) or not hasattr(model, "unet"):
+        raise TypeError(f"model: expected a latent model with a unet field, got {type(model).__name__}")
+    if isinstance(model.unet, CachedUNet):
+        raise ValueError("model: its UNet is already cached")
+    net = cached_net(model.unet, timesteps, method, keys, parallel=parallel, depth=depth)
+    return dataclasses.replace(model, unet=CachedUNet(net))
+
+
 def prior_noise_injection(
     x_T: Tensor, schedule: NoiseSchedule, scale: float = 0.003, below: float = 0.5
 ) -> Callable[[dict], Tensor | None]:
@@ -417,6 +442,7 @@ __all__ = [
     "DeepCacheNet",
     "FasterDiffusionNet",
     "FeatureRecorder",
+    "cache_latent_model",
     "cached_denoiser",
     "cached_net",
     "key_steps",

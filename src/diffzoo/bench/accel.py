@@ -1,13 +1,15 @@
 """``diffzoo bench accel``: Faster Diffusion vs DeepCache, PFGM++ per D, DPM-OT's expressway.
 
-1. Faster Diffusion (arXiv 2312.09608) and DeepCache (arXiv 2312.00858) on the digits UNet at 50 DDIM steps
-   with CFG 2: wall time, speed-up, FD-digits and conditional accuracy beside the plain sampler (two seeds:
-   the seed-to-seed spread), ablations (no prior noise injection, uniform keys, parallel mode), and the
-   relative change of every block's features between adjacent steps (the paper's premise), as a plot.
+1. Faster Diffusion (arXiv 2312.09608) and DeepCache (arXiv 2312.00858) at 50 DDIM steps on the digits UNet
+   (CFG 2; FD-digits and conditional accuracy) and on TinySD (1b; CFG 5; the shapes classifier's caption
+   accuracy): wall time and speed-up beside the plain sampler (two seeds: the seed-to-seed spread),
+   ablations (no prior noise injection, uniform keys, parallel mode), and the relative change of every
+   block's features between adjacent steps (the paper's premise), as a plot per model.
 2. PFGM++ (arXiv 2302.04265): FD-digits at 35 NFE (Heun) per shipped D, and robustness to per-step noise
-   injection ``x += alpha t z`` and to int8-rounded weights.
-3. DPM-OT (ICCV 2023) on the 8-mode ring (exact denoiser): mode-mixing rate, exact W2 (POT ``emd2``) and a
-   memorisation check against DDIM and DPM-Solver++ at the same NFE.
+   injection ``x += alpha t z`` and to int8-rounded weights (table and plot).
+3. DPM-OT (ICCV 2023) on the 8-mode ring (exact denoiser; mode-mixing rate, exact W2 by POT ``emd2``) and on
+   digits (3b; low-confidence rate, FD-digits), with a memorisation check, against DDIM and DPM-Solver++ at
+   the same NFE.
 """
 
 from __future__ import annotations
@@ -29,10 +31,13 @@ from diffzoo.bench.common import results_dir
 from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.guidance import cfg_denoiser
 from diffzoo.core.schedules import get_schedule
-from diffzoo.data import toy2d
+from diffzoo.data import digits, shapes, toy2d
 from diffzoo.io import atomic_write_text, format_table
 from diffzoo.metrics import digits_accuracy, digits_fd
+from diffzoo.metrics.digits import digit_classifier
+from diffzoo.models.tinysd import scene_correct
 from diffzoo.sampling import get_timesteps, sample
+from diffzoo.zoo.latent import load_tinysd
 
 Tensor = torch.Tensor
 COLORS = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75), (227, 119, 194)]
@@ -64,77 +69,150 @@ def _timed(fn: Any) -> tuple[Any, float]:
     return out, time.perf_counter() - t0
 
 
-@torch.no_grad()
-def section_cache(quick: bool, rows_out: list[str]) -> list[dict[str, Any]]:
-    zm = zoo.load("digits-unet")
-    den = zm.denoiser()
-    steps = 50
-    ts = get_timesteps(den.schedule, steps)
-    per = 20 if quick else 100
-    labels = torch.arange(10).repeat_interleave(per)
-    null = torch.tensor([zm.null_class])
+CACHE_CONFIGS: list[tuple[str, dict[str, Any] | None, bool]] = [
+    ("plain DDIM-50", None, False),
+    ("Faster Diffusion (paper keys, injection)", {"method": "faster-diffusion", "keys": "paper"}, True),
+    ("FD parallel (paper keys, injection)", {"method": "faster-diffusion", "keys": "paper", "parallel": True}, True),
+    ("FD ablation: no injection", {"method": "faster-diffusion", "keys": "paper"}, False),
+    ("FD ablation: uniform keys every 5", {"method": "faster-diffusion", "keys": "uniform:5"}, True),
+    ("DeepCache (uniform every 5, depth 1)", {"method": "deepcache", "keys": "uniform:5"}, False),
+]
 
-    def run(d: Denoiser, seed: int, inject: bool = False) -> tuple[Tensor, float]:
-        x = torch.randn(labels.shape[0], 1, 8, 8, generator=torch.Generator().manual_seed(seed))
-        cb = prior_noise_injection(x, den.schedule) if inject else None
-        return _timed(lambda: sample("ddim", cfg_denoiser(d, 2.0, null), x, ts, labels, callback=cb).clamp(-1, 1))
 
-    configs: list[tuple[str, dict[str, Any] | None, bool]] = [
-        ("plain DDIM-50", None, False),
-        ("Faster Diffusion (paper keys, injection)", {"method": "faster-diffusion", "keys": "paper"}, True),
-        (
-            "FD parallel (paper keys, injection)",
-            {"method": "faster-diffusion", "keys": "paper", "parallel": True},
-            True,
-        ),
-        ("FD ablation: no injection", {"method": "faster-diffusion", "keys": "paper"}, False),
-        ("FD ablation: uniform keys every 5", {"method": "faster-diffusion", "keys": "uniform:5"}, True),
-        ("DeepCache (uniform every 5, depth 1)", {"method": "deepcache", "keys": "uniform:5"}, False),
-    ]
-    rows = []
+def _cache_table(den: Denoiser, ts: Tensor, draw: Any, quality: Any) -> list[dict[str, Any]]:
+    """One row per :data:`CACHE_CONFIGS` entry (the plain sampler twice: seeds 0 and 1, the seed-to-seed
+    spread). ``draw(denoiser, seed, inject) -> samples`` runs the sampler, ``quality(samples) -> dict``."""
+    steps = ts.numel() - 1
+    rows: list[dict[str, Any]] = []
     base_t = None
-    for name, kw, inject in configs:
+    for name, kw, inject in CACHE_CONFIGS:
         for seed in (0, 1) if kw is None else (0,):
             d = den if kw is None else cached_denoiser(den, ts, **kw)
-            x, sec = run(d, seed, inject)
-            if kw is None and seed == 0:
-                base_t = sec
-            nkeys = steps if kw is None else len(key_steps(steps, kw["keys"]))
+            x, sec = _timed(lambda d=d, seed=seed, inject=inject: draw(d, seed, inject))
+            base_t = sec if base_t is None else base_t
             rows.append(
                 {
-                    "method": name + ("" if kw is None else "") + (f" (seed {seed})" if kw is None else ""),
-                    "full UNet calls": nkeys,
+                    "method": name + (f" (seed {seed})" if kw is None else ""),
+                    "full UNet calls": steps if kw is None else len(key_steps(steps, kw["keys"])),
                     "wall s": sec,
-                    "speed-up": (base_t or sec) / sec,
-                    "FD-digits": digits_fd(x),
-                    "accuracy": digits_accuracy(x, labels),
+                    "speed-up": base_t / sec,
+                    **quality(x),
                 }
             )
-    # the premise: relative feature change per block between adjacent steps
-    rec = FeatureRecorder(zm.model)
-    x = torch.randn(20, 1, 8, 8, generator=torch.Generator().manual_seed(0))
-    sample("ddim", den.with_net(rec), x, ts, torch.arange(10).repeat(2))
+    return rows
+
+
+def _premise(
+    model: Any, den: Denoiser, x: Tensor, ts: Tensor, cond: Any, png: str, title: str, guide: Any = None
+) -> list[str]:
+    """The paper's premise: relative change of every block's output between adjacent steps, a plot and a
+    table with the encoder (down levels + mid) and decoder (up levels) means. ``den`` is the plain model
+    denoiser; ``guide(denoiser)`` adds guidance on top of the recording network."""
+    rec = FeatureRecorder(model)
+    recording = den.with_net(rec)
+    sample("ddim", recording if guide is None else guide(recording), x, ts, cond)
     rc = rec.relative_changes()
     names = rec.block_names()
-    _line_plot(
-        results_dir() / f"bench_accel_features{'_quick' if quick else ''}.png",
-        {n: rc[:, k].tolist() for k, n in enumerate(names)},
-        "digits UNet: relative feature change between adjacent DDIM steps",
-    )
+    _line_plot(results_dir() / png, {n: rc[:, k].tolist() for k, n in enumerate(names)}, title)
     feat_rows = [
         {"block": n, "mean rel. change": float(rc[:, k].mean()), "median": float(rc[:, k].median())}
         for k, n in enumerate(names)
     ]
-    rows_out += [
-        "## 1. Faster Diffusion vs DeepCache (digits UNet, DDIM-50, CFG 2)\n",
-        f"{labels.shape[0]} samples per row. Paper: SD 1.5 DDIM-50 2.369 s -> 1.407 s (1.68x; abstract: 41% faster), "
-        "quality 'on par'. Seed-to-seed spread of the baseline = the two plain rows.\n",
-        format_table(rows),
-        "",
+    n_enc = rec.split.num_levels + 1
+    enc, dec = float(rc[:, :n_enc].mean()), float(rc[:, n_enc:].mean())
+    return [
         "Relative change |f_k - f_{k-1}| / |f_{k-1}| of each block's output between adjacent steps (paper: encoder "
-        "features change less than decoder features); plot: bench_accel_features*.png\n",
+        f"features change less than decoder features); plot: {png}\n",
         format_table(feat_rows),
         "",
+        f"Encoder mean {enc:.4g} vs decoder mean {dec:.4g}: the premise "
+        f"{'holds' if enc < dec else 'does NOT hold'} on this model.\n",
+    ]
+
+
+PAPER_CACHE = (
+    "Paper: SD 1.5 DDIM-50 2.369 s -> 1.407 s (1.68x; abstract: 41% faster), quality 'on par'. Seed-to-seed "
+    "spread of the baseline = the two plain rows; a cached row is 'equal quality' when its metric lies within "
+    "that spread."
+)
+
+
+@torch.no_grad()
+def section_cache(quick: bool, rows_out: list[str]) -> list[dict[str, Any]]:
+    zm = zoo.load("digits-unet")
+    den = zm.denoiser()
+    ts = get_timesteps(den.schedule, 50)
+    per = 20 if quick else 100
+    labels = torch.arange(10).repeat_interleave(per)
+    null = torch.tensor([zm.null_class])
+
+    def draw(d: Denoiser, seed: int, inject: bool) -> Tensor:
+        x = torch.randn(labels.shape[0], 1, 8, 8, generator=torch.Generator().manual_seed(seed))
+        cb = prior_noise_injection(x, den.schedule) if inject else None
+        return sample("ddim", cfg_denoiser(d, 2.0, null), x, ts, labels, callback=cb).clamp(-1, 1)
+
+    rows = _cache_table(den, ts, draw, lambda x: {"FD-digits": digits_fd(x), "accuracy": digits_accuracy(x, labels)})
+    x = torch.randn(20, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    premise = _premise(
+        zm.model,
+        den,
+        x,
+        ts,
+        torch.arange(10).repeat(2),
+        f"bench_accel_features{'_quick' if quick else ''}.png",
+        "digits UNet: relative feature change between adjacent DDIM steps",
+    )
+    rows_out += [
+        "## 1. Faster Diffusion vs DeepCache (digits UNet, DDIM-50, CFG 2)\n",
+        f"{labels.shape[0]} samples per row. {PAPER_CACHE}\n",
+        format_table(rows),
+        "",
+        *premise,
+    ]
+    return rows
+
+
+@torch.no_grad()
+def section_cache_tinysd(quick: bool, rows_out: list[str]) -> list[dict[str, Any]]:
+    """Faster Diffusion / DeepCache on the latent text-to-image model (TinySD, SD's leading DDIM-50 grid,
+    CFG 5): wall time and the shapes classifier's caption accuracy (every cell and the background right)."""
+    lm = load_tinysd()
+    clf = zoo.load("shapes-classifier").model.eval()
+    n = 16 if quick else 128
+    scenes = shapes.random_scenes(n, 4242)
+    cond = lm.encode_prompt([shapes.caption(sc) for sc in scenes])
+    base = lm.denoiser()
+    ts = get_timesteps(lm.schedule, 50, "leading", steps_offset=1)
+    shape = lm.latent_shape(n, shapes.SIZE, shapes.SIZE)
+
+    def draw(d: Denoiser, seed: int, inject: bool) -> Tensor:
+        z = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        cb = prior_noise_injection(z, base.schedule) if inject else None
+        guided = cfg_denoiser(d, 5.0, lm.null_embedding(1))
+        return lm.decode(sample("ddim", guided, z, ts, cond, callback=cb)).float().clamp(-1, 1)
+
+    def quality(img: Tensor) -> dict[str, Any]:
+        return {"caption accuracy": float(scene_correct(clf.predict(img), scenes).double().mean())}
+
+    rows = _cache_table(base, ts, draw, quality)
+    z = torch.randn(lm.latent_shape(8, shapes.SIZE, shapes.SIZE), generator=torch.Generator().manual_seed(0))
+    premise = _premise(
+        lm.unet,
+        base,
+        z,
+        ts,
+        cond[:8],
+        f"bench_accel_features_tinysd{'_quick' if quick else ''}.png",
+        "TinySD UNet: relative feature change between adjacent DDIM steps (CFG batch)",
+        guide=lambda d: cfg_denoiser(d, 5.0, lm.null_embedding(1)),
+    )
+    rows_out += [
+        "## 1b. Faster Diffusion vs DeepCache on TinySD (latent, DDIM-50 leading grid, CFG 5)\n",
+        f"{n} captions of random shapes scenes (seed 4242); caption accuracy = the shapes classifier finds "
+        f"every grid cell and the background as captioned. {PAPER_CACHE}\n",
+        format_table(rows),
+        "",
+        *premise,
     ]
     return rows
 
@@ -171,12 +249,20 @@ def section_pfgmpp(quick: bool, rows_out: list[str]) -> list[dict[str, Any]]:
         q = Denoiser(_int8(zm.model), den.schedule, "sample")
         x = pfgmpp_sample(q, (n, 1, 8, 8), D, 18, generator=torch.Generator().manual_seed(0))
         row["FD int8 weights"] = digits_fd(x.clamp(-1, 1))
+        row["FD rise at alpha=0.2"] = row["FD alpha=0.2"] - row["FD alpha=0"]
         row["train steps"] = zm.config.get("steps")
         rows.append(row)
+    rows.sort(key=lambda r: r["D"])
+    if rows:
+        _line_plot(
+            results_dir() / f"bench_accel_pfgmpp{'_quick' if quick else ''}.png",
+            {f"D={r['D']:g}": [r[f"FD alpha={a:g}"] for a in alphas] for r in rows},
+            "PFGM++ digits: FD-digits vs injected noise alpha (" + ", ".join(f"{a:g}" for a in alphas) + ")",
+        )
     rows_out += [
         "## 2. PFGM++ on digits (Heun, 18 steps = 35 NFE)\n",
         f"{n} samples per cell. Paper: CIFAR-10 FID 1.92 (D=128) vs 1.98 (D=inf); smaller D degrades more slowly "
-        "under per-step noise x += alpha t z and under weight quantisation.\n",
+        "under per-step noise x += alpha t z and under weight quantisation. Plot: bench_accel_pfgmpp*.png.\n",
         format_table(rows) if rows else "(no pfgmpp-digits-* model in the zoo)",
         "",
     ]
@@ -233,11 +319,71 @@ def section_dpm_ot(quick: bool, rows_out: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+@torch.no_grad()
+def section_dpm_ot_digits(quick: bool, rows_out: list[str]) -> list[dict[str, Any]]:
+    """DPM-OT on digits: OT from the uniform source to training digits noised to the level ``back`` steps
+    before the end of the 50-step DDIM grid, then the digits UNet (unconditional: the null class) for the
+    last ``back`` steps; against DDIM / DPM-Solver++ at ``back`` steps and DDIM-50."""
+    zm = zoo.load("digits-unet")
+    den = zm.denoiser()
+    sch = den.schedule
+    clf = digit_classifier()
+    g = torch.Generator().manual_seed(0)
+    train = digits.load("train").images
+    n_t = 500 if quick else train.shape[0]
+    n = 200 if quick else 1000
+    data = train[:n_t]
+    null = torch.full((n,), int(zm.null_class))
+    full = get_timesteps(sch, 50)
+
+    def metrics(name: str, x: Tensor, nfe: int) -> dict[str, Any]:
+        x = x.float().clamp(-1, 1)
+        conf = torch.softmax(clf(x), -1).max(-1).values
+        return {
+            "method": name,
+            "NFE": nfe,
+            "low-confidence rate": float((conf < 0.5).double().mean()),
+            "FD-digits": digits_fd(x),
+            "median NN dist to targets' data": float(nearest_distance(x, data).median()),
+        }
+
+    rows = []
+    for back in (5, 10):
+        tail = full[-(back + 1) :]
+        a, s = sch.alpha_sigma(tail[:1])
+        ot = fit_semi_discrete_ot(
+            noised_targets(data, float(a), float(s), g), source="uniform", max_iter=300 if quick else 1500, generator=g
+        )
+        x, _ = dpm_ot_sample(ot, den, tail, n, (1, 8, 8), null, generator=g)
+        name = f"DPM-OT (OT to t={float(tail[0]):.0f}, then DDIM)"
+        rows.append({**metrics(name, x, back), "OT converged": ot.converged})
+        for sampler in ("ddim", "dpmpp_2m"):
+            xb = sample(sampler, den, torch.randn(n, 1, 8, 8, generator=g), get_timesteps(sch, back), null)
+            rows.append(metrics(sampler, xb, back))
+    teacher = sample("ddim", den, torch.randn(n, 1, 8, 8, generator=g), full, null)
+    rows.append(metrics("DDIM-50 (teacher)", teacher, 50))
+    ot10, best10 = rows[3], min(r["low-confidence rate"] for r in rows[4:6])
+    verdict = (
+        "holds" if ot10["low-confidence rate"] < best10 else "does NOT hold"
+    ) + f" at 10 NFE (DPM-OT {ot10['low-confidence rate']:.3f} vs best baseline {best10:.3f})"
+    rows_out += [
+        "## 3b. DPM-OT on digits (digits UNet, unconditional)\n",
+        f"{n_t} training digits noised to the intermediate level are the OT targets; {n} samples per row. "
+        "Mode mixing on digits = the held-out classifier's top probability below 0.5 (`low-confidence rate`). "
+        "The NN column is the median distance of each sample to its nearest clean digit behind the targets; "
+        "far below the teacher's means the expressway retrieves (memorises) its targets. Paper: fewer "
+        f"mode-mixing samples at ~10 NFE. Here the claim {verdict}.\n",
+        format_table(rows),
+        "",
+    ]
+    return rows
+
+
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, int(args.threads)))
     parts = [f"# bench accel{' (quick)' if args.quick else ''}\n"]
     t0 = time.perf_counter()
-    for sec in (section_cache, section_pfgmpp, section_dpm_ot):
+    for sec in (section_cache, section_cache_tinysd, section_pfgmpp, section_dpm_ot, section_dpm_ot_digits):
         s0 = time.perf_counter()
         sec(args.quick, parts)
         parts.append(f"({time.perf_counter() - s0:.0f} s)\n")

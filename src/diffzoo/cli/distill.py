@@ -10,17 +10,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 
-from diffzoo.recipes import recipes
+from diffzoo.cli.train import add_recipe_commands
 
 PREFIX = "distill-"
-
-
-def _run(args: argparse.Namespace) -> int:
-    metrics = args.recipe_fn(args)
-    print(json.dumps(metrics, indent=2, sort_keys=True, default=str))
-    return 0
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -29,9 +22,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="distil a few-step / one-step student from a zoo teacher",
         description="Distil a student from a zoo teacher (the distill-* training recipes).",
     )
-    sub = p.add_subparsers(dest="method", required=True, metavar="METHOD")
-    for name, r in sorted(recipes().items()):
-        if name.startswith(PREFIX):
-            rp = sub.add_parser(name[len(PREFIX) :], help=r.help, description=r.help)
-            r.add_args(rp)
-            rp.set_defaults(func=_run, recipe_fn=r.run)
+    add_recipe_commands(p, "method", "METHOD", PREFIX)

@@ -11,6 +11,10 @@ Methods (``--method``): any name of :data:`diffzoo.editing.EDIT_METHODS` (``ddim
 ``null-text``, ``direct``, ``infedit``, ``sdedit``). ``diffzoo edit`` is
 :func:`diffzoo.editing.edit_image`, ``diffzoo invert`` is :func:`diffzoo.editing.reconstruct_image`;
 options left out take the method's defaults from the registry.
+
+``diffzoo edit --cache faster-diffusion|deepcache [--cache-keys uniform:K]`` runs the UNet through a
+feature cache (:func:`diffzoo.accel.cache.cache_latent_model`) over the ``--steps`` grid; the edit then goes
+without prompt-to-prompt attention control (``--p2p none``), which counts attention calls per UNet call.
 """
 
 from __future__ import annotations
@@ -21,7 +25,9 @@ from typing import Any
 
 import torch
 
+from diffzoo.accel.cache import CACHE_METHODS, cache_latent_model
 from diffzoo.editing import EDIT_METHODS, P2P_MODES, edit_image, reconstruct_image
+from diffzoo.inversion.common import grid
 from diffzoo.io import check_output_path, read_image, save_image
 from diffzoo.zoo.latent import load_latent_model
 
@@ -100,6 +106,12 @@ def cmd_edit(args: argparse.Namespace) -> int:
     check_output_path(args.out, "--out", suffixes=(".png",))
     img = read_image(args.image, arg="--image").to(dt)  # bad files fail before any model loads
     model = load_latent_model(args.model, dt)
+    p2p = args.p2p
+    if args.cache is None and args.cache_keys is not None:
+        raise ValueError("cache_keys: key steps need a cache method (--cache faster-diffusion|deepcache)")
+    if args.cache is not None:  # attention control cannot run under a cache: the edit pass goes without it
+        model = cache_latent_model(model, grid(model, args.steps or 50), args.cache, args.cache_keys)
+        p2p = "none" if p2p is None else p2p
     out = edit_image(
         args.method,
         model,
@@ -112,7 +124,7 @@ def cmd_edit(args: argparse.Namespace) -> int:
             guidance=args.guidance,
             invert_guidance=args.invert_guidance,
             strength=args.strength,
-            p2p=args.p2p,
+            p2p=p2p,
             cross_steps=args.cross_steps,
             self_steps=args.self_steps,
             blend_words=_parse_blend(args.blend),
@@ -121,7 +133,8 @@ def cmd_edit(args: argparse.Namespace) -> int:
         ),
     )
     save_image(out.image, args.out)
-    print(f"{out.method}: {args.source_prompt!r} -> {args.target_prompt!r}, wrote {args.out}")
+    cached = "" if args.cache is None else f" ({args.cache} cache: {model.unet.cache.full_calls} full UNet calls)"
+    print(f"{out.method}: {args.source_prompt!r} -> {args.target_prompt!r}{cached}, wrote {args.out}")
     return 0
 
 
@@ -161,4 +174,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.add_argument("--self-steps", type=float, default=None, help="fraction of steps with self-attention injection")
     e.add_argument("--blend", default=None, help="local blend words: 'SOURCE_WORDS,TARGET_WORDS'")
     e.add_argument("--reweight", nargs="*", default=None, help="P2P re-weighting: WORD=SCALE ...")
+    e.add_argument(
+        "--cache",
+        default=None,
+        choices=CACHE_METHODS,
+        help="feature cache of the UNet (Faster Diffusion / DeepCache) over the --steps grid; implies --p2p none",
+    )
+    e.add_argument("--cache-keys", default=None, help="key steps of --cache: 'paper', 'uniform:K', 'all'")
     e.set_defaults(func=cmd_edit)

@@ -20,14 +20,22 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_recipe_commands(p: argparse.ArgumentParser, dest: str, metavar: str, prefix: str = "") -> None:
+    """One subcommand per registered recipe whose name starts with ``prefix`` (named without it); each
+    runs the recipe and prints its metrics. ``diffzoo train`` takes them all, ``diffzoo distill`` the
+    ``distill-*`` ones."""
+    sub = p.add_subparsers(dest=dest, required=True, metavar=metavar)
+    for name, r in sorted(recipes().items()):
+        if name.startswith(prefix):
+            rp = sub.add_parser(name[len(prefix) :], help=r.help, description=r.help)
+            r.add_args(rp)
+            rp.set_defaults(func=_run, recipe_fn=r.run)
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a model with a registered recipe",
         description="Train a model with a registered recipe (see `diffzoo train RECIPE -h`).",
     )
-    sub = p.add_subparsers(dest="recipe", required=True, metavar="RECIPE")
-    for name, r in sorted(recipes().items()):
-        rp = sub.add_parser(name, help=r.help, description=r.help)
-        r.add_args(rp)
-        rp.set_defaults(func=_run, recipe_fn=r.run)
+    add_recipe_commands(p, "recipe", "RECIPE")

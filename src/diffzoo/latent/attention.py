@@ -44,6 +44,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from diffzoo.accel.cache import CachedUNet
 from diffzoo.core.errors import check_choice, check_range, check_tensor
 
 Tensor = torch.Tensor
@@ -625,6 +626,55 @@ def _place(name: str) -> str:
     return "other"
 
 
+def explicit_attention(
+    attn: Any,
+    hidden_states: Tensor,
+    encoder_hidden_states: Tensor | None = None,
+    attention_mask: Tensor | None = None,
+    temb: Tensor | None = None,
+    *,
+    qkv_hook: Callable[[Tensor, Tensor, Tensor, bool], tuple[Tensor, Tensor, Tensor]] | None = None,
+    probs_hook: Callable[[Tensor, bool], Tensor] | None = None,
+) -> Tensor:
+    """Diffusers' classic ``AttnProcessor`` computation of the attention layer ``attn``, written out so that
+    hooks can see and rewrite its intermediates: ``qkv_hook(q, k, v, is_cross)`` gets the per-head
+    ``(B*heads, L, d)`` projections, ``probs_hook(probs, is_cross)`` the explicit
+    ``softmax(q k^T * scale)``. Used by attention control (:class:`ControlledAttnProcessor`) and by
+    quantized attention (:class:`diffzoo.quant.layers.QuantAttnProcessor`)."""
+    if getattr(attn, "norm_q", None) is not None or getattr(attn, "norm_k", None) is not None:
+        raise NotImplementedError("attn: q/k normalisation layers are not supported by the explicit attention")
+    residual = hidden_states
+    if getattr(attn, "spatial_norm", None) is not None:
+        hidden_states = attn.spatial_norm(hidden_states, temb)
+    ndim4 = hidden_states.ndim == 4
+    if ndim4:
+        b, c, h, w = hidden_states.shape
+        hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
+    is_cross = encoder_hidden_states is not None
+    ctx = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+    batch, seq = ctx.shape[0], ctx.shape[1]
+    attention_mask = attn.prepare_attention_mask(attention_mask, seq, batch)
+    if attn.group_norm is not None:
+        hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
+    if is_cross and attn.norm_cross:
+        ctx = attn.norm_encoder_hidden_states(ctx)
+    q = attn.head_to_batch_dim(attn.to_q(hidden_states))
+    k = attn.head_to_batch_dim(attn.to_k(ctx))
+    v = attn.head_to_batch_dim(attn.to_v(ctx))
+    if qkv_hook is not None:
+        q, k, v = qkv_hook(q, k, v, is_cross)
+    probs = attn.get_attention_scores(q, k, attention_mask)
+    if probs_hook is not None:
+        probs = probs_hook(probs, is_cross)
+    out = attn.batch_to_head_dim(torch.bmm(probs, v))
+    out = attn.to_out[1](attn.to_out[0](out))
+    if ndim4:
+        out = out.transpose(-1, -2).reshape(b, c, h, w)
+    if attn.residual_connection:
+        out = out + residual
+    return out / attn.rescale_output_factor
+
+
 class ControlledAttnProcessor:
     """A diffusers attention processor that exposes the attention probabilities to a controller.
 
@@ -644,37 +694,16 @@ class ControlledAttnProcessor:
         temb: Tensor | None = None,
         **kwargs: Any,
     ) -> Tensor:
-        if getattr(attn, "norm_q", None) is not None or getattr(attn, "norm_k", None) is not None:
-            raise NotImplementedError("ControlledAttnProcessor: q/k normalisation layers are not supported")
-        residual = hidden_states
-        if attn.spatial_norm is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        ndim4 = hidden_states.ndim == 4
-        if ndim4:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        is_cross = encoder_hidden_states is not None
-        ctx = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        batch, seq = ctx.shape[0], ctx.shape[1]
-        attention_mask = attn.prepare_attention_mask(attention_mask, seq, batch)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        if is_cross and attn.norm_cross:
-            ctx = attn.norm_encoder_hidden_states(ctx)
-        q = attn.head_to_batch_dim(attn.to_q(hidden_states))
-        k = attn.head_to_batch_dim(attn.to_k(ctx))
-        v = attn.head_to_batch_dim(attn.to_v(ctx))
-        if not is_cross:
-            q, k, v = self.controller.self_qkv(q, k, v, attn.heads)
-        probs = attn.get_attention_scores(q, k, attention_mask)
-        probs = self.controller(probs, is_cross, self.place, attn.heads)
-        out = attn.batch_to_head_dim(torch.bmm(probs, v))
-        out = attn.to_out[1](attn.to_out[0](out))
-        if ndim4:
-            out = out.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            out = out + residual
-        return out / attn.rescale_output_factor
+        c, heads, place = self.controller, attn.heads, self.place
+        return explicit_attention(
+            attn,
+            hidden_states,
+            encoder_hidden_states,
+            attention_mask,
+            temb,
+            qkv_hook=lambda q, k, v, is_cross: (q, k, v) if is_cross else c.self_qkv(q, k, v, heads),
+            probs_hook=lambda probs, is_cross: c(probs, is_cross, place, heads),
+        )
 
 
 @contextlib.contextmanager
@@ -688,6 +717,11 @@ def attention_control(unet: Any, controller: AttentionController) -> Iterator[At
         raise TypeError(f"unet: expected a diffusers model with attention processors, got {type(unet).__name__}")
     if not isinstance(controller, AttentionController):
         raise TypeError(f"controller: expected an AttentionController, got {type(controller).__name__}")
+    if isinstance(unet, CachedUNet):
+        raise ValueError(
+            "p2p: attention control counts the attention calls of every UNet call, and a cached UNet "
+            "(Faster Diffusion / DeepCache) runs fewer of them at non-key steps; use p2p='none' with a cache"
+        )
     saved = dict(unet.attn_processors)
     controller.num_layers = len(saved)
     controller.reset()

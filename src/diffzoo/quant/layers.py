@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from diffzoo.latent.attention import explicit_attention
 from diffzoo.quant.quantizer import ActQuantizer, TimeContext, WeightQuantizer
 
 Tensor = torch.Tensor
@@ -130,6 +131,9 @@ class QuantAttnProcessor(nn.Module):
     def _q(self, quantizer: ActQuantizer, x: Tensor) -> Tensor:
         return quantizer(x) if self.quantize else x
 
+    def _qkv(self, q: Tensor, k: Tensor, v: Tensor, _cross: bool) -> tuple[Tensor, Tensor, Tensor]:
+        return self._q(self.q_quant, q), self._q(self.k_quant, k), self._q(self.v_quant, v)
+
     def forward(
         self,
         attn: Any,
@@ -139,34 +143,15 @@ class QuantAttnProcessor(nn.Module):
         temb: Tensor | None = None,
         **_: Any,
     ) -> Tensor:
-        residual = hidden_states
-        if getattr(attn, "spatial_norm", None) is not None:
-            hidden_states = attn.spatial_norm(hidden_states, temb)
-        ndim = hidden_states.ndim
-        if ndim == 4:
-            b, c, h, w = hidden_states.shape
-            hidden_states = hidden_states.view(b, c, h * w).transpose(1, 2)
-        batch, seq, _ = (hidden_states if encoder_hidden_states is None else encoder_hidden_states).shape
-        attention_mask = attn.prepare_attention_mask(attention_mask, seq, batch)
-        if attn.group_norm is not None:
-            hidden_states = attn.group_norm(hidden_states.transpose(1, 2)).transpose(1, 2)
-        query = attn.to_q(hidden_states)
-        if encoder_hidden_states is None:
-            encoder_hidden_states = hidden_states
-        elif attn.norm_cross:
-            encoder_hidden_states = attn.norm_encoder_hidden_states(encoder_hidden_states)
-        key, value = attn.to_k(encoder_hidden_states), attn.to_v(encoder_hidden_states)
-        query = self._q(self.q_quant, attn.head_to_batch_dim(query))
-        key = self._q(self.k_quant, attn.head_to_batch_dim(key))
-        value = self._q(self.v_quant, attn.head_to_batch_dim(value))
-        probs = self._q(self.p_quant, attn.get_attention_scores(query, key, attention_mask))
-        hidden_states = attn.batch_to_head_dim(torch.bmm(probs, value))
-        hidden_states = attn.to_out[1](attn.to_out[0](hidden_states))
-        if ndim == 4:
-            hidden_states = hidden_states.transpose(-1, -2).reshape(b, c, h, w)
-        if attn.residual_connection:
-            hidden_states = hidden_states + residual
-        return hidden_states / attn.rescale_output_factor
+        return explicit_attention(
+            attn,
+            hidden_states,
+            encoder_hidden_states,
+            attention_mask,
+            temb,
+            qkv_hook=self._qkv,
+            probs_hook=lambda probs, _cross: self._q(self.p_quant, probs),
+        )
 
 
 def is_qkv_attention(module: nn.Module) -> bool:

@@ -128,6 +128,35 @@ def evaluate_samples(sample_fn: Callable[[Tensor, Tensor], Tensor], per_class: i
     return out
 
 
+def ship_generator(
+    args: argparse.Namespace,
+    res: Any,
+    teacher: Any,
+    arch: str,
+    arch_config: dict,
+    spec: dict,
+    extra_metrics: dict | None = None,
+) -> dict:
+    """Evaluate the EMA student of ``res`` as the generator ``spec`` (:func:`evaluate_samples`), add the
+    final loss and ``extra_metrics``, and ship it (kind ``generator``) with its teacher's null class."""
+    metrics = evaluate_samples(lambda z, c: generate(res.ema_model.eval(), z, c, spec=spec), args.eval_per_class)
+    metrics.update(extra_metrics or {})
+    metrics["final_loss"] = sum(res.losses[-50:]) / max(1, len(res.losses[-50:]))
+    ship(
+        args,
+        res.ema_model,
+        arch,
+        arch_config,
+        kind="generator",
+        sample_shape=SAMPLE_SHAPE,
+        generator=spec,
+        teacher=args.teacher,
+        null_class=teacher.null_class,
+        metrics=metrics,
+    )
+    return metrics
+
+
 def _student_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", default="digits-unet", help="zoo name of the teacher (kind diffusion)")
     p.add_argument("--guidance", type=float, default=2.0, help="the teacher's CFG scale (default %(default)s)")
@@ -180,22 +209,7 @@ def boot_recipe(args: argparse.Namespace) -> dict[str, Any]:
         return boot_loss(model, teacher, eps, y, grid, gen, weight=args.weight, boundary_weight=args.boundary_weight)
 
     res = train(student, loss_fn, batch_fn, cfg)
-    spec = {"type": "signal", "time": float(grid[-1]), "steps": 1}
-    metrics = evaluate_samples(lambda z, c: generate(res.ema_model.eval(), z, c, spec=spec), args.eval_per_class)
-    metrics["final_loss"] = sum(res.losses[-50:]) / max(1, len(res.losses[-50:]))
-    ship(
-        args,
-        res.ema_model,
-        arch,
-        arch_config,
-        kind="generator",
-        sample_shape=SAMPLE_SHAPE,
-        generator=spec,
-        teacher=args.teacher,
-        null_class=zm.null_class,
-        metrics=metrics,
-    )
-    return metrics
+    return ship_generator(args, res, zm, arch, arch_config, {"type": "signal", "time": float(grid[-1]), "steps": 1})
 
 
 # -------------------------------------------------------------------------------------------------
@@ -285,24 +299,10 @@ def slimflow_recipe(args: argparse.Namespace) -> dict[str, Any]:
         return distill_loss(model, z0, z1, y, gen, flow=flow, guided=args.guided)
 
     res = train(student, loss_fn, batch_fn, cfg)
-    spec = {"type": "flow", "steps": 1}
-    metrics = evaluate_samples(lambda z, c: generate(res.ema_model.eval(), z, c, spec=spec), args.eval_per_class)
+    extra = {}
     if args.stage == "reflow" and args.eval_per_class > 0:
-        metrics["straightness"] = straightness(res.ema_model, z0s[:256], z1s[:256], ys[:256])
-    metrics["final_loss"] = sum(res.losses[-50:]) / max(1, len(res.losses[-50:]))
-    ship(
-        args,
-        res.ema_model,
-        arch,
-        arch_config,
-        kind="generator",
-        sample_shape=SAMPLE_SHAPE,
-        generator=spec,
-        teacher=args.teacher,
-        null_class=zm.null_class,
-        metrics=metrics,
-    )
-    return metrics
+        extra["straightness"] = straightness(res.ema_model, z0s[:256], z1s[:256], ys[:256])
+    return ship_generator(args, res, zm, arch, arch_config, {"type": "flow", "steps": 1}, extra)
 
 
 # -------------------------------------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from diffzoo.accel.cache import cached_denoiser
 from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.guidance import cfg_denoiser
 from diffzoo.core.random import generators_from_seeds
@@ -38,6 +39,7 @@ class SampleResult:
     nfe: int
     images: Tensor | None = None  # masked models: the decoded token images (B, C, H, W) in [-1, 1]
     seconds: float = 0.0  # wall time of the sampling loop
+    full_calls: int | None = None  # with a feature cache: full-network calls (the rest ran part of it)
 
 
 def check_sampler(sampler: str, masked: bool) -> None:
@@ -202,13 +204,21 @@ def sample_zoo(
     eta: float | None = None,
     shape: Sequence[int] | None = None,
     progress: bool = False,
+    cache: str | None = None,
+    cache_keys: str | None = None,
 ) -> SampleResult:
     """Load zoo model ``name`` and draw ``n`` samples (see the module docstring).
 
     ``sampler`` defaults to ``"dpmpp_2m"`` (Gaussian models) or ``"fhs"`` (masked models); ``steps`` to
-    20 (Gaussian) or the sequence length (masked).
+    20 (Gaussian) or the sequence length (masked). ``cache``: ``"faster-diffusion"`` or ``"deepcache"``
+    (:mod:`diffzoo.accel.cache`; UNet models only) runs the network through a feature cache over the
+    sampling grid, key steps ``cache_keys`` (``"paper"``, ``"uniform:K"``, ...; default: the method's).
     """
     zm = load(name, kinds=("diffusion", "masked", "generator"))
+    if cache is None and cache_keys is not None:
+        raise ValueError("cache_keys: key steps need a cache method (--cache faster-diffusion|deepcache)")
+    if cache is not None and zm.kind != "diffusion":
+        raise ValueError(f"cache: {name!r} is a {zm.kind} model; feature caches need a Gaussian UNet model")
     if zm.kind == "generator":
         return sample_generator(zm, sampler, steps, guidance, class_label, n, seed, eta, shape, spacing)
     if zm.kind == "masked":
@@ -218,10 +228,13 @@ def sample_zoo(
     steps = GAUSSIAN_STEPS if steps is None else steps
     null = zm.config.get("null_class")
     labels = class_labels(class_label, n, null)
-    den = guided(zm.denoiser(), guidance, null, labels)
     kw = {} if eta is None else {"eta": eta}
     if eta is not None and sampler != "ddim":
         raise ValueError("eta: only the ddim sampler takes eta")
+    base = zm.denoiser()
+    if cache is not None:  # the cache wraps the plain network; guidance goes on top (it caches [cond; uncond])
+        base = cached_denoiser(base, get_timesteps(base.schedule, steps, spacing), cache, cache_keys)
+    den = guided(base, guidance, null, labels)
     before = den.nfe
     t0 = time.perf_counter()
     x = draw(
@@ -236,4 +249,6 @@ def sample_zoo(
         progress=progress,
         **kw,
     )
-    return SampleResult(x, labels, den.nfe - before, seconds=time.perf_counter() - t0)
+    seconds = time.perf_counter() - t0
+    full = None if cache is None else int(base.net.full_calls)
+    return SampleResult(x, labels, den.nfe - before, seconds=seconds, full_calls=full)
