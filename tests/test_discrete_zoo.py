@@ -128,3 +128,20 @@ def test_masked_shapes_recipe_runs_end_to_end(tmp_path, monkeypatch):
     assert 10 < metrics["vq_test_psnr_db"] < 60 and metrics["test_nelbo_bits_per_token"] > 0
     assert all(p.is_symlink() for p in weights.iterdir())  # no shipped file replaced, none added
     assert sorted(p.name for p in weights.iterdir()) == shipped
+
+
+def test_bench_discrete_sections_option(tmp_path, monkeypatch):
+    import pytest
+
+    from diffzoo.bench import discrete as bench
+
+    assert bench._wanted_sections(None) == bench.SECTION_IDS
+    assert bench._wanted_sections(" 3a, 3b ") == ("3a", "3b")
+    for bad in ("3c", "", "4,,x"):
+        with pytest.raises(ValueError, match="^sections: "):
+            bench._wanted_sections(bad)
+    monkeypatch.setattr(bench, "results_dir", lambda: tmp_path)
+    bench._write(["# t"], "_quick", ("3a", "3b"))
+    bench._write(["# all"], "", bench.SECTION_IDS)
+    assert (tmp_path / "bench_discrete_quick_3a-3b.md").read_text() == "# t\n"
+    assert (tmp_path / "bench_discrete.md").read_text() == "# all\n"

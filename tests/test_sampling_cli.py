@@ -94,3 +94,11 @@ def test_cli_errors(tiny_models, tmp_path, capsys):
         class_labels("7", 4, 3)
     with pytest.raises(ValueError, match="out"):
         save_samples(tmp_path / "a.png", torch.zeros(3, 5))
+
+
+def test_python_dash_m_diffzoo_cli_runs_the_command():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "diffzoo.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "sample" in out.stdout

@@ -543,7 +543,7 @@ def aps_ordering(rows: list[dict]) -> list[dict]:
 def aps_table(model, quick: bool) -> tuple[list[dict], dict]:
     """APS-I/II, APS-like and baselines on test digits (64 pixel-level tokens)."""
 
-    n = 8 if quick else 48
+    n = 8 if quick else 24
     test = digits.load("test")
     x0, labels = test.levels[:n], test.labels[:n]
     space = token_space(model)
@@ -559,7 +559,7 @@ def shapes_aps_table(quick: bool) -> tuple[list[dict], dict, dict]:
 
     model = load_model("masked-shapes")
     space = token_space(model)
-    n = 4 if quick else 32
+    n = 4 if quick else 12
     scenes = shapes.random_scenes(n, 424242)
     real = shapes.render_batch(scenes)
     x0 = space.encode(real)
@@ -668,10 +668,15 @@ def run(args: argparse.Namespace) -> int:
             ),
         ),
     ]
+    wanted = _wanted_sections(args.sections)
     for title, fn, note in sections:
+        if title.split(".")[0] not in wanted:
+            continue
         rows, sec = _timed(fn)
         parts += [f"## {title}\n", format_table(rows), "", note, f"({sec:.0f} s)\n"]
         print("\n".join(parts[-5:]), flush=True)
+    if "4" not in wanted and "5" not in wanted:
+        return _write(parts, suffix, wanted)
     inner, lr = aps_inner(args.quick)
     aps_note = (
         f"APS-I / APS-II: `aps_style_sample`, APS as its authors describe it (arXiv 2510.02291; equations INFERRED "
@@ -696,10 +701,41 @@ def run(args: argparse.Namespace) -> int:
         + (
             f" Quick mode: tasks {', '.join(QUICK_TASKS)} only; 8 test digits (section 4), 4 scenes (section 5)."
             if args.quick
-            else ""
+            else " Full mode: all five tasks, 24 test digits (section 4) and 12 scenes (section 5), sized to fit "
+            "about 40 CPU minutes (100 inner steps per reverse step make APS the slowest sampler here)."
         )
     )
-    (rows, panels), sec = _timed(lambda: aps_table(model, args.quick))
+    if "4" in wanted:
+        _aps_digits_section(model, args.quick, suffix, aps_note, parts)
+    if "5" in wanted:
+        _aps_shapes_section(args.quick, suffix, parts)
+    return _write(parts, suffix, wanted)
+
+
+SECTION_IDS = ("0", "1", "2", "2b", "3a", "3b", "4", "5")
+
+
+def _wanted_sections(spec: str | None) -> tuple[str, ...]:
+    """The section ids of ``--sections`` (comma-separated; ``None``: all)."""
+    if spec is None:
+        return SECTION_IDS
+    ids = tuple(x.strip() for x in spec.split(",") if x.strip())
+    bad = [x for x in ids if x not in SECTION_IDS]
+    if bad or not ids:
+        raise ValueError(f"sections: expected a comma-separated subset of {', '.join(SECTION_IDS)}, got {spec!r}")
+    return ids
+
+
+def _write(parts: list[str], suffix: str, wanted: tuple[str, ...]) -> int:
+    """``bench_discrete[_quick].md``, or ``bench_discrete[_quick]_<ids>.md`` for a subset of sections."""
+    part = "" if wanted == SECTION_IDS else "_" + "-".join(wanted)
+    out = atomic_write_text(results_dir() / f"bench_discrete{suffix}{part}.md", "\n".join(parts) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+def _aps_digits_section(model, quick: bool, suffix: str, aps_note: str, parts: list[str]) -> None:
+    (rows, panels), sec = _timed(lambda: aps_table(model, quick))
     png = results_dir() / f"bench_discrete{suffix}.png"
     png.parent.mkdir(parents=True, exist_ok=True)
     save_png(panels, png)
@@ -716,7 +752,10 @@ def run(args: argparse.Namespace) -> int:
         f"({sec:.0f} s)\n",
     ]
     print("\n".join(parts[-10:]), flush=True)
-    (rows, panels, ceiling), sec = _timed(lambda: shapes_aps_table(args.quick))
+
+
+def _aps_shapes_section(quick: bool, suffix: str, parts: list[str]) -> None:
+    (rows, panels, ceiling), sec = _timed(lambda: shapes_aps_table(quick))
     png = results_dir() / f"bench_discrete_shapes{suffix}.png"
     save_png(panels, png, scale=2)
     parts += [
@@ -735,9 +774,6 @@ def run(args: argparse.Namespace) -> int:
         f"({sec:.0f} s)\n",
     ]
     print("\n".join(parts[-10:]), flush=True)
-    out = atomic_write_text(results_dir() / f"bench_discrete{suffix}.md", "\n".join(parts) + "\n")
-    print(f"wrote {out}")
-    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -745,4 +781,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="small sample counts (< 5 minutes on an idle CPU)")
     p.add_argument("--model", default="masked-digits", help="zoo name (or .safetensors path) of a masked model")
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--sections",
+        default=None,
+        help="comma-separated section ids to run (0,1,2,2b,3a,3b,4,5; default all); a subset writes "
+        "bench_discrete[_quick]_<ids>.md",
+    )
     p.set_defaults(func=run)
