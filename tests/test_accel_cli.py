@@ -78,3 +78,13 @@ def test_cache_latent_model_and_edit(tmp_path, capsys):
     assert not torch.equal(out.latents, ref.latents)
     with pytest.raises(ValueError, match="^p2p: "):
         edit_image("ddim", cached, img, "a red circle", "a blue square", num_steps=6, p2p="refine")
+
+
+def test_bench_accel_sections_option():
+    from diffzoo.bench import accel as bench
+
+    assert bench._wanted_sections(None) == ("1", "1b", "2", "3", "3b")
+    assert bench._wanted_sections("3b, 1") == ("1", "3b")  # run order, not the order given
+    for bad in ("4", "", "1,,x"):
+        with pytest.raises(ValueError, match="^sections: "):
+            bench._wanted_sections(bad)

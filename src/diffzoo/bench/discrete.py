@@ -344,11 +344,17 @@ def lsd_rows(
     return rows
 
 
+#: full-mode coefficient training (teacher rollouts cached, Adam iterations, batch) of 3a (digits) and 3b
+#: (countdown): sized so that NFE 8-64 fit about 15 CPU minutes each (the paper trains on a GPU).
+LSD_FULL_TRAIN = ((64, 20, 16), (32, 20, 8))
+
+
 def lsd_table(model, quick: bool) -> list[dict]:
     """Section 3a: LSD/LSD+ on the digits model (FD-digits etc.)."""
-    nfes = (8,) if quick else (4, 8, 16, 32, 64)
+    nfes = (8,) if quick else (8, 16, 32, 64)
     teacher = 64 if quick else LSD_TEACHER_STEPS
-    return lsd_rows(model, _quality, nfes, quick, teacher, mmd_nfes=(8,) if quick else nfes, n_eval_quick=64)
+    train = None if quick else LSD_FULL_TRAIN[0]
+    return lsd_rows(model, _quality, nfes, quick, teacher, mmd_nfes=(8,), n_eval_quick=64, train=train)
 
 
 def _countdown_quality(x: Tensor) -> dict[str, Any]:
@@ -366,9 +372,11 @@ def lsd_countdown_table(quick: bool) -> list[dict]:
         nfes,
         quick,
         teacher,
-        mmd_nfes=() if quick else nfes,
+        mmd_nfes=(),
         exact_fhs=not quick,
         quick_train=(16, 6, 8),
+        n_eval=None if quick else 128,
+        train=None if quick else LSD_FULL_TRAIN[1],
     )
 
 
@@ -543,7 +551,7 @@ def aps_ordering(rows: list[dict]) -> list[dict]:
 def aps_table(model, quick: bool) -> tuple[list[dict], dict]:
     """APS-I/II, APS-like and baselines on test digits (64 pixel-level tokens)."""
 
-    n = 8 if quick else 24
+    n = 8 if quick else 16
     test = digits.load("test")
     x0, labels = test.levels[:n], test.labels[:n]
     space = token_space(model)
@@ -559,7 +567,7 @@ def shapes_aps_table(quick: bool) -> tuple[list[dict], dict, dict]:
 
     model = load_model("masked-shapes")
     space = token_space(model)
-    n = 4 if quick else 12
+    n = 4 if quick else 8
     scenes = shapes.random_scenes(n, 424242)
     real = shapes.render_batch(scenes)
     x0 = space.encode(real)
@@ -651,7 +659,8 @@ def run(args: argparse.Namespace) -> int:
                 " Quick mode: NFE 8 only, teacher N = 64 (full: 256), 64 samples (FD on 64 samples is noisy: +- "
                 "several units)."
                 if args.quick
-                else ""
+                else f" Full mode: 400 samples; coefficient training (teacher rollouts, Adam iterations, batch) = "
+                f"{LSD_FULL_TRAIN[0]} (sized for a CPU); trajectory-MMD at NFE 8 only."
             ),
         ),
         (
@@ -664,7 +673,8 @@ def run(args: argparse.Namespace) -> int:
                 " Quick mode: NFE 8 only, teacher N = 64 (full: 256), 64 samples, no trajectory-MMD rows, no "
                 "exact-FHS row (its error rate on 64 samples is recorded in the zoo JSON)."
                 if args.quick
-                else ""
+                else f" Full mode: 128 samples; coefficient training = {LSD_FULL_TRAIN[1]} (sized for a CPU); no "
+                "trajectory-MMD rows."
             ),
         ),
     ]
@@ -701,8 +711,8 @@ def run(args: argparse.Namespace) -> int:
         + (
             f" Quick mode: tasks {', '.join(QUICK_TASKS)} only; 8 test digits (section 4), 4 scenes (section 5)."
             if args.quick
-            else " Full mode: all five tasks, 24 test digits (section 4) and 12 scenes (section 5), sized to fit "
-            "about 40 CPU minutes (100 inner steps per reverse step make APS the slowest sampler here)."
+            else " Full mode: all five tasks, 16 test digits (section 4) and 8 scenes (section 5), sized to fit "
+            "about 30 CPU minutes (100 inner steps per reverse step make APS the slowest sampler here)."
         )
     )
     if "4" in wanted:
