@@ -82,9 +82,12 @@ def test_cache_latent_model_and_edit(tmp_path, capsys):
 
 def test_bench_accel_sections_option():
     from diffzoo.bench import accel as bench
+    from diffzoo.bench.common import section_suffix, wanted_sections
 
-    assert bench._wanted_sections(None) == ("1", "1b", "2", "3", "3b")
-    assert bench._wanted_sections("3b, 1") == ("1", "3b")  # run order, not the order given
+    assert wanted_sections(None, bench.SECTIONS) == ("1", "1b", "2", "3", "3b")
+    assert wanted_sections("3b, 1", bench.SECTIONS) == ("1", "3b")  # run order, not the order given
+    assert section_suffix(("1", "3b"), bench.SECTIONS) == "_1-3b"
+    assert section_suffix(("1", "1b", "2", "3", "3b"), bench.SECTIONS) == ""
     for bad in ("4", "", "1,,x"):
         with pytest.raises(ValueError, match="^sections: "):
-            bench._wanted_sections(bad)
+            wanted_sections(bad, bench.SECTIONS)

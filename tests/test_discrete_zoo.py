@@ -134,12 +134,13 @@ def test_bench_discrete_sections_option(tmp_path, monkeypatch):
     import pytest
 
     from diffzoo.bench import discrete as bench
+    from diffzoo.bench.common import wanted_sections
 
-    assert bench._wanted_sections(None) == bench.SECTION_IDS
-    assert bench._wanted_sections(" 3a, 3b ") == ("3a", "3b")
+    assert wanted_sections(None, bench.SECTION_IDS) == bench.SECTION_IDS
+    assert wanted_sections(" 3b, 3a ", bench.SECTION_IDS) == ("3a", "3b")
     for bad in ("3c", "", "4,,x"):
         with pytest.raises(ValueError, match="^sections: "):
-            bench._wanted_sections(bad)
+            wanted_sections(bad, bench.SECTION_IDS)
     monkeypatch.setattr(bench, "results_dir", lambda: tmp_path)
     bench._write(["# t"], "_quick", ("3a", "3b"))
     bench._write(["# all"], "", bench.SECTION_IDS)

@@ -86,7 +86,10 @@ def test_adaround_hard_rounding_within_one_step_of_nearest_and_regulariser():
 
 def test_split_quantizers_lower_error_on_bimodal_concat():
     g = torch.Generator().manual_seed(3)
+    torch.manual_seed(3)
     conv = nn.Conv2d(8, 4, 1)
+    with torch.no_grad():  # both halves matter to the output (x_small * 100 ~ x_large)
+        conv.weight[:, :4] *= 100
     x = torch.cat([torch.randn(16, 4, 4, 4, generator=g) * 0.05, torch.randn(16, 4, 4, 4, generator=g) * 5], 1)
     ref = conv(x).detach()
     errs = {}
@@ -218,6 +221,33 @@ def test_int8_kernel_matches_simulated_layer_within_one_output_step(wbits, qmax)
         assert all(q.mode == "int8" for q in net.modules() if isinstance(q, QuantLayer))
 
 
+def test_lowered_digits_unet_float_attention_is_fused_and_close(digits):
+    """``lower`` (default ``attention="float"``) runs attention on the fused float kernel: the lowered model is
+    close to the float model; ``attention="sim"`` keeps the simulated q/k/v/probs quantization; float mode
+    (fused attention) equals the original network."""
+    base, bank = digits
+    rows = bank.subset(torch.arange(0, len(bank), 4))
+    ref = rows.call(base.model)
+    m = copy.deepcopy(base.model)
+    quantize(m, bank, "minmax", 8, 8, n_calib=48, act_qmax=127)
+    observe_outputs(m, bank.batches(48))
+    set_mode(m, "float")
+    assert torch.allclose(rows.call(m), ref, atol=1e-5)
+    set_mode(m, "sim")
+    sim = rows.call(m)
+    m_sim_attn = copy.deepcopy(m)
+    lower(m_sim_attn, attention="sim")
+    procs = [p for p in m_sim_attn.modules() if type(p).__name__ == "QuantAttnProcessor"]
+    assert procs and all(p.quantize for p in procs)
+    lower(m)
+    procs = [p for p in m.modules() if type(p).__name__ == "QuantAttnProcessor"]
+    assert procs and not any(p.quantize for p in procs)
+    out = rows.call(m)
+    assert _rel(out, ref) < 5e-3 and _rel(rows.call(m_sim_attn), sim) < 5e-3  # measured ~8e-4, ~4e-4
+    with pytest.raises(ValueError, match="attention"):
+        lower(copy.deepcopy(m), attention="int4")
+
+
 def test_int8_refuses_layers_without_a_kernel():
     net, _ = _calibrated_conv(8, None)  # W8 with full 0..255 activations saturates fbgemm
     with pytest.raises(ValueError, match="int8"):
@@ -278,3 +308,72 @@ def test_bad_input_errors_name_the_argument(digits):
     prepare(m, QuantSpec())
     with pytest.raises(ValueError, match="model"):
         prepare(m, QuantSpec())
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+def test_quantize_cli_writes_an_int8_entry_that_samples(tmp_path, capsys):
+    """``diffzoo quantize --int8`` writes a packed zoo entry that loads on the int8 kernels, and ``diffzoo sample``
+    runs it; a refused request (W8 weights with full-range activations cannot run on fbgemm, or an already
+    quantized model) leaves nothing behind."""
+    from diffzoo.cli import main
+
+    small = ["--calib-samples", "4", "--calib-steps", "4", "--n-calib", "16", "--iters", "1"]
+    args = ["quantize", "digits-unet", "--method", "minmax", "--int8", "--weights-dir", str(tmp_path), *small]
+    assert main([*args, "--name", "dq8"]) == 0
+    path = tmp_path / "dq8.safetensors"
+    assert "packed" in capsys.readouterr().out and path.exists()
+    loaded = zoo.load(str(path))
+    layers = [m for m in loaded.model.modules() if isinstance(m, QuantLayer)]
+    assert layers and all(m.mode == "int8" for m in layers)
+    out = tmp_path / "s.png"
+    assert main(["sample", str(path), "-n", "4", "--steps", "4", "--sampler", "ddim", "--out", str(out)]) == 0
+    assert out.stat().st_size > 0
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["quantize", str(path), "--weights-dir", str(tmp_path), "--name", "again", *small]) == 2
+    assert "already quantized" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_bench_speed_row_times_float_int8_and_simulated_side_by_side(digits):
+    from diffzoo.bench import quant as bench
+
+    base, bank = digits
+    row = bench._speed_row("digits", copy.deepcopy(base.model), bank, bank.subset(torch.arange(4)), repeats=1)
+    assert all(row[k] > 0 for k in ("fp32_ms", "int8_ms", "int8_sim_attn_ms", "sim_ms", "speedup"))
+    assert row["rel_mse_int8_vs_fp"] < 5e-3 and row["rel_mse_sim_vs_fp"] < 5e-3
+    assert row["packed_kib"] < row["fp32_kib"] / 3  # int8 codes + per-channel scales vs float32
+    assert bench.QUICK_SECTIONS == ("1", "2", "3") and set(bench.QUICK_SECTIONS) < set(bench.SECTIONS)
+
+
+def test_sample_cli_runs_tinysd_and_its_int8_quantized_entry(tmp_path, capsys):
+    """``diffzoo sample tinysd --prompt`` draws text-to-image samples; a quantized TinySD entry (UNet and VAE
+    decoder on int8 kernels) samples through the same command, close to the float model at W8A8."""
+    from diffzoo.cli import main
+    from diffzoo.zoo.sampling import sample_text, sample_zoo
+
+    prompt = "red circle left and blue square right on white"
+    out = tmp_path / "t.png"
+    common = ["--prompt", prompt, "-n", "2", "--steps", "4", "--sampler", "ddim", "--guidance", "5"]
+    assert main(["sample", "tinysd", *common, "--out", str(out)]) == 0
+    assert "samples of shape (3, 32, 32)" in capsys.readouterr().out and out.stat().st_size > 0
+    small = ["--calib-samples", "2", "--calib-steps", "4", "--n-calib", "8", "--iters", "1"]
+    args = ["quantize", "tinysd", "--method", "minmax", "--int8", "--weights-dir", str(tmp_path), "--name", "tq"]
+    assert main([*args, *small]) == 0
+    path = str(tmp_path / "tq.safetensors")
+    assert main(["sample", path, *common, "--out", str(tmp_path / "q.png")]) == 0
+    zm = zoo.load(path)
+    draw = lambda m: sample_text(m, prompt, "ddim", 4, guidance=5.0, n=2).samples  # noqa: E731
+    q = draw(zm)
+    for sub in ("unet", "vae.decoder"):
+        set_mode(zm.model.get_submodule(sub), "sim")
+    sim = draw(zm)
+    fp = sample_zoo("tinysd", "ddim", 4, guidance=5.0, n=2, prompt=prompt).samples
+    rel = lambda a, b: float((a - b).pow(2).mean() / b.pow(2).mean())  # noqa: E731
+    # int8 kernels vs their own simulation: much closer than either is to the float model
+    assert q.shape == (2, 3, 32, 32) and rel(q, sim) < 0.5 * rel(sim, fp)
+    with pytest.raises(ValueError, match="^prompt: "):
+        sample_zoo("tinysd", "ddim", 4, n=1)
+    with pytest.raises(ValueError, match="^prompt: "):
+        sample_zoo("digits-unet", "ddim", 4, n=1, prompt=prompt)
+    with pytest.raises(ValueError, match="^class_label: "):
+        sample_zoo("tinysd", "ddim", 4, n=1, prompt=prompt, class_label="1")

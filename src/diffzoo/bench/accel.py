@@ -27,7 +27,7 @@ from diffzoo import zoo
 from diffzoo.accel.cache import FeatureRecorder, cached_denoiser, key_steps, prior_noise_injection
 from diffzoo.accel.dpm_ot import dpm_ot_sample, fit_semi_discrete_ot, nearest_distance, noised_targets, w2_exact
 from diffzoo.accel.pfgmpp import pfgmpp_sample
-from diffzoo.bench.common import results_dir
+from diffzoo.bench.common import results_dir, section_suffix, wanted_sections
 from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.guidance import cfg_denoiser
 from diffzoo.core.schedules import get_schedule
@@ -405,22 +405,11 @@ SECTIONS = {
 }
 
 
-def _wanted_sections(spec: str | None) -> tuple[str, ...]:
-    """The section ids of ``--sections`` (comma-separated; ``None``: all), in run order."""
-    if spec is None:
-        return tuple(SECTIONS)
-    ids = [x.strip() for x in spec.split(",") if x.strip()]
-    bad = [x for x in ids if x not in SECTIONS]
-    if bad or not ids:
-        raise ValueError(f"sections: expected a comma-separated subset of {', '.join(SECTIONS)}, got {spec!r}")
-    return tuple(k for k in SECTIONS if k in ids)
-
-
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, int(args.threads)))
     parts = [f"# bench accel{' (quick)' if args.quick else ''}\n"]
     t0 = time.perf_counter()
-    wanted = _wanted_sections(args.sections)
+    wanted = wanted_sections(args.sections, SECTIONS)
     for sid, sec in SECTIONS.items():
         if sid not in wanted:
             continue
@@ -431,7 +420,7 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(parts[n0:]), flush=True)
     parts.append(f"Total {time.perf_counter() - t0:.0f} s.")
     text = "\n".join(parts) + "\n"
-    part = "" if wanted == tuple(SECTIONS) else "_" + "-".join(wanted)
+    part = section_suffix(wanted, SECTIONS)
     out = atomic_write_text(results_dir() / f"bench_accel{'_quick' if args.quick else ''}{part}.md", text)
     print(f"wrote {out}")
     return 0

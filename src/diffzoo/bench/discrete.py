@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 
 from diffzoo import zoo
-from diffzoo.bench.common import results_dir
+from diffzoo.bench.common import results_dir, section_suffix, wanted_sections
 from diffzoo.data import countdown, digits, shapes
 from diffzoo.data.digits import levels_to_images
 from diffzoo.discrete import CallCounter, JointOracle, ancestral_sample, first_hitting_sample
@@ -678,7 +678,7 @@ def run(args: argparse.Namespace) -> int:
             ),
         ),
     ]
-    wanted = _wanted_sections(args.sections)
+    wanted = wanted_sections(args.sections, SECTION_IDS)
     for title, fn, note in sections:
         if title.split(".")[0] not in wanted:
             continue
@@ -725,20 +725,9 @@ def run(args: argparse.Namespace) -> int:
 SECTION_IDS = ("0", "1", "2", "2b", "3a", "3b", "4", "5")
 
 
-def _wanted_sections(spec: str | None) -> tuple[str, ...]:
-    """The section ids of ``--sections`` (comma-separated; ``None``: all)."""
-    if spec is None:
-        return SECTION_IDS
-    ids = tuple(x.strip() for x in spec.split(",") if x.strip())
-    bad = [x for x in ids if x not in SECTION_IDS]
-    if bad or not ids:
-        raise ValueError(f"sections: expected a comma-separated subset of {', '.join(SECTION_IDS)}, got {spec!r}")
-    return ids
-
-
 def _write(parts: list[str], suffix: str, wanted: tuple[str, ...]) -> int:
     """``bench_discrete[_quick].md``, or ``bench_discrete[_quick]_<ids>.md`` for a subset of sections."""
-    part = "" if wanted == SECTION_IDS else "_" + "-".join(wanted)
+    part = section_suffix(wanted, SECTION_IDS)
     out = atomic_write_text(results_dir() / f"bench_discrete{suffix}{part}.md", "\n".join(parts) + "\n")
     print(f"wrote {out}")
     return 0

@@ -19,6 +19,13 @@ space) are saved beside them and drawn in the PNG::
 
     diffzoo sample masked-digits --sampler fhs -n 64 --seed 0 --out samples.png --out samples.safetensors
 
+Text-to-image (``latent-diffusion``) zoo models, TinySD and its quantized entries (simulated or int8, from
+``diffzoo quantize``), take ``--prompt`` (classifier-free guidance against the empty prompt; the samples are
+the decoded images)::
+
+    diffzoo sample tinysd --prompt "red circle left and blue square right on white" --sampler ddim --steps 20 \
+        --guidance 5 -n 8 --out scenes.png
+
 UNet models can run through a feature cache (:mod:`diffzoo.accel.cache`): ``--cache faster-diffusion``
 (encoder propagation; key steps ``--cache-keys paper`` by default) or ``--cache deepcache`` (default
 ``uniform:3``)::
@@ -33,6 +40,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from diffzoo import zoo
 from diffzoo.accel.cache import CACHE_METHODS
 from diffzoo.discrete.samplers import SAMPLERS as MASKED_SAMPLERS
 from diffzoo.io import check_sample_path, save_samples
@@ -72,7 +80,7 @@ def _run_multiview(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    if args.model == "multiview" or args.prompt is not None:
+    if args.model == "multiview" or (args.prompt is not None and zoo.kind_of(args.model) == "multiview"):
         return _run_multiview(args)
     for out in args.out:
         check_sample_path(out)
@@ -92,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         progress=args.progress,
         cache=args.cache,
         cache_keys=args.cache_keys,
+        prompt=args.prompt,
     )
     written: list[Path] = []
     try:
@@ -163,5 +172,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=None,
         help="key (full-network) steps of --cache: 'paper', 'uniform:K', 'all' (default: the method's own)",
     )
-    p.add_argument("--prompt", default=None, help="text-to-3-D: 'multiview' (or a multiview zoo model) and a caption")
+    p.add_argument(
+        "--prompt",
+        default=None,
+        help="caption of a text-to-image model (tinysd, quantized tinysd entries) or, with 'multiview', text to 3-D",
+    )
     p.set_defaults(func=_run)

@@ -4,8 +4,11 @@ Each :class:`~diffzoo.quant.layers.QuantLayer` becomes an integer island: ``quan
 input with the calibrated activation step and zero point (``quint8``) -> ``torch.ao.nn.quantized``
 ``Conv2d``/``Linear`` (weights ``qint8`` per output channel, with the *same* codes as the simulated model:
 a ``b``-bit code ``k`` becomes ``k - 2^(b-1)`` with zero point ``z - 2^(b-1)``, so 4-bit codes fit exactly)
--> dequantize. Normalisations, activations, attention matmuls stay float (their fake quantization stays
-simulated). Time-aware activation scales (QuEST) are swapped per call from the model's timestep group.
+-> dequantize. Normalisations and activations stay float. The attention matmuls have no integer kernel
+here: by default (``attention="float"``) they run unquantized on torch's fused ``scaled_dot_product_attention``
+(the q/k/v/softmax fake quantization of the simulated model is dropped, so the lowered model differs from
+the simulated one by that too); ``attention="sim"`` keeps their fake quantization (explicit matmuls, slow).
+Time-aware activation scales (QuEST) are swapped per call from the model's timestep group.
 
 What was checked on torch 2.13 (and why this backend): ``torch.ao.quantization.quantize_pt2e`` no longer
 exists; the ``onednn`` engine refuses weight zero points (``qconv_prepack``: "ONEDNN only supports
@@ -31,8 +34,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from diffzoo.core.errors import check_choice
 from diffzoo.quant.calib import CalibSet
-from diffzoo.quant.layers import QuantLayer
+from diffzoo.quant.layers import QuantAttnProcessor, QuantLayer
 from diffzoo.quant.model import quant_layers, set_mode
 from diffzoo.quant.quantizer import TimeContext
 
@@ -177,10 +181,12 @@ class Int8Island(nn.Module):
         return out
 
 
-def lower(model: nn.Module, *, strict: bool = True) -> dict[str, str]:
+def lower(model: nn.Module, *, strict: bool = True, attention: str = "float") -> dict[str, str]:
     """Give every quantized layer that has an integer kernel an :class:`Int8Island` and switch the model to
     ``int8`` mode (the others stay simulated). Returns ``{layer: reason}`` for the layers left simulated;
-    with ``strict`` any such layer is a ``ValueError`` naming it (asking for int8 where no kernel exists)."""
+    with ``strict`` any such layer is a ``ValueError`` naming it (asking for int8 where no kernel exists).
+    ``attention``: ``"float"`` (fused float attention) or ``"sim"`` (fake-quantized q/k/v/probs kept)."""
+    check_choice(attention, ("float", "sim"), "attention")
     ctx = getattr(model, "quant_ctx", None)
     skipped: dict[str, str] = {}
     layers = list(quant_layers(model))
@@ -199,6 +205,10 @@ def lower(model: nn.Module, *, strict: bool = True) -> dict[str, str]:
     for _, q in layers:
         if q.int8 is not None:
             q.mode = "int8"
+    if attention == "float":
+        for m in model.modules():
+            if isinstance(m, QuantAttnProcessor):
+                m.quantize = False
     return skipped
 
 

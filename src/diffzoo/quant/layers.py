@@ -10,7 +10,9 @@ their own activation *and* weight quantizers. A ``mode`` switches it between ``"
 :class:`QuantAttnProcessor` is a diffusers attention processor (an ``nn.Module``, so its quantizers are in
 the state dict) computing ``softmax(q k^T / sqrt(d)) v`` with ``q``, ``k``, ``v`` and the softmax output
 fake-quantized; :class:`QuantSelfAttention` does the same for a single-head ``qkv``/``proj`` attention
-module (the digits UNet's).
+module (the digits UNet's). With ``quantize`` off (float mode, or a model lowered to int8 with float
+attention, :func:`diffzoo.quant.int8.lower`) both run torch's fused ``scaled_dot_product_attention``
+(diffusers' ``AttnProcessor2_0``) instead of the explicit matmuls the simulation needs.
 """
 
 from __future__ import annotations
@@ -143,6 +145,10 @@ class QuantAttnProcessor(nn.Module):
         temb: Tensor | None = None,
         **_: Any,
     ) -> Tensor:
+        if not self.quantize:
+            from diffusers.models.attention_processor import AttnProcessor2_0
+
+            return AttnProcessor2_0()(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         return explicit_attention(
             attn,
             hidden_states,
@@ -179,6 +185,9 @@ class QuantSelfAttention(nn.Module):
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).reshape(b, 3, c, h * w).unbind(1)
         p = self.processor
+        if not p.quantize:  # fused float attention; out[c, i] = sum_j probs[i, j] v[c, j]
+            out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+            return x + self.proj(out.transpose(1, 2).reshape(b, c, h, w))
         q, k, v = p._q(p.q_quant, q.transpose(1, 2)), p._q(p.k_quant, k.transpose(1, 2)), p._q(p.v_quant, v)
         probs = p._q(p.p_quant, torch.softmax(q @ k.transpose(1, 2) / c**0.5, -1))
         out = v @ probs.transpose(1, 2)

@@ -377,6 +377,12 @@ def _few(keys: list[str], n: int = 3) -> str:
     return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
 
 
+def kind_of(name: str, weights_dir: str | os.PathLike | None = None) -> str:
+    """The kind of zoo model ``name`` (or ``.safetensors`` path), from its JSON alone (no weights read)."""
+    _, js = _resolve(name, weights_dir)
+    return str(read_config(js)["kind"])
+
+
 def load(
     name: str,
     weights_dir: str | os.PathLike | None = None,
@@ -504,6 +510,7 @@ __all__ = [
     "WEIGHTS_DIR",
     "ZooModel",
     "check_kind",
+    "kind_of",
     "check_weights",
     "default_kind",
     "load",

@@ -2,8 +2,10 @@
 
 :func:`sample_zoo` is what ``diffzoo sample`` and the demo call; it dispatches on the model's
 :attr:`~diffzoo.zoo.ZooModel.kind` (``diffusion``: the samplers of :mod:`diffzoo.sampling`; ``masked``:
-those of :mod:`diffzoo.discrete.samplers`). Sample ``i`` of seed ``s`` uses its own generator seeded
-``s * 1_000_003 + i`` (batch-invariant: the first 16 of 64 samples equal a run with ``n = 16``).
+those of :mod:`diffzoo.discrete.samplers`; ``latent-diffusion``: text to image from a ``prompt`` with the
+Gaussian samplers, in latent space, decoded by the model's VAE; ``generator``: distilled students).
+Sample ``i`` of seed ``s`` uses its own generator seeded ``s * 1_000_003 + i`` (batch-invariant: the first 16
+of 64 samples equal a run with ``n = 16``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import torch
 
-from diffzoo.accel.cache import cached_denoiser
+from diffzoo.accel.cache import cache_latent_model, cached_denoiser
 from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.guidance import cfg_denoiser
 from diffzoo.core.random import generators_from_seeds
@@ -26,6 +28,7 @@ from diffzoo.discrete.tokens import token_space
 from diffzoo.distill.generate import generate
 from diffzoo.sampling import SAMPLERS, STOCHASTIC, get_timesteps, initial_noise, sample
 from diffzoo.zoo import load
+from diffzoo.zoo.latent import latent_model
 
 Tensor = torch.Tensor
 SEED_STRIDE = 1_000_003
@@ -192,6 +195,53 @@ def sample_generator(
     return SampleResult(x, labels, nfe, seconds=time.perf_counter() - t0)
 
 
+@torch.no_grad()
+def sample_text(
+    zm: Any,
+    prompt: str | None,
+    sampler: str | None = None,
+    steps: int | None = None,
+    spacing: str = "uniform",
+    guidance: float = 1.0,
+    class_label: str | None = None,
+    n: int = 16,
+    seed: int = 0,
+    eta: float | None = None,
+    shape: Sequence[int] | None = None,
+    progress: bool = False,
+    cache: str | None = None,
+    cache_keys: str | None = None,
+) -> SampleResult:
+    """Text to image with a loaded latent-diffusion zoo model (TinySD, or a quantized TinySD entry, simulated
+    or int8): ``n`` latents per-sample seeded, a Gaussian sampler with classifier-free guidance against the
+    empty prompt, decoded by the VAE. ``samples`` are the images ``(n, 3, H, W)`` in ``[-1, 1]``."""
+    if not isinstance(prompt, str) or not prompt.strip():
+        raise ValueError(f"prompt: {zm.name!r} is a text-to-image model; give --prompt, e.g. 'a red circle'")
+    if class_label is not None:
+        raise ValueError(f"class_label: {zm.name!r} is conditioned on text; use --prompt, not --class-label")
+    if shape:
+        raise ValueError(f"shape: the image size of {zm.name!r} is fixed by its training")
+    sampler = sampler or "dpmpp_2m"
+    check_sampler(sampler, masked=False)
+    if eta is not None and sampler != "ddim":
+        raise ValueError("eta: only the ddim sampler takes eta")
+    steps = GAUSSIAN_STEPS if steps is None else steps
+    lm = latent_model(zm.model)
+    if cache is not None:
+        lm = cache_latent_model(lm, get_timesteps(lm.schedule, steps, spacing), cache, cache_keys)
+    base = lm.denoiser()
+    den = base if guidance == 1.0 else cfg_denoiser(base, guidance, lm.null_embedding(1))
+    cond = lm.encode_prompt([prompt] * n)
+    before = den.nfe
+    t0 = time.perf_counter()
+    shape = lm.latent_shape(1, lm.image_size, lm.image_size)[1:]
+    kw = {} if eta is None else {"eta": eta}
+    z = draw(den, shape, n, sampler, steps, spacing, seed, cond, progress=progress, **kw)
+    images = lm.decode(z).clamp(-1, 1)
+    full = None if cache is None else int(lm.unet.cache.full_calls)
+    return SampleResult(images, None, den.nfe - before, seconds=time.perf_counter() - t0, full_calls=full)
+
+
 def sample_zoo(
     name: str,
     sampler: str | None = None,
@@ -206,6 +256,7 @@ def sample_zoo(
     progress: bool = False,
     cache: str | None = None,
     cache_keys: str | None = None,
+    prompt: str | None = None,
 ) -> SampleResult:
     """Load zoo model ``name`` and draw ``n`` samples (see the module docstring).
 
@@ -213,10 +264,17 @@ def sample_zoo(
     20 (Gaussian) or the sequence length (masked). ``cache``: ``"faster-diffusion"`` or ``"deepcache"``
     (:mod:`diffzoo.accel.cache`; UNet models only) runs the network through a feature cache over the
     sampling grid, key steps ``cache_keys`` (``"paper"``, ``"uniform:K"``, ...; default: the method's).
+    ``prompt``: the caption of a text-to-image (``latent-diffusion``) model, refused by the others.
     """
-    zm = load(name, kinds=("diffusion", "masked", "generator"))
+    zm = load(name, kinds=("diffusion", "masked", "generator", "latent-diffusion"))
     if cache is None and cache_keys is not None:
         raise ValueError("cache_keys: key steps need a cache method (--cache faster-diffusion|deepcache)")
+    if zm.kind == "latent-diffusion":
+        return sample_text(
+            zm, prompt, sampler, steps, spacing, guidance, class_label, n, seed, eta, shape, progress, cache, cache_keys
+        )
+    if prompt is not None:
+        raise ValueError(f"prompt: {name!r} is a {zm.kind} model, not a text-to-image one; drop --prompt")
     if cache is not None and zm.kind != "diffusion":
         raise ValueError(f"cache: {name!r} is a {zm.kind} model; feature caches need a Gaussian UNet model")
     if zm.kind == "generator":
