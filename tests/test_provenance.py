@@ -227,3 +227,26 @@ def test_cli_watermark_embed_detect_and_errors(tmp_path, capsys):
 
 def test_attack_registry_is_complete():
     assert {"jpeg", "blur", "noise", "resize", "crop", "rotation", "brightness"} <= set(ATTACKS)
+
+
+def test_training_curriculum_clean_then_ramped_attacks_and_image_loss():
+    """StegaStamp's curriculum in the learned-watermark / WOUAF recipes: no attack and no image loss for the clean
+    steps, then both ramp in linearly; attack strength ``level`` 0 is each attack's mildest setting."""
+    import argparse
+
+    from diffzoo.provenance.attacks import AUGMENT_MILD, AUGMENT_RANGES, random_augment
+    from diffzoo.recipes.provenance import _curriculum
+
+    a = argparse.Namespace(lambda_img=2.0, clean_steps=10, ramp_steps=10, attack_ramp_steps=20)
+    assert _curriculum(a, 0) == (0.0, None) and _curriculum(a, 9) == (0.0, None)
+    assert _curriculum(a, 10) == (0.0, 0.0)
+    assert _curriculum(a, 15) == (1.0, 0.25) and _curriculum(a, 100) == (2.0, 1.0)
+    assert set(AUGMENT_MILD) == set(AUGMENT_RANGES)
+    for name, (lo, hi) in AUGMENT_RANGES.items():
+        assert min(lo, hi) <= AUGMENT_MILD[name] <= max(lo, hi)
+    x = torch.rand(2, 3, 16, 16) * 2 - 1
+    g = torch.Generator().manual_seed(0)
+    outs = [random_augment(x, g, p_identity=0.0, level=0.0) for _ in range(20)]
+    assert max(float((o - x).abs().mean()) for o in outs) < 0.1  # the mildest settings barely move the image
+    with pytest.raises(ValueError, match="level"):
+        random_augment(x, g, level=1.5)

@@ -343,6 +343,13 @@ def test_bench_speed_row_times_float_int8_and_simulated_side_by_side(digits):
     assert row["rel_mse_int8_vs_fp"] < 5e-3 and row["rel_mse_sim_vs_fp"] < 5e-3
     assert row["packed_kib"] < row["fp32_kib"] / 3  # int8 codes + per-channel scales vs float32
     assert bench.QUICK_SECTIONS == ("1", "2", "3") and set(bench.QUICK_SECTIONS) < set(bench.SECTIONS)
+    x = torch.zeros(4, 1, 8, 8)
+    y = x.clone()
+    y[0] += 2.0  # one sample ends on another image
+    y[1:] += 0.01
+    assert bench._vs_fp(x, x) == {"med_mse_vs_fp": 0.0, "diverged": 0.0}
+    d = bench._vs_fp(y, x)
+    assert d["diverged"] == 0.25 and abs(d["med_mse_vs_fp"] - 1e-4) < 1e-7
 
 
 def test_sample_cli_runs_tinysd_and_its_int8_quantized_entry(tmp_path, capsys):
@@ -377,3 +384,26 @@ def test_sample_cli_runs_tinysd_and_its_int8_quantized_entry(tmp_path, capsys):
         sample_zoo("digits-unet", "ddim", 4, n=1, prompt=prompt)
     with pytest.raises(ValueError, match="^class_label: "):
         sample_zoo("tinysd", "ddim", 4, n=1, prompt=prompt, class_label="1")
+
+
+def test_bench_quant_runs_the_chosen_sections_into_their_file(tmp_path, monkeypatch):
+    import argparse
+
+    from diffzoo.bench import quant as bench
+
+    monkeypatch.setattr(bench, "results_dir", lambda: tmp_path)
+    ran = []
+    fns = {
+        k: (lambda k: lambda quick, suffix, parts: (ran.append((k, quick, suffix)), parts.append(f"S{k}")))(k)
+        for k in bench.SECTIONS
+    }
+    monkeypatch.setattr(bench, "SECTION_FNS", fns)
+    assert bench.run(argparse.Namespace(quick=True, threads=1, sections=None)) == 0
+    assert ran == [(k, True, "_quick") for k in bench.QUICK_SECTIONS]
+    assert "S3" in (tmp_path / "bench_quant_quick.md").read_text()
+    ran.clear()
+    assert bench.run(argparse.Namespace(quick=False, threads=1, sections="4,1")) == 0
+    assert ran == [("1", False, "_1-4"), ("4", False, "_1-4")]
+    assert (tmp_path / "bench_quant_1-4.md").exists()
+    with pytest.raises(ValueError, match="^sections: "):
+        bench.run(argparse.Namespace(quick=False, threads=1, sections="5"))

@@ -76,6 +76,13 @@ def _digits_eval(model_zm: Any, n: int, steps: int, seed: int = 1) -> tuple[floa
     return digits_fd(x), digits_accuracy(x, labels), x
 
 
+def _vs_fp(x: Tensor, x_fp: Tensor) -> dict[str, float]:
+    """How far quantization moves each sample from the full-precision one drawn from the same noise: the median
+    per-sample MSE and the fraction of samples that diverge (per-sample MSE > 0.1: another image)."""
+    per = (x - x_fp).pow(2).flatten(1).mean(1)
+    return {"med_mse_vs_fp": float(per.median()), "diverged": float((per > 0.1).float().mean())}
+
+
 def _digits_setup(quick: bool) -> tuple[Any, CalibSet, int, int, int]:
     n_eval, steps = (100, 20) if quick else (300, 20)
     iters = 10 if quick else 50
@@ -97,6 +104,8 @@ def digits_table(quick: bool, out_png: str) -> tuple[list[dict], dict]:
             method="full precision",
             fd_digits=fd,
             cond_acc=acc,
+            med_mse_vs_fp=0.0,
+            diverged=0.0,
             quant_s=0.0,
             calibration="",
             iters=0,
@@ -117,6 +126,7 @@ def digits_table(quick: bool, out_png: str) -> tuple[list[dict], dict]:
                     method=label,
                     fd_digits=fd,
                     cond_acc=acc,
+                    **_vs_fp(x, x_fp),
                     quant_s=qs,
                     calibration=res.calibration,
                     iters=res.settings["iters"],
@@ -134,14 +144,22 @@ def calibration_ablation(quick: bool) -> list[dict]:
     """Section 3: Q-Diffusion's reconstruction on time-step-aware vs NDTC vs uniform calibration rows (W4A8 and
     W4A4; quick: W4A4 only)."""
     base, bank, n_eval, steps, iters = _digits_setup(quick)
+    x_fp = _digits_eval(base, n_eval, steps)[2]
     rows = []
     for cal in ("timestep_aware", "ndtc", "uniform"):
         for wb, ab in ((4, 4),) if quick else ((4, 8), (4, 4)):
             zm = zoo.load("digits-unet")
             quantize(zm.model, bank, "qdiffusion", wb, ab, calibration=cal, iters=iters, n_calib=128 if quick else 256)
-            fd, acc, _ = _digits_eval(zm, n_eval, steps)
+            fd, acc, x = _digits_eval(zm, n_eval, steps)
             rows.append(
-                dict(setting=f"W{wb}A{ab}", calibration=cal, fd_digits=fd, cond_acc=acc, mean_t=res_t_mean(bank, cal))
+                dict(
+                    setting=f"W{wb}A{ab}",
+                    calibration=cal,
+                    fd_digits=fd,
+                    cond_acc=acc,
+                    **_vs_fp(x, x_fp),
+                    mean_t=res_t_mean(bank, cal),
+                )
             )
             print(format_table(rows[-1:]), flush=True)
     return rows
@@ -298,7 +316,55 @@ def speed_table(quick: bool) -> list[dict]:
     return rows
 
 
-SECTIONS = ("1", "2", "3", "4")  # speed/size, digits methods, calibration ablation, TinySD
+def section_speed(quick: bool, suffix: str, parts: list[str]) -> None:
+    parts += [
+        "## 1. Real int8 (torch.ao x86) vs float32 vs simulated, side by side\n",
+        format_table(speed_table(quick)),
+        SPEED_NOTE,
+    ]
+
+
+def section_digits(quick: bool, suffix: str, parts: list[str]) -> None:
+    rows, info = digits_table(quick, str(results_dir() / f"bench_quant{suffix}_digits.png"))
+    parts += [
+        "## 2. Digits UNet (zoo `digits-unet`): FD-digits (lower is better) and conditional accuracy\n",
+        format_table(rows),
+        f"\nDDIM {info['steps']} steps, CFG 2, {info['n_eval']} samples (labels i mod 10), the same seeds for "
+        f"every row; reconstruction {info['iters']} iterations per block (papers: 20 000) on a calibration bank "
+        "of the model's own FP trajectories. First/last conv keep 8-bit weights. FD on few samples is noisy "
+        "(about +-0.3). `med_mse_vs_fp` = median over samples of the mean squared pixel difference (images in "
+        "[-1, 1]) to the full-precision sample from the same noise; `diverged` = fraction of samples whose "
+        "difference exceeds 0.1 (the sampler ended on another image). "
+        f"Samples: `bench_quant{suffix}_digits.png` (one row per setting, table order).\n",
+    ]
+
+
+def section_calibration(quick: bool, suffix: str, parts: list[str]) -> None:
+    parts += [
+        "## 3. Calibration ablation (Q-Diffusion reconstruction; digits UNet)\n",
+        format_table(calibration_ablation(quick)),
+        "\nTime-step-aware = Q-Diffusion's rows spread evenly over the sampler's steps; NDTC = PTQ4DM's normal "
+        "time-step calibration (time indices from a normal around 0.4 T, the true x_t with its true t; the "
+        "released code pairs them wrongly); uniform = uniformly random steps. `mean_t` = mean network time of "
+        "the selected rows (999 = pure noise). Same evaluation (and `med_mse_vs_fp`, `diverged`) as section 2.\n",
+    ]
+
+
+def section_tinysd(quick: bool, suffix: str, parts: list[str]) -> None:
+    rows, info = tinysd_table(quick, str(results_dir() / f"bench_quant{suffix}_tinysd.png"))
+    parts += [
+        "## 4. TinySD (UNet + VAE decoder quantized): caption accuracy and FD on classifier features\n",
+        format_table(rows),
+        f"\n{info['n']} random captions, DDIM {info['steps']} steps, CFG 5; caption accuracy = fraction of "
+        "samples the zoo `shapes-classifier` reads as the caption's scene; FD between the classifier's "
+        f"features of samples and of renders of the true scenes; reconstruction {info['iters']} iterations per "
+        f"block. Samples: `bench_quant{suffix}_tinysd.png` (16 per row, table order).\n",
+    ]
+
+
+#: speed/size, digits methods, calibration ablation, TinySD
+SECTION_FNS = {"1": section_speed, "2": section_digits, "3": section_calibration, "4": section_tinysd}
+SECTIONS = tuple(SECTION_FNS)
 QUICK_SECTIONS = ("1", "2", "3")  # --quick without --sections (TinySD's quick table only on request)
 
 
@@ -323,48 +389,9 @@ def run(args: argparse.Namespace) -> int:
         print("\n".join(parts[n0:]), flush=True)
         atomic_write_text(md, "\n".join(parts) + f"\n\n(wall time so far {time.perf_counter() - t0:.0f} s)\n")
 
-    if "1" in wanted:
+    for sid in wanted:
         n0, s0 = len(parts), time.perf_counter()
-        parts += [
-            "## 1. Real int8 (torch.ao x86) vs float32 vs simulated, side by side\n",
-            format_table(speed_table(args.quick)),
-            SPEED_NOTE,
-        ]
-        flush(n0, s0)
-    if "2" in wanted:
-        n0, s0 = len(parts), time.perf_counter()
-        rows, info = digits_table(args.quick, str(out / f"bench_quant{suffix}_digits.png"))
-        parts += [
-            "## 2. Digits UNet (zoo `digits-unet`): FD-digits (lower is better) and conditional accuracy\n",
-            format_table(rows),
-            f"\nDDIM {info['steps']} steps, CFG 2, {info['n_eval']} samples (labels i mod 10), the same seeds for "
-            f"every row; reconstruction {info['iters']} iterations per block (papers: 20 000) on a calibration bank "
-            "of the model's own FP trajectories. First/last conv keep 8-bit weights. FD on few samples is noisy "
-            f"(about +-0.3). Samples: `bench_quant{suffix}_digits.png` (one row per setting, table order).\n",
-        ]
-        flush(n0, s0)
-    if "3" in wanted:
-        n0, s0 = len(parts), time.perf_counter()
-        parts += [
-            "## 3. Calibration ablation (Q-Diffusion reconstruction; digits UNet)\n",
-            format_table(calibration_ablation(args.quick)),
-            "\nTime-step-aware = Q-Diffusion's rows spread evenly over the sampler's steps; NDTC = PTQ4DM's normal "
-            "time-step calibration (time indices from a normal around 0.4 T, the true x_t with its true t; the "
-            "released code pairs them wrongly); uniform = uniformly random steps. `mean_t` = mean network time of "
-            "the selected rows (999 = pure noise). Same evaluation as section 2.\n",
-        ]
-        flush(n0, s0)
-    if "4" in wanted:
-        n0, s0 = len(parts), time.perf_counter()
-        trows, info = tinysd_table(args.quick, str(out / f"bench_quant{suffix}_tinysd.png"))
-        parts += [
-            "## 4. TinySD (UNet + VAE decoder quantized): caption accuracy and FD on classifier features\n",
-            format_table(trows),
-            f"\n{info['n']} random captions, DDIM {info['steps']} steps, CFG 5; caption accuracy = fraction of "
-            "samples the zoo `shapes-classifier` reads as the caption's scene; FD between the classifier's "
-            f"features of samples and of renders of the true scenes; reconstruction {info['iters']} iterations per "
-            f"block. Samples: `bench_quant{suffix}_tinysd.png` (16 per row, table order).\n",
-        ]
+        SECTION_FNS[sid](args.quick, suffix, parts)
         flush(n0, s0)
     parts.append(f"\nTotal wall time {time.perf_counter() - t0:.0f} s.\n")
     atomic_write_text(md, "\n".join(parts))

@@ -220,9 +220,24 @@ AUGMENT_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
-def random_augment(x: Tensor, generator: torch.Generator, p_identity: float = 0.2) -> Tensor:
+#: the mildest (closest to the identity) strength of each training attack: ``level`` scales from here
+AUGMENT_MILD: dict[str, float] = {
+    "jpeg_diff": 95,
+    "blur": 0.3,
+    "noise": 0.0,
+    "resize": 1.0,
+    "crop": 1.0,
+    "rotation": 0.0,
+    "brightness": 1.0,
+}
+
+
+def random_augment(x: Tensor, generator: torch.Generator, p_identity: float = 0.2, level: float = 1.0) -> Tensor:
     """One random differentiable attack (uniform over :data:`AUGMENT_RANGES`, strength uniform in its
-    range) applied to the whole batch, or the identity with probability ``p_identity``."""
+    range) applied to the whole batch, or the identity with probability ``p_identity``. ``level`` in
+    ``[0, 1]`` moves the drawn strength toward the attack's mildest value (:data:`AUGMENT_MILD`): StegaStamp's
+    curriculum ramps its perturbations in from zero."""
+    check_range(level, "level", 0.0, 1.0)
     u = float(torch.rand((), generator=generator))
     if u < p_identity:
         return x
@@ -230,4 +245,5 @@ def random_augment(x: Tensor, generator: torch.Generator, p_identity: float = 0.
     name = names[int(torch.randint(len(names), (), generator=generator))]
     lo, hi = AUGMENT_RANGES[name]
     s = lo + (hi - lo) * float(torch.rand((), generator=generator))
-    return ATTACKS[name](x, s, generator)
+    mild = AUGMENT_MILD[name]
+    return ATTACKS[name](x, mild + level * (s - mild), generator)

@@ -5,13 +5,15 @@
   64x64 mosaics; evaluated on mosaics): ``L = BCE(D(A(E(x, m))), m) +
   lam(t) (100 MSE + (1 - SSIM))`` with ``A`` one random differentiable attack per batch
   (:func:`~diffzoo.provenance.attacks.random_augment`: differentiable JPEG, blur, noise, resize, crop,
-  rotation, brightness) and the image weight ramped linearly from 0 over ``--ramp-steps`` (StegaStamp's
-  schedule). No LPIPS (its weights are not available offline) and no critic.
+  rotation, brightness). StegaStamp's curriculum: the first ``--clean-steps`` steps train the message alone
+  (no attack, no image loss: with both from the start the bit accuracy stays at chance, measured), then the
+  attack strength (``level``) and the image weight ramp linearly from 0 over ``--attack-ramp-steps`` and
+  ``--ramp-steps``. No LPIPS (its weights are not available offline) and no critic.
 * ``wouaf`` -- WOUAF (arXiv 2306.04744, official ``kylemin/WOUAF``): TinySD's VAE decoder, modulated by
   a 32-bit fingerprint, with the mapping network and a fingerprint decoder, trained on VAE latents of
   real shapes scenes: ``L = BCE(F(A(D_phi(z))), phi) + lam (100 MSE + (1 - SSIM))`` against the
   *unmodulated* decoder's output (the paper's LPIPS term is replaced by MSE + SSIM: no LPIPS weights
-  offline). The UNet is untouched.
+  offline), with the same curriculum as the learned watermark. The UNet is untouched.
 """
 
 from __future__ import annotations
@@ -44,6 +46,32 @@ def _image_loss(y: Tensor, ref: Tensor) -> Tensor:
     return 100 * F.mse_loss(y, ref) + (1 - ssim(y, ref))
 
 
+def _curriculum_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clean-steps", type=int, default=400, help="first steps without attacks or image loss")
+    p.add_argument("--ramp-steps", type=int, default=400, help="steps of the linear image-loss ramp after those")
+    p.add_argument("--attack-ramp-steps", type=int, default=600, help="steps of the attack-strength ramp after those")
+
+
+def _curriculum(args: argparse.Namespace, step: int) -> tuple[float, float | None]:
+    """StegaStamp's curriculum: ``(image-loss weight, attack level or None)`` at ``step``: the message alone
+    for ``--clean-steps``, then both ramped in linearly (see the module docstring)."""
+
+    def ramp(steps: int) -> float:
+        return min(1.0, max(0.0, (step - args.clean_steps) / max(1, steps)))
+
+    level = ramp(args.attack_ramp_steps) if step >= args.clean_steps else None
+    return args.lambda_img * ramp(args.ramp_steps), level
+
+
+def _attacked(x: Tensor, g: torch.Generator, level: float | None) -> Tensor:
+    return x if level is None else random_augment(x, g, level=level)
+
+
+def _curriculum_config(args: argparse.Namespace) -> dict[str, Any]:
+    keys = ("lambda_img", "clean_steps", "ramp_steps", "attack_ramp_steps")
+    return {k: getattr(args, k) for k in keys}
+
+
 def _lw_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bits", type=int, default=32, help="message length (default %(default)s)")
     p.add_argument("--width", type=int, default=32, help="CNN width (default %(default)s)")
@@ -51,7 +79,7 @@ def _lw_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lambda-img", type=float, default=1.0, help="image-loss weight after the ramp")
     p.add_argument("--bank", type=int, default=2000, help="32x32 training tiles (default %(default)s)")
     p.add_argument("--tile", type=int, default=32, help="train on tile x tile crops, apply tile-wise (0: whole image)")
-    p.add_argument("--ramp-steps", type=int, default=150, help="steps of the linear image-loss ramp from 0")
+    _curriculum_args(p)
     add_train_args(p, steps=1500, batch_size=16, lr=1e-3, warmup_steps=50, ema_decay=0.99, ckpt_every=250, threads=1)
 
 
@@ -59,26 +87,23 @@ def _lw_args(p: argparse.ArgumentParser) -> None:
 def learned_watermark_recipe(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     arch_config = dict(bits=args.bits, width=args.width, strength=args.strength, tile=args.tile)
-    cfg = train_config_from_args(
-        args, arch="learned-watermark", arch_config=arch_config, lambda_img=args.lambda_img, ramp_steps=args.ramp_steps
-    )
+    cfg = train_config_from_args(args, arch="learned-watermark", arch_config=arch_config, **_curriculum_config(args))
     torch.manual_seed(args.seed)
     model = LearnedWatermark(**arch_config)
     bank = shapes.render_batch(shapes.random_scenes(args.bank, seed=TRAIN_SEED))
-    ramp = max(1, args.ramp_steps)
 
-    def batch_fn(step: int, g: torch.Generator, bs: int) -> tuple[Tensor, Tensor, float]:
+    def batch_fn(step: int, g: torch.Generator, bs: int) -> tuple[Tensor, Tensor, float, float | None]:
         if args.tile:  # single 32x32 scenes: the network is applied tile-wise to larger images
             idx = torch.randint(bank.shape[0], (bs,), generator=g)
             x = bank[idx]
         else:
             x = from_tiles(bank[torch.randint(bank.shape[0], (4 * bs,), generator=g)])
-        return x, random_bits(bs, args.bits, g), args.lambda_img * min(1.0, step / ramp)
+        return x, random_bits(bs, args.bits, g), *_curriculum(args, step)
 
-    def loss_fn(m: LearnedWatermark, batch: tuple[Tensor, Tensor, float], g: torch.Generator) -> Tensor:
-        x, bits, lam = batch
+    def loss_fn(m: LearnedWatermark, batch: tuple[Tensor, Tensor, float, float | None], g: torch.Generator) -> Tensor:
+        x, bits, lam, level = batch
         xw = m.embed(x, bits)
-        logits = m(random_augment(xw, g))
+        logits = m(_attacked(xw, g, level))
         return F.binary_cross_entropy_with_logits(logits, bits) + lam * _image_loss(xw, x)
 
     res = train(model, loss_fn, batch_fn, cfg)
@@ -111,6 +136,7 @@ def _wouaf_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector-width", type=int, default=32)
     p.add_argument("--lambda-img", type=float, default=1.0, help="image-loss weight")
     p.add_argument("--bank", type=int, default=2000, help="training scenes (VAE latents) (default %(default)s)")
+    _curriculum_args(p)
     add_train_args(p, steps=1500, batch_size=16, lr=5e-4, warmup_steps=50, ema_decay=0.99, ckpt_every=250, threads=1)
 
 
@@ -126,7 +152,7 @@ def wouaf_recipe(args: argparse.Namespace) -> dict[str, Any]:
         detector_width=args.detector_width,
         scaling_factor=tiny.scaling_factor,
     )
-    cfg = train_config_from_args(args, arch="wouaf-decoder", arch_config=arch_config, lambda_img=args.lambda_img)
+    cfg = train_config_from_args(args, arch="wouaf-decoder", arch_config=arch_config, **_curriculum_config(args))
     torch.manual_seed(args.seed)
     model = WOUAFDecoder(**arch_config)
     model.load_vae_decoder(tiny.vae)
@@ -140,15 +166,17 @@ def wouaf_recipe(args: argparse.Namespace) -> dict[str, Any]:
 
     z, ref = latents(TRAIN_SEED + 1, args.bank)
 
-    def batch_fn(step: int, g: torch.Generator, bs: int) -> tuple[Tensor, Tensor, Tensor]:
+    def batch_fn(step: int, g: torch.Generator, bs: int) -> tuple[Tensor, Tensor, Tensor, float, float | None]:
         idx = torch.randint(z.shape[0], (bs,), generator=g)
-        return z[idx], ref[idx], random_bits(bs, args.bits, g)
+        return z[idx], ref[idx], random_bits(bs, args.bits, g), *_curriculum(args, step)
 
-    def loss_fn(m: WOUAFDecoder, batch: tuple[Tensor, Tensor, Tensor], g: torch.Generator) -> Tensor:
-        zb, rb, phi = batch
+    def loss_fn(
+        m: WOUAFDecoder, batch: tuple[Tensor, Tensor, Tensor, float, float | None], g: torch.Generator
+    ) -> Tensor:
+        zb, rb, phi, lam, level = batch
         xh = m.decode(zb, phi)
-        logits = m(random_augment(xh, g))
-        return F.binary_cross_entropy_with_logits(logits, phi) + args.lambda_img * _image_loss(xh, rb)
+        logits = m(_attacked(xh, g, level))
+        return F.binary_cross_entropy_with_logits(logits, phi) + lam * _image_loss(xh, rb)
 
     res = train(model, loss_fn, batch_fn, cfg)
     dec = res.ema_model.eval()

@@ -195,6 +195,15 @@ def sample_generator(
     return SampleResult(x, labels, nfe, seconds=time.perf_counter() - t0)
 
 
+def _gaussian_options(sampler: str | None, steps: int | None, eta: float | None) -> tuple[str, int, dict]:
+    """Defaults and checks of a Gaussian sampler: ``(sampler, steps, {"eta": eta} or {})``."""
+    sampler = sampler or "dpmpp_2m"
+    check_sampler(sampler, masked=False)
+    if eta is not None and sampler != "ddim":
+        raise ValueError("eta: only the ddim sampler takes eta")
+    return sampler, GAUSSIAN_STEPS if steps is None else steps, {} if eta is None else {"eta": eta}
+
+
 @torch.no_grad()
 def sample_text(
     zm: Any,
@@ -221,11 +230,7 @@ def sample_text(
         raise ValueError(f"class_label: {zm.name!r} is conditioned on text; use --prompt, not --class-label")
     if shape:
         raise ValueError(f"shape: the image size of {zm.name!r} is fixed by its training")
-    sampler = sampler or "dpmpp_2m"
-    check_sampler(sampler, masked=False)
-    if eta is not None and sampler != "ddim":
-        raise ValueError("eta: only the ddim sampler takes eta")
-    steps = GAUSSIAN_STEPS if steps is None else steps
+    sampler, steps, kw = _gaussian_options(sampler, steps, eta)
     lm = latent_model(zm.model)
     if cache is not None:
         lm = cache_latent_model(lm, get_timesteps(lm.schedule, steps, spacing), cache, cache_keys)
@@ -235,7 +240,6 @@ def sample_text(
     before = den.nfe
     t0 = time.perf_counter()
     shape = lm.latent_shape(1, lm.image_size, lm.image_size)[1:]
-    kw = {} if eta is None else {"eta": eta}
     z = draw(den, shape, n, sampler, steps, spacing, seed, cond, progress=progress, **kw)
     images = lm.decode(z).clamp(-1, 1)
     full = None if cache is None else int(lm.unet.cache.full_calls)
@@ -281,14 +285,9 @@ def sample_zoo(
         return sample_generator(zm, sampler, steps, guidance, class_label, n, seed, eta, shape, spacing)
     if zm.kind == "masked":
         return sample_masked(zm, sampler, steps, guidance, class_label, n, seed, eta, shape, spacing)
-    sampler = sampler or "dpmpp_2m"
-    check_sampler(sampler, masked=False)
-    steps = GAUSSIAN_STEPS if steps is None else steps
+    sampler, steps, kw = _gaussian_options(sampler, steps, eta)
     null = zm.config.get("null_class")
     labels = class_labels(class_label, n, null)
-    kw = {} if eta is None else {"eta": eta}
-    if eta is not None and sampler != "ddim":
-        raise ValueError("eta: only the ddim sampler takes eta")
     base = zm.denoiser()
     if cache is not None:  # the cache wraps the plain network; guidance goes on top (it caches [cond; uncond])
         base = cached_denoiser(base, get_timesteps(base.schedule, steps, spacing), cache, cache_keys)
