@@ -136,6 +136,7 @@ def _wouaf_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--detector-width", type=int, default=32)
     p.add_argument("--lambda-img", type=float, default=1.0, help="image-loss weight")
     p.add_argument("--bank", type=int, default=2000, help="training scenes (VAE latents) (default %(default)s)")
+    p.add_argument("--mapping-lr-mult", type=float, default=10.0, help="learning-rate factor of the mapping network")
     _curriculum_args(p)
     add_train_args(p, steps=1500, batch_size=16, lr=5e-4, warmup_steps=50, ema_decay=0.99, ckpt_every=250, threads=1)
 
@@ -152,7 +153,13 @@ def wouaf_recipe(args: argparse.Namespace) -> dict[str, Any]:
         detector_width=args.detector_width,
         scaling_factor=tiny.scaling_factor,
     )
-    cfg = train_config_from_args(args, arch="wouaf-decoder", arch_config=arch_config, **_curriculum_config(args))
+    cfg = train_config_from_args(
+        args,
+        arch="wouaf-decoder",
+        arch_config=arch_config,
+        mapping_lr_mult=args.mapping_lr_mult,
+        **_curriculum_config(args),
+    )
     torch.manual_seed(args.seed)
     model = WOUAFDecoder(**arch_config)
     model.load_vae_decoder(tiny.vae)
@@ -178,7 +185,15 @@ def wouaf_recipe(args: argparse.Namespace) -> dict[str, Any]:
         logits = m(_attacked(xh, g, level))
         return F.binary_cross_entropy_with_logits(logits, phi) + lam * _image_loss(xh, rb)
 
-    res = train(model, loss_fn, batch_fn, cfg)
+    # the fingerprint path (mapping network + per-layer affines, zero-initialised: identity modulation) learns
+    # faster than the pretrained decoder weights may move; measured after 300 clean steps: bit accuracy 0.62 with
+    # 5e-3 on it and 5e-4 on the rest, 0.53 with 2e-3 on everything
+    fp_names = {n for n, _ in model.named_parameters() if n.startswith("mapping.") or ".affine." in n}
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if n in fp_names], "lr_mult": args.mapping_lr_mult},
+        {"params": [p for n, p in model.named_parameters() if n not in fp_names], "lr_mult": 1.0},
+    ]
+    res = train(model, loss_fn, batch_fn, cfg, param_groups=groups)
     dec = res.ema_model.eval()
     ze, refe = latents(EVAL_SEED + 1, 128)
     phi = random_bits(128, args.bits, torch.Generator().manual_seed(2))

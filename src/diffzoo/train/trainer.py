@@ -124,8 +124,17 @@ def _config_dict(cfg: TrainConfig) -> dict[str, Any]:
     return d
 
 
-def train(model: torch.nn.Module, loss_fn: LossFn, sample_batch: BatchFn, cfg: TrainConfig) -> TrainResult:
+def train(
+    model: torch.nn.Module,
+    loss_fn: LossFn,
+    sample_batch: BatchFn,
+    cfg: TrainConfig,
+    param_groups: list[dict[str, Any]] | None = None,
+) -> TrainResult:
     """Train ``model`` for ``cfg.steps`` optimisation steps (resuming from ``cfg.out_dir`` if possible).
+
+    ``param_groups``: optional AdamW parameter groups of ``model``'s parameters, each with an ``lr_mult``
+    (its learning rate is ``lr_mult`` times the schedule's); default: one group, multiplier 1.
 
     Returns the trained model (unwrapped, in train mode), its EMA copy (eval mode), the final step
     and the per-step losses (of the main process).
@@ -135,7 +144,8 @@ def train(model: torch.nn.Module, loss_fn: LossFn, sample_batch: BatchFn, cfg: T
     cfg.validate()
     acc = Accelerator()
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = param_groups if param_groups is not None else [{"params": list(model.parameters()), "lr_mult": 1.0}]
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
     start, losses = 0, []
     if cfg.out_dir is not None:
         if acc.is_main_process:
@@ -184,7 +194,7 @@ def _train_step(
     gen = step_generator(cfg.seed, step, acc.process_index)
     batch = _to_device(sample_batch(step, gen, per_proc), acc.device)
     for g in opt.param_groups:
-        g["lr"] = lr_at(cfg, step)
+        g["lr"] = lr_at(cfg, step) * g.get("lr_mult", 1.0)
     model.train()
     loss = loss_fn(model, batch, gen)
     if not torch.isfinite(loss):
