@@ -89,6 +89,20 @@ def test_training_reduces_loss_and_checkpoint_is_safetensors(tmp_path):
     assert (tmp_path / "checkpoint.json").is_file()
 
 
+def test_param_groups_scale_each_groups_learning_rate():
+    """``param_groups`` with ``lr_mult``: a group at 0 never moves, the others train; the default is one group."""
+    net = _net()
+    first = [p.detach().clone() for p in net[0].parameters()]
+    last = [p.detach().clone() for p in net[2].parameters()]
+    groups = [
+        {"params": list(net[0].parameters()), "lr_mult": 0.0},
+        {"params": list(net[2].parameters()), "lr_mult": 2},
+    ]
+    res = train(net, _loss, _batch, _cfg(None, 6), param_groups=groups)
+    assert all(torch.equal(a, b) for a, b in zip(first, res.model[0].parameters()))
+    assert not any(torch.equal(a, b) for a, b in zip(last, res.model[2].parameters()))
+
+
 def test_step_generator_is_pure_function_of_seed_step_process():
     a = torch.randn(4, generator=step_generator(1, 5))
     assert torch.equal(a, torch.randn(4, generator=step_generator(1, 5)))
