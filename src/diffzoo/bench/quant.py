@@ -83,6 +83,18 @@ def _vs_fp(x: Tensor, x_fp: Tensor) -> dict[str, float]:
     return {"med_mse_vs_fp": float(per.median()), "diverged": float((per > 0.1).float().mean())}
 
 
+def _quantized_digits(
+    bank: CalibSet, method: str, wb: int, ab: int, iters: int, n_calib: int, x_fp: Tensor, n_eval: int, steps: int, **kw
+) -> tuple[Any, dict[str, float], Tensor, float]:
+    """Quantize a fresh ``digits-unet`` and evaluate it: ``(result, metrics, samples, seconds to quantize)``."""
+    zm = zoo.load("digits-unet")
+    t1 = time.perf_counter()
+    res = quantize(zm.model, bank, method, wb, ab, iters=iters, n_calib=n_calib, **kw)
+    qs = time.perf_counter() - t1
+    fd, acc, x = _digits_eval(zm, n_eval, steps)
+    return res, {"fd_digits": fd, "cond_acc": acc, **_vs_fp(x, x_fp)}, x, qs
+
+
 def _digits_setup(quick: bool) -> tuple[Any, CalibSet, int, int, int]:
     n_eval, steps = (100, 20) if quick else (300, 20)
     iters = 10 if quick else 50
@@ -115,18 +127,13 @@ def digits_table(quick: bool, out_png: str) -> tuple[list[dict], dict]:
     panels = {"FP32": x_fp[:20]}
     for wb, ab in settings:
         for key, label, kw in methods:
-            zm = zoo.load("digits-unet")
-            t1 = time.perf_counter()
-            res = quantize(zm.model, bank, key, wb, ab, iters=iters, n_calib=128 if quick else 256, **kw)
-            qs = time.perf_counter() - t1
-            fd, acc, x = _digits_eval(zm, n_eval, steps)
+            n_calib = 128 if quick else 256
+            res, metrics, x, qs = _quantized_digits(bank, key, wb, ab, iters, n_calib, x_fp, n_eval, steps, **kw)
             rows.append(
                 dict(
                     setting=f"W{wb}A{ab}",
                     method=label,
-                    fd_digits=fd,
-                    cond_acc=acc,
-                    **_vs_fp(x, x_fp),
+                    **metrics,
                     quant_s=qs,
                     calibration=res.calibration,
                     iters=res.settings["iters"],
@@ -148,19 +155,11 @@ def calibration_ablation(quick: bool) -> list[dict]:
     rows = []
     for cal in ("timestep_aware", "ndtc", "uniform"):
         for wb, ab in ((4, 4),) if quick else ((4, 8), (4, 4)):
-            zm = zoo.load("digits-unet")
-            quantize(zm.model, bank, "qdiffusion", wb, ab, calibration=cal, iters=iters, n_calib=128 if quick else 256)
-            fd, acc, x = _digits_eval(zm, n_eval, steps)
-            rows.append(
-                dict(
-                    setting=f"W{wb}A{ab}",
-                    calibration=cal,
-                    fd_digits=fd,
-                    cond_acc=acc,
-                    **_vs_fp(x, x_fp),
-                    mean_t=res_t_mean(bank, cal),
-                )
+            n_calib = 128 if quick else 256
+            _, metrics, _, _ = _quantized_digits(
+                bank, "qdiffusion", wb, ab, iters, n_calib, x_fp, n_eval, steps, calibration=cal
             )
+            rows.append(dict(setting=f"W{wb}A{ab}", calibration=cal, **metrics, mean_t=res_t_mean(bank, cal)))
             print(format_table(rows[-1:]), flush=True)
     return rows
 
