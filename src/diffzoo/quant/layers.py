@@ -17,6 +17,7 @@ attention, :func:`diffzoo.quant.int8.lower`) both run torch's fused ``scaled_dot
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -146,9 +147,7 @@ class QuantAttnProcessor(nn.Module):
         **_: Any,
     ) -> Tensor:
         if not self.quantize:
-            from diffusers.models.attention_processor import AttnProcessor2_0
-
-            return AttnProcessor2_0()(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
+            return _fused_processor()(attn, hidden_states, encoder_hidden_states, attention_mask, temb)
         return explicit_attention(
             attn,
             hidden_states,
@@ -158,6 +157,14 @@ class QuantAttnProcessor(nn.Module):
             qkv_hook=self._qkv,
             probs_hook=lambda probs, _cross: self._q(self.p_quant, probs),
         )
+
+
+@functools.cache
+def _fused_processor() -> Any:
+    """diffusers' ``AttnProcessor2_0`` (stateless; imported on first use: diffusers is an optional extra)."""
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    return AttnProcessor2_0()
 
 
 def is_qkv_attention(module: nn.Module) -> bool:

@@ -186,8 +186,8 @@ def wouaf_recipe(args: argparse.Namespace) -> dict[str, Any]:
         return F.binary_cross_entropy_with_logits(logits, phi) + lam * _image_loss(xh, rb)
 
     # the fingerprint path (mapping network + per-layer affines, zero-initialised: identity modulation) learns
-    # faster than the pretrained decoder weights may move; measured after 300 clean steps: bit accuracy 0.62 with
-    # 5e-3 on it and 5e-4 on the rest, 0.53 with 2e-3 on everything
+    # faster than the pretrained decoder weights may move (a one-off 300-step probe, not a recorded run: bit
+    # accuracy 0.62 with 5e-3 on it and 5e-4 on the rest, 0.53 with 2e-3 on everything)
     fp_names = {n for n, _ in model.named_parameters() if n.startswith("mapping.") or ".affine." in n}
     groups = [
         {"params": [p for n, p in model.named_parameters() if n in fp_names], "lr_mult": args.mapping_lr_mult},
