@@ -199,3 +199,60 @@ def test_simple_shapes_support_and_detector():
     assert simple_shapes.is_hallucination(torch.maximum(a, b)[None]).tolist() == [True]  # a repeated shape
     for strips in simple_shapes.read_strips(x[:20]):
         assert all(s == [] or s == [simple_shapes.KINDS[k]] for k, s in enumerate(strips))
+
+
+def test_patch_unet_is_the_unet_on_pixel_patches():
+    from diffzoo.models.registry import build
+
+    torch.manual_seed(0)
+    m = build("patch_unet", in_ch=1, size=32, patch=4, ch=8, mults=[1, 2], blocks=1, num_classes=0).eval()
+    assert m.sample_shape == (1, 32, 32)
+    x, t = torch.randn(2, 1, 32, 32), torch.tensor([10.0, 500.0])
+    with torch.no_grad():
+        y = m(x, t)
+        # the same as folding by hand, running the inner UNet, unfolding
+        ref = torch.nn.functional.pixel_shuffle(m.unet(torch.nn.functional.pixel_unshuffle(x, 4), t), 4)
+        # images are independent of each other in the batch
+        y0 = m(x[:1], t[:1])
+    assert y.shape == x.shape and torch.equal(y, ref) and torch.allclose(y0, y[:1], atol=1e-5)
+    with pytest.raises(ValueError, match="x"):
+        m(torch.randn(1, 1, 30, 30), t[:1])
+    with pytest.raises(ValueError, match="x"):
+        m(torch.randn(1, 3, 32, 32), t[:1])
+    with pytest.raises(ValueError, match="size"):
+        build("patch_unet", size=30, patch=4)
+
+
+def test_shapes_hallucination_ground_truth_on_known_images():
+    """``shapes_hallucinations`` labels through the shapes detector: an exact denoiser of *one* fixed
+    hallucinated image (a repeated triangle) makes every sample that image, flagged; its x0 predictions
+    never move, so the variance score is ~0 (the detector's score is computed from the last 10 steps)."""
+    from diffzoo.core.denoiser import Denoiser
+    from diffzoo.data import simple_shapes
+    from diffzoo.zoo.forensics import shapes_hallucinations
+
+    a = simple_shapes.render([True, False, False], [0.0, 0.0, 0.0])
+    b = simple_shapes.render([True, False, False], [1.0, 0.0, 0.0])
+    target = torch.maximum(a, b)
+    sched = get_schedule("linear", beta_start=1e-4, beta_end=0.02)
+
+    class Point(torch.nn.Module):  # eps of x_t = alpha x* + sigma eps
+        def forward(self, x, t, cond=None):
+            al, sg = sched.alpha_sigma(t.double())
+            return ((x - al.float()[:, None, None, None] * target) / sg.float()[:, None, None, None]).float()
+
+    ev = shapes_hallucinations(Denoiser(Point(), sched, "epsilon"), 3, 20, torch.Generator().manual_seed(0))
+    assert ev["samples"].shape == (3, 1, 32, 32) and ev["x0s"].shape == (10, 3, 1, 32, 32)
+    assert ev["hallucinated"].tolist() == [True] * 3 and ev["empty"].tolist() == [False] * 3
+    assert float(hallucination_score(ev["x0s"]).max()) < 1e-6
+
+
+def test_generated_shapes_specs():
+    from diffzoo.zoo.forensics import generated_shapes
+
+    with pytest.raises(ValueError, match="generator"):
+        generated_shapes("tinysd/dpmpp20", 1, 0)
+    with pytest.raises(ValueError, match="generator"):
+        generated_shapes("digits-unet/ddim10", 1, 0)
+    with pytest.raises(ValueError, match="generator"):
+        generated_shapes("no such", 1, 0)

@@ -174,6 +174,9 @@ def test_format_table():
     assert out[2] == r"| a\|b | 0.123 | 3  |      |"
     assert io.format_table(rows, columns=["n"]).splitlines()[2] == "| 3  |"
     assert io.format_table([]) == "(no rows)"
+    # columns are the union of the rows' keys: a key only a later row has is not dropped
+    mixed = io.format_table([{"a": 1}, {"a": 2, "b": 0.5}]).splitlines()
+    assert mixed[0] == "| a | b   |" and mixed[2] == "| 1 |     |" and mixed[3] == "| 2 | 0.5 |"
 
 
 # ------------------------------------------------------------------------------------------- hostile files

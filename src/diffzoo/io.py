@@ -185,10 +185,11 @@ def _read_safetensors(path: Path, tensors: bool) -> tuple[dict[str, Tensor], dic
 
 
 def format_table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None, floatfmt: str = ".4g") -> str:
-    """A GitHub-markdown table of ``rows`` (dicts); floats formatted with ``floatfmt``."""
+    """A GitHub-markdown table of ``rows`` (dicts); floats formatted with ``floatfmt``. The columns default
+    to every key of every row, in order of first appearance (a row without a key gets an empty cell)."""
     if not rows:
         return "(no rows)"
-    cols = list(columns or rows[0].keys())
+    cols = list(columns) if columns else list(dict.fromkeys(k for r in rows for k in r))
 
     def fmt(v: Any) -> str:
         if isinstance(v, float):

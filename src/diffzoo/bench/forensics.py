@@ -9,11 +9,15 @@ sample grids to ``docs/results/bench_forensics*_*.png``.
    one format, tested on the held-out ``test`` split vs fresh samples of the training generator and of
    other generators (other samplers / step counts, the masked-digits model). The *format control*: a
    detector that only measures the distance to the real data's 17 pixel levels, on generated pixels
-   rounded to those levels (the same format) or not.
+   rounded to those levels (the same format) or not. Then the same on shapes: ``dire-shapes`` /
+   ``pixels-shapes`` (renders vs TinySD DDIM-25; DIRE through the VAE), tested on DDIM-10, CFG 2 and the
+   masked-shapes model.
 2. **Hallucination** (Aithal et al., NeurIPS 2024, arXiv 2406.09358): the shipped ``halluc-1d`` (and
    ``halluc-grid25``) DDPM; fraction of samples between modes (> 4 sigma from every mode) against the
-   number of ancestral steps; the x0-variance detector over the last 10 steps (ROC AUC, removed/kept at
-   the threshold keeping 96% of in-support samples); the learned vs the exact mixture score.
+   number of ancestral steps and the training-set size (``halluc-1d-n500`` / ``-n5000``); the
+   x0-variance detector over the last 10 steps (ROC AUC, removed/kept at the threshold keeping 96% of
+   in-support samples); the learned vs the exact mixture score; and SIMPLE SHAPES (``halluc-shapes``):
+   repeated-shape hallucinations found by the shapes detector, and the same x0-variance filter.
 3. **Diff-Protect** (Xue et al., ICLR 2024, arXiv 2311.12832) on TinySD: every method at 16/255, wall
    time and saved-for-backward bytes against AdvDM, the encoder's ``|dz|/|z|`` vs ``|dx|/|x|``, and SDEdit
    mimicry of protected vs clean images at strengths 0.1-0.5 (PSNR/SSIM to the source, shapes classifier).
@@ -43,12 +47,17 @@ from diffzoo.io import atomic_write_text, format_table, save_grid, save_pil
 from diffzoo.metrics.image import psnr, ssim
 from diffzoo.models.tinysd import scene_correct
 from diffzoo.zoo.forensics import (
+    SHAPES_GENERATOR,
+    TRAIN_GENERATOR,
     detector_probs,
     digits_dire,
     generated_digits,
+    generated_shapes,
     launder,
+    patch_scores,
     real_digits,
     real_shapes,
+    shapes_hallucinations,
     tinysd_samples,
     two_stage,
 )
@@ -109,86 +118,118 @@ def level_distance(x: Tensor) -> Tensor:
     return (v - v.round()).abs().flatten(1).mean(1)
 
 
+def _detector_rows(
+    real: Tensor, fakes: dict[str, Tensor], dets: dict[str, Any], train_gen: str, tinysd=None
+) -> tuple[list[dict], dict[str, tuple]]:
+    """One row per test generator: each detector's acc / AP / AUC / TPR@1%FPR on ``real`` vs that
+    generator's images (the real images are scored once per detector), and the ROC curves."""
+    n = real.shape[0]
+    p_real = {name: detector_probs(zm, real, tinysd) for name, zm in dets.items()}
+    rows, curves = [], {}
+    for g, fake in fakes.items():
+        row: dict[str, Any] = {"test generator": g + (" (train)" if g == train_gen else "")}
+        y = torch.cat([torch.zeros(n), torch.ones(fake.shape[0])])
+        for name, zm in dets.items():
+            p = torch.cat([p_real[name], detector_probs(zm, fake, tinysd)])
+            m = detection_metrics(p, y)
+            tag = "DIRE" if zm.config["detector"]["input"] == "dire" else "pixels"
+            row.update({f"{tag} acc": m["acc"], f"{tag} AP": m["ap"], f"{tag} AUC": m["auc"]})
+            row[f"{tag} TPR@1%FPR"] = m["tpr_at_1fpr"]
+            c = roc_pr_curves(p, y)
+            curves[f"{tag} {g}"] = (c["fpr"], c["tpr"])
+        rows.append(row)
+    return rows, curves
+
+
+def _roc_plots(curves: dict[str, tuple], out: Path, stem: str, what: str) -> None:
+    for tag, label in (("DIRE", "DIRE detector"), ("pixels", "raw-pixel detector")):
+        sel = {k[len(tag) + 1 :]: v for k, v in curves.items() if k.startswith(tag + " ")}
+        if sel:
+            line_plot(sel, out / f"{stem}_{tag.lower()}_roc.png", f"{label} ROC (FPR vs TPR), {what}", (0, 1), (0, 1))
+
+
 def bench_dire(quick: bool, out: Path, prefix: str) -> tuple[str, list[str]]:
     notes: list[str] = []
-    real = real_digits("test")[: 150 if quick else 300]
+    real = real_digits("test")[: 100 if quick else 300]
     n = real.shape[0]
     gens = ["digits-unet/ddim50", "digits-unet/ddim10", "digits-unet/ddpm100", "digits-unet/dpmpp_2m20"]
+    if quick:
+        gens = gens[:1]
     if _has("masked-digits"):
         gens.append("masked-digits/fhs")
     fakes = {g: generated_digits(g, n, BENCH_SEED) for g in gens}
     dets = {name: zoo.load(name) for name in ("dire-digits", "pixels-digits") if _has(name)}
     if not dets:
-        notes.append("DIRE: no shipped detectors (train them with the commands in the zoo JSONs).")
+        notes.append("DIRE: no shipped digits detectors (train them with the commands in the zoo JSONs).")
     t0 = time.perf_counter()
     d_real = digits_dire(real)
     dire_s = time.perf_counter() - t0
-    rows, curves = [], {}
-    y = torch.cat([torch.zeros(n), torch.ones(n)])
-    for g, fake in fakes.items():
-        d_fake = digits_dire(fake)
-        row: dict[str, Any] = {
-            "test generator": g + (" (train)" if g == "digits-unet/ddim50" else ""),
-            "mean DIRE real": float(d_real.mean()),
-            "mean DIRE fake": float(d_fake.mean()),
-        }
-        for name, zm in dets.items():
-            x = torch.cat([real, fake])
-            p = detector_probs(zm, x)
-            m = detection_metrics(p, y)
-            tag = "DIRE" if "dire" in name else "pixels"
-            row.update({f"{tag} acc": m["acc"], f"{tag} AP": m["ap"], f"{tag} AUC": m["auc"]})
-            row[f"{tag} TPR@1%FPR"] = m["tpr_at_1fpr"]
-            c = roc_pr_curves(p, y)
-            curves[f"{tag} {g.split('/')[-1] if 'unet' in g else g}"] = (c["fpr"], c["tpr"])
-        rows.append(row)
-    line_plot(
-        {k: v for k, v in curves.items() if k.startswith("DIRE")},
-        out / f"{prefix}_dire_roc.png",
-        "DIRE detector ROC (FPR vs TPR) per test generator",
-        (0, 1),
-        (0, 1),
-    )
-    line_plot(
-        {k: v for k, v in curves.items() if k.startswith("pixels")},
-        out / f"{prefix}_pixels_roc.png",
-        "raw-pixel detector ROC (FPR vs TPR) per test generator",
-        (0, 1),
-        (0, 1),
-    )
+    if dets:
+        rows, curves = _detector_rows(real, fakes, dets, TRAIN_GENERATOR)
+    else:
+        rows, curves = [{"test generator": g} for g in fakes], {}
+    for row, fake in zip(rows, fakes.values()):
+        row["mean DIRE real"] = float(d_real.mean())
+        row["mean DIRE fake"] = float(digits_dire(fake).mean())
+    _roc_plots(curves, out, f"{prefix}_dire_digits", "digits")
     save_grid(torch.cat([real[:16]] + [f[:16] for f in fakes.values()]), out / f"{prefix}_dire_samples.png", nrow=16)
     # the format control
-    cont = generated_digits("digits-unet/ddim50", n, BENCH_SEED, same_format=False)
-    same = fakes["digits-unet/ddim50"]
+    y = torch.cat([torch.zeros(n), torch.ones(n)])
+    cont = generated_digits(TRAIN_GENERATOR, n, BENCH_SEED, same_format=False)
     ctrl = []
     for label, fake in (
         ("generated pixels left continuous (PNG vs float)", cont),
-        ("rounded to the 17 levels (same format)", same),
+        ("rounded to the 17 levels (same format)", fakes[TRAIN_GENERATOR]),
     ):
         m = detection_metrics(level_distance(torch.cat([real, fake])), y, threshold=1e-6)
         ctrl.append({"format of the generated class": label, "format-only detector AUC": m["auc"], "acc": m["acc"]})
-    text = "\n".join(
-        [
-            "## 1. DIRE: real held-out digits vs generated digits",
-            "",
-            f"Real: {n} held-out test digits; generated: {n} fresh samples per generator (seed {BENCH_SEED}),",
-            "rounded to the real data's 17 pixel levels (the same format for both classes). DIRE: DDIM inversion +",
-            f"reconstruction, 20 steps, digits-unet unconditional (null class); {dire_s:.1f} s for the {n} real",
-            "digits. Detectors trained on digits-unet/ddim50 vs the train split (zoo JSONs: commands, metrics).",
-            "",
-            format_table(rows),
-            "",
-            "Paper (DIRE, ResNet-50 on DiffusionForensics): ~100% acc/AP in-domain; trained on ADM (LSUN-B), tested on",
-            "SD-v1 (ImageNet) 97.2 / 99.8 acc / AP, ADM (ImageNet) 90.2 / 97.9. Positive class = generated.",
-            "",
-            "**Format control** (the later finding that DIRE's released model separated JPEG from PNG): a detector",
-            "that only measures the distance of the pixels to the 17 levels of the real data.",
-            "",
-            format_table(ctrl),
-            "",
-        ]
-    )
-    return text, notes
+    text = [
+        "## 1. DIRE: real vs generated images",
+        "",
+        "### Digits: real held-out digits vs generated digits",
+        "",
+        f"Real: {n} held-out test digits; generated: {n} fresh samples per generator (seed {BENCH_SEED}),",
+        "rounded to the real data's 17 pixel levels (the same format for both classes). DIRE: DDIM inversion +",
+        f"reconstruction, 20 steps, digits-unet unconditional (null class); {dire_s:.1f} s for the {n} real",
+        f"digits. Detectors trained on {TRAIN_GENERATOR} vs the train split (zoo JSONs: commands, metrics).",
+        "",
+        format_table(rows),
+        "",
+        "Paper (DIRE, ResNet-50 on DiffusionForensics): ~100% acc/AP in-domain; trained on ADM (LSUN-B), tested on",
+        "SD-v1 (ImageNet) 97.2 / 99.8 acc / AP, ADM (ImageNet) 90.2 / 97.9. Positive class = generated.",
+        "",
+        "**Format control** (the later finding that DIRE's released model separated JPEG from PNG): a detector",
+        "that only measures the distance of the pixels to the 17 levels of the real data.",
+        "",
+        format_table(ctrl),
+        "",
+    ]
+    sdets = {name: zoo.load(name) for name in ("dire-shapes", "pixels-shapes") if _has(name)}
+    if not sdets:
+        notes.append("DIRE: no shipped shapes detectors (dire-shapes, pixels-shapes); the TinySD table is missing.")
+        return "\n".join(text), notes
+    tinysd = load_tinysd()
+    ns = 40 if quick else 200
+    sreal, _ = real_shapes(ns, BENCH_SEED)
+    sgens = [SHAPES_GENERATOR] + ([] if quick else ["tinysd/ddim10", "tinysd-cfg2/ddim25"])
+    if _has("masked-shapes"):
+        sgens.append("masked-shapes/fhs")
+    sfakes = {g: generated_shapes(g, ns, BENCH_SEED, tinysd) for g in sgens}
+    srows, scurves = _detector_rows(sreal, sfakes, sdets, SHAPES_GENERATOR, tinysd)
+    _roc_plots(scurves, out, f"{prefix}_dire_shapes", "shapes / TinySD")
+    save_grid(torch.cat([sreal[:8]] + [f[:8] for f in sfakes.values()]), out / f"{prefix}_dire_shapes.png", nrow=8)
+    text += [
+        "### Shapes: renders vs TinySD samples (DIRE through the VAE)",
+        "",
+        f"Real: {ns} fresh renders; generated: {ns} samples per generator (captions of fresh scenes), all 8-bit.",
+        "DIRE: encode, DDIM-20 inversion and reconstruction in TinySD's latent space (empty prompt), decode;",
+        f"detectors trained on {SHAPES_GENERATOR} (CFG 5) vs renders. Cross-generator: fewer steps, CFG 2, and",
+        f"the masked discrete model (a different generator family). Grid: `{prefix}_dire_shapes.png`.",
+        "",
+        format_table(srows),
+        "",
+    ]
+    return "\n".join(text), notes
 
 
 # -------------------------------------------------------------------------------------------------
@@ -211,7 +252,7 @@ def bench_hallucination(quick: bool, out: Path, prefix: str) -> tuple[str, list[
         den = zm.denoiser()
         data = toy2d.get(dataset)
         sigma = float(data.mixture.stds.max())
-        n = 2000 if quick else 10000
+        n = 1000 if quick else 10000
         main_model = name in ("halluc-1d", "halluc-grid25")
         for steps in ((1000, 250, 100) if not quick else (1000, 100)) if main_model else (1000,):
             g = torch.Generator().manual_seed(BENCH_SEED)
@@ -249,8 +290,10 @@ def bench_hallucination(quick: bool, out: Path, prefix: str) -> tuple[str, list[
                 series[f"learned t={t:g}"] = (xs[:, 0], score_field(den, pts.float(), t)[:, 0])
                 series[f"exact t={t:g}"] = (xs[:, 0], score_field(exact, pts, t)[:, 0])
             line_plot(series, out / f"{prefix}_score_1d.png", "score vs x0-scale position (learned vs exact)")
+    shapes_text = _hallucination_shapes(quick, out, prefix, notes)
     parts += [
-        "DDPM of the paper (T = 1000, linear betas 0.001..0.2, eps-prediction, MLP 128 x 3) trained on 50k points;",
+        "DDPM of the paper (T = 1000, linear betas 0.001..0.2, eps-prediction, MLP 128 x 3) trained on 50k points",
+        "(halluc-1d-n500 / -n5000: the same on 500 / 5000 points, the training-set-size ablation);",
         "a sample is a hallucination if it is more than 4 sigma from every mode.",
         "",
         format_table(rows) if rows else "(no shipped models)",
@@ -263,8 +306,71 @@ def bench_hallucination(quick: bool, out: Path, prefix: str) -> tuple[str, list[
         f"Learned vs exact score (1-D): `{prefix}_score_1d.png`; the exact mixture score jumps between modes where",
         "the learned one is smooth (mode interpolation).",
         "",
+        shapes_text,
     ]
     return "\n".join(parts), notes
+
+
+def _hallucination_shapes(quick: bool, out: Path, prefix: str, notes: list[str]) -> str:
+    """SIMPLE SHAPES: hallucination rate per number of ancestral steps and the x0-variance detector."""
+    if not _has("halluc-shapes"):
+        notes.append("hallucination: zoo model halluc-shapes not shipped; the SIMPLE SHAPES table is missing.")
+        return ""
+    zm = zoo.load("halluc-shapes")
+    den = zm.denoiser()
+    runs = ((100, 256),) if quick else ((100, 2048), (1000, 256))
+    rows, det_rows, grid = [], [], None
+    for steps, n in runs:
+        t0 = time.perf_counter()
+        ev = shapes_hallucinations(den, n, steps, torch.Generator().manual_seed(BENCH_SEED))
+        bad = ev["hallucinated"]
+        rows.append(
+            {
+                "ancestral steps": steps,
+                "samples": n,
+                "hallucinated": float(bad.double().mean()),
+                "empty": float(ev["empty"].double().mean()),
+                "wall s": round(time.perf_counter() - t0, 1),
+            }
+        )
+        hal = hallucination_score(ev["x0s"])
+        ok = 0 < int(bad.sum()) < n
+        m = detection_metrics(hal, bad.long()) if ok else None
+        thr = threshold_for_kept(hal, ~bad, 0.96) if bool((~bad).any()) else math.nan
+        det_rows.append(
+            {
+                "ancestral steps": steps,
+                "hallucinations": int(bad.sum()),
+                "in-support": int((~bad).sum()),
+                "Hal ROC AUC": m["auc"] if m else math.nan,
+                "Hal AP": m["ap"] if m else math.nan,
+                "kept in-support": 0.96,
+                "hallucinations removed": float((hal[bad] > thr).double().mean()) if bool(bad.any()) else math.nan,
+                "paper: removed / kept": "> 0.95 / 0.96",
+            }
+        )
+        if grid is None:
+            order = torch.argsort(bad.long(), descending=True)  # hallucinations first
+            grid = ev["samples"][order[:32]]
+    save_grid(grid, out / f"{prefix}_halluc_shapes.png", nrow=8)
+    return "\n".join(
+        [
+            "### SIMPLE SHAPES (the paper's image setting)",
+            "",
+            f"{zm.name}: {zm.config.get('dataset', '')}, 32x32 (paper: 64x64), a pixel DDPM (T = 1000, DDPM's linear",
+            "betas, eps-prediction; the UNet runs on 4x4 pixel patches). A sample is a hallucination when the shapes",
+            "detector (connected components per strip, kind by fill ratio) finds a repeated shape or a wrong shape in",
+            "a strip. Deviation: 100 ancestral steps on the 1000-step grid (1000 steps cost 10x more on the CPU); the",
+            "detector uses the last 10 x0 predictions of whichever grid was sampled.",
+            "",
+            format_table(rows),
+            "",
+            format_table(det_rows),
+            "",
+            f"Samples, hallucinations first: `{prefix}_halluc_shapes.png`.",
+            "",
+        ]
+    )
 
 
 # -------------------------------------------------------------------------------------------------
@@ -278,8 +384,8 @@ def bench_protect(quick: bool, out: Path, prefix: str) -> tuple[str, list[str]]:
     src = shapes.render_batch(scenes)
     caps = [shapes.caption(s) for s in scenes]
     clf = zoo.load("shapes-classifier").model.eval()
-    steps = 10 if quick else 100
-    step_size = 1.6 / 255 if quick else 1 / 255  # quick: few steps, still able to reach the 16/255 budget
+    steps = 8 if quick else 100
+    step_size = 2 / 255 if quick else 1 / 255  # quick: few steps, still able to reach the 16/255 budget
     strengths = (0.1, 0.3, 0.5) if quick else (0.1, 0.2, 0.3, 0.4, 0.5)
     prot: dict[str, Tensor] = {"clean": src}
     cost, ref = [], None
@@ -314,8 +420,9 @@ def bench_protect(quick: bool, out: Path, prefix: str) -> tuple[str, list[str]]:
             if s == strengths[-1]:
                 grid.append(edited)
         mim.append(row)
-    save_grid(torch.cat([torch.cat([p[:2] for p in prot.values()])]), out / f"{prefix}_protected.png", nrow=2)
-    save_grid(torch.cat([g[:2] for g in grid]), out / f"{prefix}_mimicry.png", nrow=2)
+    k = min(2, src.shape[0])
+    save_grid(torch.cat([p[:k] for p in prot.values()]), out / f"{prefix}_protected.png", nrow=k)
+    save_grid(torch.cat([g[:k] for g in grid]), out / f"{prefix}_mimicry.png", nrow=k)
     text = "\n".join(
         [
             "## 3. Diff-Protect on TinySD",
@@ -351,7 +458,7 @@ def bench_protect(quick: bool, out: Path, prefix: str) -> tuple[str, list[str]]:
 def bench_laundering(quick: bool, out: Path, prefix: str) -> tuple[str, list[str]]:
     notes: list[str] = []
     model = load_tinysd()
-    n = 24 if quick else 200
+    n = 48 if quick else 200
     real, caps = real_shapes(n, BENCH_SEED)
     sets = {"real": real, "laundered vae": launder(model, real)}
     strengths = (0.1, 0.3, 0.5) if quick else (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -363,6 +470,8 @@ def bench_laundering(quick: bool, out: Path, prefix: str) -> tuple[str, list[str
     have = _has("laundering-stage1") and _has("laundering-stage2")
     if have:
         s1m, s2m = zoo.load("laundering-stage1"), zoo.load("laundering-stage2")
+        s1 = {k: patch_scores(s1m, x) for k, x in sets.items()}
+        s2 = {k: patch_scores(s2m, x) for k, x in sets.items()}
     else:
         notes.append(
             "laundering: the two-stage detectors are not shipped; only the invisibility of laundering is measured."
@@ -373,11 +482,16 @@ def bench_laundering(quick: bool, out: Path, prefix: str) -> tuple[str, list[str
             row["PSNR to real"] = float(psnr(x, real))
             row["SSIM to real"] = float(ssim(x, real))
         if have:
-            s1, s2, labels = two_stage(s1m, s2m, x)
-            row["stage 1: synthetic"] = float((s1 > 0).double().mean())
-            row["stage 2: laundered (of flagged)"] = sum(lab == "laundered" for lab in labels) / max(
-                1, sum(lab != "real" for lab in labels)
-            )
+            truth = "real" if name == "real" else ("synthetic" if name == "synthetic" else "laundered")
+            _, _, labels = two_stage(s1m, s2m, x)
+            row["stage 1: called synthetic"] = float((s1[name] > 0).double().mean())
+            if name != "real":
+                y = torch.cat([torch.zeros(n), torch.ones(n)])
+                row["stage-1 AUC vs real"] = detection_metrics(torch.cat([s1["real"], s1[name]]), y)["auc"]
+            if truth == "laundered":
+                y = torch.cat([torch.zeros(n), torch.ones(n)])  # positive = fully synthetic (stage 2's > 0)
+                row["stage-2 AUC vs synthetic"] = detection_metrics(torch.cat([s2[name], s2["synthetic"]]), y)["auc"]
+            row["two-stage label correct"] = sum(lab == truth for lab in labels) / n
         rows.append(row)
     save_grid(torch.cat([x[:8] for x in sets.values()]), out / f"{prefix}_laundering.png", nrow=8)
     text = "\n".join(
@@ -386,7 +500,10 @@ def bench_laundering(quick: bool, out: Path, prefix: str) -> tuple[str, list[str
             "",
             f"{n} shapes renders; laundered = TinySD VAE round trip or SDEdit img2img (caption, CFG 5) at each",
             "strength; synthetic = TinySD samples of other captions. All 8-bit. Paper: laundered images are labelled",
-            "synthetic by a stage-1 detector trained without them; stage 2 separates laundered from fully synthetic.",
+            "synthetic by a stage-1 detector trained without them; stage 2 separates laundered from fully synthetic",
+            "(paper's headline: stage-1 AUC 0.993 on real vs synthetic). Detectors: patch CNNs (16x16 patches,",
+            "64 random patches per image, image score = mean of the top-48 patch logits, threshold 0), trained by",
+            "the commands in the zoo JSONs on other renders and captions (seeds 1000 / 2000).",
             "",
             format_table(rows),
             "",

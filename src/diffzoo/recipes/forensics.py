@@ -12,6 +12,11 @@
   T = 1000, linear betas 0.001..0.2 (``torch.linspace(0.001, 0.2, 1000)``, the official defaults),
   eps-prediction, an MLP (128 hidden, 3 time-conditioned blocks), Adam 1e-3, on a *finite* training set
   of ``--size`` points of the 1-D mixture (modes 1, 2, 3, sigma 0.05) or the 5x5 Gaussian grid.
+* ``halluc-shapes`` -- a pixel DDPM on the paper's SIMPLE SHAPES (:mod:`diffzoo.data.simple_shapes`,
+  32x32 here instead of 64x64): T = 1000, DDPM's linear betas 1e-4..0.02, eps-prediction, a
+  :class:`~diffzoo.models.unet.PatchUNet` (the UNet on 4x4 pixel patches, so it trains and samples on a
+  CPU), on a finite training set of ``--size`` images. The official shapes run uses a larger
+  guided-diffusion UNet at 64x64; the architecture and resolution here are ours.
 """
 
 from __future__ import annotations
@@ -26,19 +31,22 @@ import torch.nn.functional as F
 
 from diffzoo.core.denoiser import Denoiser
 from diffzoo.core.schedules import get_schedule
-from diffzoo.data import toy2d
+from diffzoo.data import simple_shapes, toy2d
 from diffzoo.forensics.detection import detection_metrics, random_patches, top_m_mean
 from diffzoo.models.registry import build
 from diffzoo.recipes.registry import add_train_args, register_recipe, ship, train_config_from_args
 from diffzoo.sampling import ddpm, get_timesteps
 from diffzoo.train.trainer import diffusion_loss, train
 from diffzoo.zoo.forensics import (
+    SHAPES_GENERATOR,
     TRAIN_GENERATOR,
     detector_input,
     generated_digits,
+    generated_shapes,
     launder,
     real_digits,
     real_shapes,
+    shapes_hallucinations,
     tinysd_samples,
 )
 from diffzoo.zoo.latent import load_tinysd
@@ -48,6 +56,8 @@ Tensor = torch.Tensor
 
 #: The hallucination paper's schedule (official defaults: linear, 0.001 .. 0.2, 1000 steps).
 HALLUC_SCHEDULE = {"name": "linear", "kwargs": {"beta_start": 0.001, "beta_end": 0.2}}
+#: DDPM's image schedule (Ho et al. 2020) for the SIMPLE SHAPES pixel model.
+SHAPES_SCHEDULE = {"name": "linear", "kwargs": {"beta_start": 1e-4, "beta_end": 0.02}}
 #: Seeds of the data sets (fixed, so the bench's held-out sets never overlap the training ones).
 TRAIN_SEED, EVAL_SEED = 1000, 2000
 STRENGTHS = (0.1, 0.2, 0.3, 0.4, 0.5)
@@ -104,8 +114,7 @@ def dire_sets(args: argparse.Namespace, split: str) -> tuple[Tensor, Tensor]:
         n = args.n_real if split == "train" else args.n_eval
         seed = TRAIN_SEED if split == "train" else EVAL_SEED
         real, _ = real_shapes(n, seed)
-        _, caps = real_shapes(args.n_fake if split == "train" else args.n_eval, seed + 1)
-        fake = tinysd_samples(model, caps, seed)
+        fake = generated_shapes(SHAPES_GENERATOR, args.n_fake if split == "train" else args.n_eval, seed, model)
     x = torch.cat(
         [detector_input(real, args.input, args.domain, model), detector_input(fake, args.input, args.domain, model)]
     )
@@ -129,7 +138,7 @@ def dire_detector_recipe(args: argparse.Namespace) -> dict[str, Any]:
         "type": "dire",
         "input": args.input,
         "domain": args.domain,
-        "generator": args.generator if args.domain == "digits" else "tinysd/ddim25",
+        "generator": args.generator if args.domain == "digits" else SHAPES_GENERATOR,
         "same_format": not args.no_same_format,
         "dire_steps": 20,
         "image_shape": list(x.shape[1:]),
@@ -231,6 +240,40 @@ def halluc_schedule():
     return get_schedule(HALLUC_SCHEDULE["name"], **HALLUC_SCHEDULE["kwargs"])
 
 
+def _train_finite_ddpm(
+    args: argparse.Namespace, train_set: Tensor, schedule: Any, arch: str, arch_config: dict[str, Any], **extra: Any
+):
+    """Train ``arch`` with the plain eps loss on a *finite* training set (uniform draws with replacement);
+    returns the training result and the EMA model's denoiser."""
+    cfg = train_config_from_args(args, arch=arch, arch_config=arch_config, **extra)
+    torch.manual_seed(args.seed)
+    model = build(arch, **arch_config)
+
+    def batch_fn(step: int, gen: torch.Generator, bs: int) -> Tensor:
+        return train_set[torch.randint(train_set.shape[0], (bs,), generator=gen)]
+
+    def loss_fn(m: torch.nn.Module, x0: Tensor, gen: torch.Generator) -> Tensor:
+        return diffusion_loss(m, x0, schedule, gen)
+
+    res = train(model, loss_fn, batch_fn, cfg)
+    return res, Denoiser(res.ema_model.eval(), schedule, "epsilon")
+
+
+def _ship_ddpm(args, res, arch: str, arch_config: dict, schedule: dict, metrics: dict, dataset: str) -> None:
+    metrics["final_loss"] = sum(res.losses[-100:]) / max(1, len(res.losses[-100:]))
+    ship(
+        args,
+        res.ema_model,
+        arch,
+        arch_config,
+        kind="diffusion",
+        schedule=schedule,
+        prediction_type="epsilon",
+        metrics=metrics,
+        dataset=dataset,
+    )
+
+
 @register_recipe(
     "halluc-toy", "DDPM (T=1000, betas 0.001..0.2) on a finite 1-D / 2-D Gaussian-mixture set", _halluc_args
 )
@@ -240,19 +283,8 @@ def halluc_toy_recipe(args: argparse.Namespace) -> dict[str, Any]:
     train_set = data.sample(args.size, g).to(torch.float32)
     schedule = halluc_schedule()
     arch_config = {"dim": data.dim, "hidden": args.hidden, "depth": args.depth, "time_every_block": True}
-    cfg = train_config_from_args(args, arch="mlp", arch_config=arch_config, dataset=args.dataset, size=args.size)
-    torch.manual_seed(args.seed)
-    model = build("mlp", **arch_config)
-
-    def batch_fn(step: int, gen: torch.Generator, bs: int) -> Tensor:
-        return train_set[torch.randint(args.size, (bs,), generator=gen)]
-
-    def loss_fn(m: torch.nn.Module, x0: Tensor, gen: torch.Generator) -> Tensor:
-        return diffusion_loss(m, x0, schedule, gen)
-
     t0 = time.perf_counter()
-    res = train(model, loss_fn, batch_fn, cfg)
-    den = Denoiser(res.ema_model.eval(), schedule, "epsilon")
+    res, den = _train_finite_ddpm(args, train_set, schedule, "mlp", arch_config, dataset=args.dataset, size=args.size)
     with torch.no_grad():
         x = ddpm(
             den,
@@ -264,18 +296,54 @@ def halluc_toy_recipe(args: argparse.Namespace) -> dict[str, Any]:
     metrics = {
         "frac_between_modes": float((d > 4 * float(data.mixture.stds.max())).double().mean()),
         "eval_samples": args.eval_samples,
-        "final_loss": sum(res.losses[-100:]) / max(1, len(res.losses[-100:])),
         "train_wall_s": round(time.perf_counter() - t0, 1),
     }
-    ship(
-        args,
-        res.ema_model,
-        "mlp",
-        arch_config,
-        kind="diffusion",
-        schedule=HALLUC_SCHEDULE,
-        prediction_type="epsilon",
-        metrics=metrics,
-        dataset=f"{args.dataset} (n={args.size})",
-    )
+    _ship_ddpm(args, res, "mlp", arch_config, HALLUC_SCHEDULE, metrics, f"{args.dataset} (n={args.size})")
+    return metrics
+
+
+# -------------------------------------------------------------------------------------------------
+# hallucination: SIMPLE SHAPES pixel DDPM
+# -------------------------------------------------------------------------------------------------
+
+
+def _halluc_shapes_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=int, default=5000, help="finite training-set size (default %(default)s)")
+    p.add_argument("--ch", type=int, default=32)
+    p.add_argument("--patch", type=int, default=4, help="pixel-patch side of the PatchUNet (default %(default)s)")
+    p.add_argument("--eval-samples", type=int, default=256)
+    p.add_argument("--eval-steps", type=int, default=100, help="ancestral steps of the evaluation samples")
+    add_train_args(p, steps=3000, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.995, ckpt_every=500)
+
+
+@register_recipe(
+    "halluc-shapes",
+    "pixel DDPM (T=1000) on the hallucination paper's SIMPLE SHAPES (three strips)",
+    _halluc_shapes_args,
+)
+def halluc_shapes_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    train_set = simple_shapes.sample(args.size, args.seed + 7)
+    schedule = get_schedule(SHAPES_SCHEDULE["name"], **SHAPES_SCHEDULE["kwargs"])
+    arch_config = {
+        "in_ch": 1,
+        "size": simple_shapes.SIZE,
+        "patch": args.patch,
+        "ch": args.ch,
+        "mults": [1, 2],
+        "blocks": 1,
+        "num_classes": 0,
+    }
+    t0 = time.perf_counter()
+    res, den = _train_finite_ddpm(args, train_set, schedule, "patch_unet", arch_config, size=args.size)
+    train_s = time.perf_counter() - t0
+    ev = shapes_hallucinations(den, args.eval_samples, args.eval_steps, torch.Generator().manual_seed(args.seed + 11))
+    metrics = {
+        "frac_hallucinated": float(ev["hallucinated"].double().mean()),
+        "frac_empty": float(ev["empty"].double().mean()),
+        "eval_samples": args.eval_samples,
+        "eval_steps": args.eval_steps,
+        "train_wall_s": round(train_s, 1),
+        "eval_wall_s": round(time.perf_counter() - t0 - train_s, 1),
+    }
+    _ship_ddpm(args, res, "patch_unet", arch_config, SHAPES_SCHEDULE, metrics, f"simple_shapes (n={args.size})")
     return metrics

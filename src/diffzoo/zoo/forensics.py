@@ -24,10 +24,11 @@ import torch
 from diffzoo.core.errors import check_range
 from diffzoo.core.guidance import cfg_denoiser
 from diffzoo.core.random import generators_from_seeds, randn
-from diffzoo.data import digits, shapes
+from diffzoo.data import digits, shapes, simple_shapes
 from diffzoo.editing.anchored import anchored_latent, start_index
 from diffzoo.forensics.detection import random_patches, top_m_mean
 from diffzoo.forensics.dire import DIRE_STEPS, dire, dire_latent
+from diffzoo.forensics.hallucination import LAST_K, sample_with_x0
 from diffzoo.latent.model import LatentModel
 from diffzoo.sampling import ddim, get_timesteps
 from diffzoo.zoo import ZooModel, load
@@ -41,6 +42,8 @@ Tensor = torch.Tensor
 DIRE_MODEL = {"digits": "digits-unet", "shapes": "tinysd"}
 #: The training generator of the shipped digits detectors.
 TRAIN_GENERATOR = "digits-unet/ddim50"
+#: The training generator of the shipped shapes detectors (TinySD, DDIM 25 steps, CFG 5).
+SHAPES_GENERATOR = "tinysd/ddim25"
 _SPEC = re.compile(r"^([A-Za-z0-9_.-]+)/([a-z_0-9+]+?)(\d+)?$")
 
 
@@ -164,6 +167,53 @@ def launder(
     return quantize8(torch.cat(out))
 
 
+@torch.no_grad()
+def shapes_hallucinations(
+    den, n: int, num_steps: int, generator: torch.Generator, batch: int = 256
+) -> dict[str, Tensor]:
+    """``n`` SIMPLE SHAPES samples of a pixel DDPM by ``num_steps`` ancestral steps, with the last
+    :data:`LAST_K` x0 predictions and the ground truth of the shapes detector: ``samples``, ``x0s`` ``(K, n,
+    ...)``, ``hallucinated`` (a strip with a repeated or wrong shape, :func:`simple_shapes.is_hallucination`)
+    and ``empty`` (no shape found at all)."""
+    xs, x0s = [], []
+    for i in range(0, n, batch):
+        b = min(batch, n - i)
+        x, k = sample_with_x0(
+            den,
+            torch.randn((b, 1, simple_shapes.SIZE, simple_shapes.SIZE), generator=generator),
+            num_steps,
+            LAST_K,
+            generator=generator,
+        )
+        xs.append(x.clamp(-1, 1))
+        x0s.append(k)
+    x = torch.cat(xs)
+    strips = simple_shapes.read_strips(x)
+    return {
+        "samples": x,
+        "x0s": torch.cat(x0s, 1),
+        "hallucinated": simple_shapes.is_hallucination(x),
+        "empty": torch.tensor([not any(s) for s in strips], dtype=torch.bool),
+    }
+
+
+def generated_shapes(spec: str, n: int, seed: int, model: LatentModel | None = None) -> Tensor:
+    """``n`` 8-bit shapes images of a generator spec: ``tinysd/ddim<steps>`` (TinySD, CFG 5, captions of
+    fresh scenes), ``tinysd-cfg2/ddim<steps>`` (CFG 2) or ``masked-shapes/fhs`` (the masked model)."""
+    name, sampler, steps = parse_generator(spec)
+    if name in ("tinysd", "tinysd-cfg2"):
+        if sampler != "ddim":
+            raise ValueError(f"generator: TinySD generators sample with ddim<steps>, got {spec!r}")
+        _, caps = real_shapes(n, seed + 1)
+        model = model if model is not None else load_tinysd_model()
+        return tinysd_samples(model, caps, seed, steps or 25, 2.0 if name == "tinysd-cfg2" else 5.0)
+    res = sample_zoo(name, sampler, steps, n=n, seed=seed)
+    x = res.images if res.images is not None else res.samples
+    if x.ndim != 4 or tuple(x.shape[1:]) != (3, shapes.SIZE, shapes.SIZE):
+        raise ValueError(f"generator: {name!r} does not make {shapes.SIZE}x{shapes.SIZE} RGB shapes images")
+    return quantize8(x.to(torch.float32))
+
+
 def load_detector(name: str) -> ZooModel:
     """A shipped forensic detector (kind ``classifier`` with a ``detector`` entry in its JSON)."""
     zm = load(name, kinds=("classifier",))
@@ -179,10 +229,12 @@ __all__ = [
     "detector_probs",
     "patch_scores",
     "two_stage",
+    "SHAPES_GENERATOR",
     "TRAIN_GENERATOR",
     "detector_input",
     "digits_dire",
     "generated_digits",
+    "generated_shapes",
     "launder",
     "load_detector",
     "parse_generator",
@@ -190,6 +242,7 @@ __all__ = [
     "real_digits",
     "real_shapes",
     "same_format_digits",
+    "shapes_hallucinations",
     "tinysd_samples",
 ]
 
