@@ -137,15 +137,20 @@ def _detector_rows(
             row[f"{tag} TPR@1%FPR"] = m["tpr_at_1fpr"]
             c = roc_pr_curves(p, y)
             curves[f"{tag} {g}"] = (c["fpr"], c["tpr"])
+            curves[f"PR {tag} {g}"] = (c["recall"], c["precision"])
         rows.append(row)
     return rows, curves
 
 
 def _roc_plots(curves: dict[str, tuple], out: Path, stem: str, what: str) -> None:
+    """ROC (``<stem>_<tag>_roc.png``) and precision-recall (``<stem>_<tag>_pr.png``) plots per detector."""
     for tag, label in (("DIRE", "DIRE detector"), ("pixels", "raw-pixel detector")):
-        sel = {k[len(tag) + 1 :]: v for k, v in curves.items() if k.startswith(tag + " ")}
-        if sel:
-            line_plot(sel, out / f"{stem}_{tag.lower()}_roc.png", f"{label} ROC (FPR vs TPR), {what}", (0, 1), (0, 1))
+        for kind, prefix, axes in (("roc", "", "FPR vs TPR"), ("pr", "PR ", "recall vs precision")):
+            key = prefix + tag + " "
+            sel = {k[len(key) :]: v for k, v in curves.items() if k.startswith(key)}
+            if sel:
+                title = f"{label} {kind.upper()} ({axes}), {what}"
+                line_plot(sel, out / f"{stem}_{tag.lower()}_{kind}.png", title, (0, 1), (0, 1))
 
 
 def bench_dire(quick: bool, out: Path, prefix: str) -> tuple[str, list[str]]:
@@ -217,6 +222,7 @@ def bench_dire(quick: bool, out: Path, prefix: str) -> tuple[str, list[str]]:
     sfakes = {g: generated_shapes(g, ns, BENCH_SEED, tinysd) for g in sgens}
     srows, scurves = _detector_rows(sreal, sfakes, sdets, SHAPES_GENERATOR, tinysd)
     _roc_plots(scurves, out, f"{prefix}_dire_shapes", "shapes / TinySD")
+    plots = f"`{prefix}_dire_{{digits,shapes}}_{{dire,pixels}}_{{roc,pr}}.png`"
     save_grid(torch.cat([sreal[:8]] + [f[:8] for f in sfakes.values()]), out / f"{prefix}_dire_shapes.png", nrow=8)
     text += [
         "### Shapes: renders vs TinySD samples (DIRE through the VAE)",
@@ -224,7 +230,8 @@ def bench_dire(quick: bool, out: Path, prefix: str) -> tuple[str, list[str]]:
         f"Real: {ns} fresh renders; generated: {ns} samples per generator (captions of fresh scenes), all 8-bit.",
         "DIRE: encode, DDIM-20 inversion and reconstruction in TinySD's latent space (empty prompt), decode;",
         f"detectors trained on {SHAPES_GENERATOR} (CFG 5) vs renders. Cross-generator: fewer steps, CFG 2, and",
-        f"the masked discrete model (a different generator family). Grid: `{prefix}_dire_shapes.png`.",
+        f"the masked discrete model (a different generator family). Grid: `{prefix}_dire_shapes.png`;",
+        f"ROC and precision-recall curves: {plots}.",
         "",
         format_table(srows),
         "",
