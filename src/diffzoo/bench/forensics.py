@@ -271,21 +271,8 @@ def bench_hallucination(quick: bool, out: Path, prefix: str) -> tuple[str, list[
             row["wall s"] = round(time.perf_counter() - t0, 1)
             rows.append(row)
             if steps == 1000 and main_model:
-                hal = hallucination_score(x0s)
-                m = detection_metrics(hal, bad.long()) if 0 < int(bad.sum()) < n else None
-                thr = threshold_for_kept(hal, ~bad, 0.96)
-                removed = float((hal[bad] > thr).double().mean()) if bool(bad.any()) else math.nan
                 det_rows.append(
-                    {
-                        "model": name,
-                        "hallucinations": int(bad.sum()),
-                        "in-support": int((~bad).sum()),
-                        "Hal ROC AUC": m["auc"] if m else math.nan,
-                        "Hal AP": m["ap"] if m else math.nan,
-                        "kept in-support": 0.96,
-                        "hallucinations removed": removed,
-                        "paper: removed / kept": "> 0.95 / 0.96 (shapes)",
-                    }
+                    {"model": name} | _filter_row(x0s, bad) | {"paper: removed / kept": "> 0.95 / 0.96 (shapes)"}
                 )
         if name == "halluc-1d":
             xs = torch.linspace(0.5, 3.5, 301, dtype=torch.float64)[:, None]
@@ -318,6 +305,22 @@ def bench_hallucination(quick: bool, out: Path, prefix: str) -> tuple[str, list[
     return "\n".join(parts), notes
 
 
+def _filter_row(x0s: Tensor, bad: Tensor, kept: float = 0.96) -> dict[str, Any]:
+    """The x0-variance filter on one set of samples: ROC AUC / AP of ``Hal`` for the hallucinations ``bad``
+    and the fraction of them removed at the threshold keeping ``kept`` of the in-support samples."""
+    hal = hallucination_score(x0s)
+    m = detection_metrics(hal, bad.long()) if 0 < int(bad.sum()) < bad.numel() else None
+    thr = threshold_for_kept(hal, ~bad, kept) if bool((~bad).any()) else math.nan
+    return {
+        "hallucinations": int(bad.sum()),
+        "in-support": int((~bad).sum()),
+        "Hal ROC AUC": m["auc"] if m else math.nan,
+        "Hal AP": m["ap"] if m else math.nan,
+        "kept in-support": kept,
+        "hallucinations removed": float((hal[bad] > thr).double().mean()) if bool(bad.any()) else math.nan,
+    }
+
+
 def _hallucination_shapes(quick: bool, out: Path, prefix: str, notes: list[str]) -> str:
     """SIMPLE SHAPES: hallucination rate per number of ancestral steps and the x0-variance detector."""
     if not _has("halluc-shapes"):
@@ -340,21 +343,8 @@ def _hallucination_shapes(quick: bool, out: Path, prefix: str, notes: list[str])
                 "wall s": round(time.perf_counter() - t0, 1),
             }
         )
-        hal = hallucination_score(ev["x0s"])
-        ok = 0 < int(bad.sum()) < n
-        m = detection_metrics(hal, bad.long()) if ok else None
-        thr = threshold_for_kept(hal, ~bad, 0.96) if bool((~bad).any()) else math.nan
         det_rows.append(
-            {
-                "ancestral steps": steps,
-                "hallucinations": int(bad.sum()),
-                "in-support": int((~bad).sum()),
-                "Hal ROC AUC": m["auc"] if m else math.nan,
-                "Hal AP": m["ap"] if m else math.nan,
-                "kept in-support": 0.96,
-                "hallucinations removed": float((hal[bad] > thr).double().mean()) if bool(bad.any()) else math.nan,
-                "paper: removed / kept": "> 0.95 / 0.96",
-            }
+            {"ancestral steps": steps} | _filter_row(ev["x0s"], bad) | {"paper: removed / kept": "> 0.95 / 0.96"}
         )
         if grid is None:
             order = torch.argsort(bad.long(), descending=True)  # hallucinations first
