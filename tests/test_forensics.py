@@ -248,7 +248,12 @@ def test_shapes_hallucination_ground_truth_on_known_images():
 
 
 def test_generated_shapes_specs():
-    from diffzoo.zoo.forensics import generated_shapes
+    from diffzoo.zoo.forensics import generated_digits, generated_shapes
+
+    x = generated_digits("slimflow-distill-guided/gen1", 3, 0)  # a distilled student as a test generator
+    assert x.shape == (3, 1, 8, 8) and float(x.abs().max()) <= 1
+    with pytest.raises(ValueError, match="generator"):
+        generated_digits("slimflow-distill-guided/ddim1", 1, 0)
 
     with pytest.raises(ValueError, match="generator"):
         generated_shapes("tinysd/dpmpp20", 1, 0)

@@ -7,7 +7,8 @@ sample grids to ``docs/results/bench_forensics*_*.png``.
    on DIRE maps of the digits UNet, DDIM 20-step inversion + reconstruction) against ``pixels-digits``
    (the same CNN on raw pixels), both trained on ``digits-unet/ddim50`` samples vs the ``train`` split in
    one format, tested on the held-out ``test`` split vs fresh samples of the training generator and of
-   other generators (other samplers / step counts, the masked-digits model). The *format control*: a
+   other generators (other samplers / step counts, a distilled one-step SlimFlow student, the masked-digits
+   model). The *format control*: a
    detector that only measures the distance to the real data's 17 pixel levels, on generated pixels
    rounded to those levels (the same format) or not. Then the same on shapes: ``dire-shapes`` /
    ``pixels-shapes`` (renders vs TinySD DDIM-25; DIRE through the VAE), tested on DDIM-10, CFG 2 and the
@@ -160,8 +161,7 @@ def bench_dire(quick: bool, out: Path, prefix: str) -> tuple[str, list[str]]:
     gens = ["digits-unet/ddim50", "digits-unet/ddim10", "digits-unet/ddpm100", "digits-unet/dpmpp_2m20"]
     if quick:
         gens = gens[:1]
-    if _has("masked-digits"):
-        gens.append("masked-digits/fhs")
+    gens += [g for g in ("slimflow-distill-guided/gen1", "masked-digits/fhs") if _has(g.split("/")[0])]
     fakes = {g: generated_digits(g, n, BENCH_SEED) for g in gens}
     dets = {name: zoo.load(name) for name in ("dire-digits", "pixels-digits") if _has(name)}
     if not dets:

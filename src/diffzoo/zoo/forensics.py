@@ -67,10 +67,16 @@ def parse_generator(spec: str) -> tuple[str, str, int | None]:
 
 def generated_digits(spec: str, n: int, seed: int, guidance: float = 2.0, same_format: bool = True) -> Tensor:
     """``n`` digits from a generator spec, clamped to ``[-1, 1]`` (and rounded to 17 levels if
-    ``same_format``); class labels cycle through 0..9."""
+    ``same_format``); class labels cycle through 0..9. Specs: ``digits-unet/ddim50`` (a diffusion model and
+    sampler), ``masked-digits/fhs``, ``slimflow-distill-guided/gen1`` (a distilled student, 1 call)."""
     name, sampler, steps = parse_generator(spec)
-    if load(name).kind == "masked":  # unconditional: no labels, no guidance
+    kind = load(name).kind
+    if kind == "masked":  # unconditional: no labels, no guidance
         res = sample_zoo(name, sampler, steps, n=n, seed=seed)
+    elif kind == "generator":  # a distilled student: "name/gen<network calls>", the teacher's guidance built in
+        if sampler != "gen":
+            raise ValueError(f"generator: distilled students are named 'model/gen<calls>', got {spec!r}")
+        res = sample_zoo(name, steps=steps, class_label="all", n=n, seed=seed)
     else:
         res = sample_zoo(name, sampler, steps, guidance=guidance, class_label="all", n=n, seed=seed)
     x = (res.images if res.images is not None else res.samples).to(torch.float32).clamp(-1, 1)
