@@ -245,6 +245,11 @@ def test_shapes_hallucination_ground_truth_on_known_images():
     assert ev["samples"].shape == (3, 1, 32, 32) and ev["x0s"].shape == (10, 3, 1, 32, 32)
     assert ev["hallucinated"].tolist() == [True] * 3 and ev["empty"].tolist() == [False] * 3
     assert float(hallucination_score(ev["x0s"]).max()) < 1e-6
+    den = Denoiser(Point(), sched, "epsilon")
+    with pytest.raises(ValueError, match="^n:"):
+        shapes_hallucinations(den, 0, 20, torch.Generator())
+    with pytest.raises(ValueError, match="num_steps"):
+        shapes_hallucinations(den, 2, 0, torch.Generator())
 
 
 def test_generated_shapes_specs():

@@ -21,7 +21,7 @@ import re
 
 import torch
 
-from diffzoo.core.errors import check_range
+from diffzoo.core.errors import check_int, check_range
 from diffzoo.core.guidance import cfg_denoiser
 from diffzoo.core.random import generators_from_seeds, randn
 from diffzoo.data import digits, shapes, simple_shapes
@@ -181,6 +181,8 @@ def shapes_hallucinations(
     :data:`LAST_K` x0 predictions and the ground truth of the shapes detector: ``samples``, ``x0s`` ``(K, n,
     ...)``, ``hallucinated`` (a strip with a repeated or wrong shape, :func:`simple_shapes.is_hallucination`)
     and ``empty`` (no shape found at all)."""
+    n = check_int(n, "n", 1)
+    batch = check_int(batch, "batch", 1)
     xs, x0s = [], []
     for i in range(0, n, batch):
         b = min(batch, n - i)
