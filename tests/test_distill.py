@@ -78,16 +78,19 @@ class LookupStudent(nn.Module):
         return self.ys[idx, torch.arange(eps.shape[0])] + 0 * self.w
 
 
-@pytest.mark.parametrize("weight", ["delta", "none"])
-def test_boot_loss_vanishes_for_the_perfect_student(weight):
+@pytest.mark.parametrize("weight,clip", [("delta", None), ("none", None), ("delta", 0.5)])
+def test_boot_loss_vanishes_for_the_perfect_student(weight, clip):
     den = mixture_teacher()
     eps = torch.randn(32, 2, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     ts = boot_grid(den, 10)
-    ys = signal_rollout(den, eps, ts, y_start=boundary_target(den, eps, ts[0]))
-    loss = boot_loss(LookupStudent(ys, ts), den, eps, None, ts, torch.Generator().manual_seed(0), weight=weight)
+    ys = signal_rollout(den, eps, ts, y_start=boundary_target(den, eps, ts[0], clip=clip), clip=clip)
+    if clip is not None:  # every point of the clipped trajectory is a convex mix of clipped x0s
+        assert float(ys.abs().max()) <= clip + 1e-12
+    kw = {"weight": weight, "clip": clip}
+    loss = boot_loss(LookupStudent(ys, ts), den, eps, None, ts, torch.Generator().manual_seed(0), **kw)
     assert float(loss.detach()) < 1e-20
     wrong = LookupStudent(ys + 0.1, ts)
-    assert float(boot_loss(wrong, den, eps, None, ts, torch.Generator().manual_seed(0), weight=weight).detach()) > 1e-4
+    assert float(boot_loss(wrong, den, eps, None, ts, torch.Generator().manual_seed(0), **kw).detach()) > 1e-4
 
 
 def _recipe_args(name: str, argv: list[str]) -> argparse.Namespace:
@@ -226,6 +229,8 @@ def test_judge_is_another_architecture():
         (["distill", "mmd", "--teacher", "digits-classifier"], "teacher:"),
         (["distill", "boot", "--teacher", "masked-digits"], "teacher:"),
         (["distill", "mmd", "--tprime", "0"], "tprime:"),
+        (["distill", "sign", "--teacher", "digits-classifier"], "teacher:"),
+        (["distill", "sign", "--sample-steps", "0"], "sample_steps:"),
         (["distill", "slimflow", "--stage", "distill", "--init", "digits-unet", "--pairs", "1"], "init:"),
     ],
 )
@@ -316,3 +321,36 @@ def test_class_recall_detects_collapse():
     collapsed[labels == 3] = real[labels == 3][0] + 1e-3 * torch.randn(20, 4, generator=g)
     rec = class_recall(real, collapsed, labels, labels)
     assert float(rec[3]) < 0.2 and float(rec[4]) == 1.0
+
+
+def test_idempotence_ratio_and_sign_claims():
+    """An exact projection has idempotence ratio 0; the claim rows read the right direction per domain."""
+    from diffzoo.bench.distill import IDEM_RATIO, _idem_checks, _idem_ratio
+
+    z = torch.randn(64, 2, generator=torch.Generator().manual_seed(0))
+    proj = z * torch.tensor([1.0, 0.0])  # f = projection onto the x-axis: f(f(z)) = f(z)
+    assert _idem_ratio({1: proj, 2: proj * torch.tensor([1.0, 0.0])}, z) == 0.0
+    assert _idem_ratio({1: 0.5 * z, 2: 0.25 * z}, z) == pytest.approx(0.5)
+    means = {("sign", IDEM_RATIO): 0.05, ("sign", "q"): 1.0, ("ign", "q"): 2.0, ("sign", "c"): -3.0}
+    holds = [r["holds"] for r in _idem_checks("digits", means, "q", "c", -1)]
+    assert holds == ["yes", "yes", "yes"]
+    assert _idem_checks("2-D", means, "q", "c", +1)[2]["holds"] == "NO"
+
+
+def test_sign_recipe_resumes_and_ships_an_idempotent_generator(tmp_path):
+    """distill-sign trains with the shared trainer (interrupted -> resumed to the same weights as one run)
+    and its generator type (idempotent) samples by iterating the class-conditional f."""
+    from diffzoo.distill.generate import generate
+    from diffzoo.recipes import distill as rd
+
+    base = ["--bank", "32", "--teacher-steps", "2", "--batch-size", "8", "--eval-per-class", "0"]
+    base += ["--no-progress", "--threads", "1", "--ckpt-every", "2"]
+    one = rd.sign_recipe(_recipe_args("distill-sign", base + ["--steps", "4", "--out-dir", str(tmp_path / "a")]))
+    rd.sign_recipe(_recipe_args("distill-sign", base + ["--steps", "2", "--out-dir", str(tmp_path / "b")]))
+    two = rd.sign_recipe(_recipe_args("distill-sign", base + ["--steps", "4", "--out-dir", str(tmp_path / "b")]))
+    assert one["final_loss"] == pytest.approx(two["final_loss"], rel=1e-5)
+    net = build("digits_unet", ch=16, blocks=1, mults=[1, 2], num_classes=10, emb_dim=64)
+    z, c = torch.randn(3, 1, 8, 8), torch.tensor([0, 4, 9])
+    x2 = generate(net, z, c, spec={"type": "idempotent", "steps": 1}, steps=2)
+    t0 = torch.zeros(3)
+    torch.testing.assert_close(x2, net(net(z, t0, c), t0, c))

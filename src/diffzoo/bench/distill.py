@@ -37,7 +37,7 @@ from diffzoo.core.guidance import cfg_denoiser
 from diffzoo.data import digits, toy2d
 from diffzoo.distill.common import count_macs, count_params
 from diffzoo.distill.generate import generate
-from diffzoo.distill.sign import iterate, train_idempotent
+from diffzoo.distill.sign import idempotent_unet_config, iterate, train_idempotent
 from diffzoo.distill.spectral import high_frequency_ratio
 from diffzoo.io import atomic_write_text, format_table, save_grid
 from diffzoo.metrics.digits import digit_features, digits_accuracy, digits_fd
@@ -53,12 +53,16 @@ GUIDANCE = 2.0
 MMD_PREFIX = "mmd-ddm-"
 SPECTRAL = ("spectral-plain", "spectral-wavelet", "spectral-spectral")
 SPECTRAL_STEPS = 25
+SIGN_STEPS = 1500  # 2-D SIGN-style / IGN training steps of the full run
+SIGN_DIGITS_STEPS = 300  # digits SIGN-style / IGN training steps of the full run (3 seeds x 2 methods)
 GENERATORS = (
     "boot-digits",
     "slimflow-reflow-annealed",
     "slimflow-reflow-plain",
     "slimflow-distill-guided",
     "slimflow-distill-plain",
+    "sign-digits",
+    "ign-digits",
 )
 PAPER = {
     "teacher": "",
@@ -66,7 +70,9 @@ PAPER = {
     "boot": "ImageNet-64 1-NFE FID 16.3 (secondary source)",
     "slimflow": "CIFAR-10 1-step FID 5.02 @ 15.7M params vs 6.47 @ 19.4M",
     "spectral": "FFHQ-256 FID 10.5 at 8-18x fewer MACs than LDM (secondary)",
+    "sign": "no FID found (abstract: 1-4 step generation; reviews only)",
 }
+METHOD_OF_TYPE = {"signal": "boot", "flow": "slimflow", "idempotent": "sign"}
 
 
 def mmd_students(shipped: set[str]) -> list[tuple[str, int]]:
@@ -172,7 +178,7 @@ def _generator_row(ev: Evaluator, name: str, steps: int | None = None) -> tuple[
     spec = zm.config["generator"]
     nfe = 1 if spec["type"] == "signal" else int(steps or spec.get("steps", 1))
     row, x = ev(lambda z, c: generate(zm.model, z, c, spec=spec, steps=steps))
-    method = "boot" if spec["type"] == "signal" else "slimflow"
+    method = METHOD_OF_TYPE[spec["type"]]
     return {
         "model": name,
         "sampler": f"{spec['type']} generator",
@@ -270,10 +276,13 @@ def claims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             " / ".join(f"{a['HF ratio']:.3g}" for a in arms),
             hf[2] < hf[0],
         )
+        macs = [a["MMACs/sample"] for a in arms]
+        t25 = _find(rows, TEACHER, SPECTRAL_STEPS, "ddim")
+        t_macs = t25["MMACs/sample"] if t25 else float("nan")
         add(
             "Spectral-style: MACs of the arms about equal (within 15%), below the teacher's",
-            " / ".join(f"{a['MMACs/sample']:.3g}" for a in arms),
-            max(a["MMACs/sample"] for a in arms) <= 1.15 * min(a["MMACs/sample"] for a in arms),
+            " / ".join(f"{m:.3g}" for m in macs) + f" (teacher {t_macs:.3g}: {t_macs / max(macs):.1f}x more)",
+            max(macs) <= 1.15 * min(macs) and max(macs) < t_macs,
         )
     else:
         add("Spectral-style: three arms", "not all shipped", None)
@@ -291,10 +300,12 @@ def claims(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 @torch.no_grad()
 def _idem_metrics(f: torch.nn.Module, ds: Any, z: Tensor, ref: Tensor, corrupt: Tensor) -> dict[str, float]:
+    """2-D: SWD to the data and exact log-density after 1, 2, 4 applications; the idempotence ratio; the
+    log-density change of corrupted data after one application (> 0: toward the data)."""
     x = {k: iterate(f, z, k).double() for k in (1, 2, 4)}
     out = {f"SWD {k}-step": float(sliced_wasserstein(x[k], ref, generator=torch.Generator().manual_seed(0))) for k in x}
     out.update({f"logp {k}-step": float(ds.log_prob(x[k]).clamp(min=-50).mean()) for k in (1, 4)})
-    out["|f(f(z))-f(z)|/|f(z)-z|"] = float((x[2] - x[1]).norm(dim=1).mean() / (x[1] - z.double()).norm(dim=1).mean())
+    out[IDEM_RATIO] = _idem_ratio(x, z)
     proj = iterate(f, corrupt.float(), 1).double()
     out["logp corrupted -> f"] = float(
         ds.log_prob(proj).clamp(min=-50).mean() - ds.log_prob(corrupt).clamp(min=-50).mean()
@@ -302,70 +313,189 @@ def _idem_metrics(f: torch.nn.Module, ds: Any, z: Tensor, ref: Tensor, corrupt: 
     return out
 
 
-def sign_table(steps: int, seeds: tuple[int, ...] = (0, 1, 2)) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """SIGN-style vs IGN on the 2-D ring of 8 Gaussians: the same MLP and initial weights, the same budget,
-    ``seeds``; teacher: the shipped ``toy2d-ring8`` diffusion model. Mean +- std over seeds."""
-    ds = toy2d.get("ring8")
-    teacher = zoo.load("toy2d-ring8", kinds=("diffusion",)).denoiser()
-    g = torch.Generator().manual_seed(123)
-    z, ref = torch.randn(2000, 2, generator=g), ds.sample(2000, g)
-    corrupt = ds.sample(2000, g) + 0.3 * torch.randn(2000, 2, generator=g, dtype=torch.float64)
+@torch.no_grad()
+def _idem_digits_metrics(
+    f: torch.nn.Module, z: Tensor, labels: Tensor, judge: torch.nn.Module, corrupt: Tensor, corrupt_labels: Tensor
+) -> dict[str, float]:
+    """Digits: FD under the held-out judge after 1, 2, 4 applications (FD-digits and conditional accuracy
+    after one), the idempotence ratio, and the change of the judge's FD of corrupted test digits after one
+    application of ``f`` (< 0: projected toward the data)."""
+    x = {k: iterate(f, z, k, labels) for k in (1, 2, 4)}
+    out = {f"FD-judge {k}-step": digits_fd(x[k].clamp(-1, 1), judge) for k in x}
+    out["FD-digits 1-step"] = digits_fd(x[1].clamp(-1, 1))
+    out["acc 1-step"] = digits_accuracy(x[1].clamp(-1, 1), labels)
+    out[IDEM_RATIO] = _idem_ratio(x, z)
+    proj = iterate(f, corrupt, 1, corrupt_labels).clamp(-1, 1)
+    out["FD-judge corrupted -> f"] = digits_fd(proj, judge) - digits_fd(corrupt.clamp(-1, 1), judge)
+    return out
+
+
+IDEM_RATIO = "|f(f(z))-f(z)|/|f(z)-z|"
+METHOD_NAMES = {"ign": "IGN (adversarial)", "sign": "SIGN-style (teacher)"}
+
+
+def _idem_ratio(x: dict[int, Tensor], z: Tensor) -> float:
+    """``mean ||f(f(z)) - f(z)|| / mean ||f(z) - z||`` from the iterates ``x[1], x[2]``."""
+    d = lambda a, b: (a.double() - b.double()).flatten(1).norm(dim=1).mean()  # noqa: E731
+    return float(d(x[2], x[1]) / d(x[1], z))
+
+
+def idempotent_compare(
+    build_f: Callable[[], torch.nn.Module],
+    data: Callable[[int, torch.Generator], Tensor],
+    teacher: Any,
+    metrics: Callable[[torch.nn.Module], dict[str, float]],
+    steps: int,
+    seeds: tuple[int, ...] = (0, 1, 2),
+    **train_kw: Any,
+) -> tuple[list[dict[str, Any]], dict[tuple[str, str], float]]:
+    """IGN vs SIGN-style with the same network (``build_f()`` after ``torch.manual_seed(seed)``: the same
+    initial weights for both), data, budget and ``seeds``: one row per method (mean +- std over seeds) and
+    the means keyed by ``(method, metric)``."""
     rows, means = [], {}
     for method in ("ign", "sign"):
         per_seed = []
         for seed in seeds:
             torch.manual_seed(seed)
-            f = build("mlp", dim=2, hidden=128, depth=3)
-            res = train_idempotent(
-                f, lambda n, gen: ds.sample(n, gen).float(), method, teacher=teacher, steps=steps, seed=seed, bank=2048
-            )
-            per_seed.append(_idem_metrics(res.model.eval(), ds, z, ref, corrupt))
-        row: dict[str, Any] = {"method": "IGN (adversarial)" if method == "ign" else "SIGN-style (teacher)"}
+            res = train_idempotent(build_f(), data, method, teacher=teacher, steps=steps, seed=seed, **train_kw)
+            per_seed.append(metrics(res.model.eval()))
+        row: dict[str, Any] = {"method": METHOD_NAMES[method]}
         for k in per_seed[0]:
             v = torch.tensor([p[k] for p in per_seed], dtype=torch.float64)
             row[k] = f"{float(v.mean()):.3g} +- {float(v.std()):.2g}"
             means[method, k] = float(v.mean())
         rows.append(row)
-    swd_data = sliced_wasserstein(ds.sample(2000, g), ref, generator=torch.Generator().manual_seed(0))
-    data = {"method": "data (reference)", "SWD 1-step": f"{float(swd_data):.3g}"}
-    data["logp 1-step"] = f"{float(ds.log_prob(ref).mean()):.3g}"
-    rows.append(data)
-    ratio, sw, iw = means["sign", "|f(f(z))-f(z)|/|f(z)-z|"], means["sign", "SWD 1-step"], means["ign", "SWD 1-step"]
-    checks = [
+    return rows, means
+
+
+def _idem_checks(domain: str, means: dict, quality: str, corrupt: str, corrupt_sign: int) -> list[dict[str, Any]]:
+    """The three SIGN claims of issue 12 on ``means``: idempotence ratio < 0.1, ``quality`` (lower is better)
+    below IGN's, and the corrupted-input change of the right sign."""
+    ratio, sq, iq, c = means["sign", IDEM_RATIO], means["sign", quality], means["ign", quality], means["sign", corrupt]
+    return [
         {
-            "claim": "SIGN-style 2-D: ||f(f(z)) - f(z)|| far below ||f(z) - z|| (< 0.1x)",
+            "claim": f"SIGN-style {domain}: ||f(f(z)) - f(z)|| far below ||f(z) - z|| (< 0.1x)",
             "ours": f"{ratio:.3g}x",
             "holds": "yes" if ratio < 0.1 else "NO",
         },
         {
-            "claim": "SIGN-style 2-D: 1-step SWD below IGN's (same net, budget, 3 seeds)",
-            "ours": f"{sw:.3g} vs {iw:.3g}",
-            "holds": "yes" if sw < iw else "NO",
+            "claim": f"SIGN-style {domain}: {quality} below IGN's (same net, budget, 3 seeds)",
+            "ours": f"{sq:.3g} vs {iq:.3g}",
+            "holds": "yes" if sq < iq else "NO",
         },
         {
-            "claim": "SIGN-style 2-D: corrupted inputs projected toward the data (logp rises)",
-            "ours": f"{means['sign', 'logp corrupted -> f']:+.3g}",
-            "holds": "yes" if means["sign", "logp corrupted -> f"] > 0 else "NO",
+            "claim": f"SIGN-style {domain}: corrupted inputs projected toward the data ({corrupt})",
+            "ours": f"{c:+.3g}",
+            "holds": "yes" if c * corrupt_sign > 0 else "NO",
         },
     ]
-    return rows, checks
 
 
-def run_sign(steps: int, write: bool = True) -> str:
-    """Only the SIGN-style vs IGN table (``bench_distill_sign.md``)."""
+def sign_table(steps: int, seeds: tuple[int, ...] = (0, 1, 2)) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """SIGN-style vs IGN on the 2-D ring of 8 Gaussians (teacher: the shipped ``toy2d-ring8``)."""
+    ds = toy2d.get("ring8")
+    teacher = zoo.load("toy2d-ring8", kinds=("diffusion",)).denoiser()
+    g = torch.Generator().manual_seed(123)
+    z, ref = torch.randn(2000, 2, generator=g), ds.sample(2000, g)
+    corrupt = ds.sample(2000, g) + 0.3 * torch.randn(2000, 2, generator=g, dtype=torch.float64)
+    rows, means = idempotent_compare(
+        lambda: build("mlp", dim=2, hidden=128, depth=3),
+        lambda n, gen: ds.sample(n, gen).float(),
+        teacher,
+        lambda f: _idem_metrics(f, ds, z, ref, corrupt),
+        steps,
+        seeds,
+        bank=2048,
+    )
+    swd_data = sliced_wasserstein(ds.sample(2000, g), ref, generator=torch.Generator().manual_seed(0))
+    data = {"method": "data (reference)", "SWD 1-step": f"{float(swd_data):.3g}"}
+    data["logp 1-step"] = f"{float(ds.log_prob(ref).mean()):.3g}"
+    rows.append(data)
+    return rows, _idem_checks("2-D", means, "SWD 1-step", "logp corrupted -> f", +1)
+
+
+def sign_digits_table(
+    steps: int, seeds: tuple[int, ...] = (0, 1, 2)
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """SIGN-style vs IGN on 8x8 digits, set up as the recipe ``distill-sign``: ``f`` a class-conditional
+    DigitsUNet (:func:`~diffzoo.distill.sign.idempotent_unet_config`, called at ``t = 0``), teacher the
+    shipped ``digits-unet`` with guidance 2, batch 128, Adam lr 5e-4 (IGN's betas); quality = FD under the
+    held-out judge (``digits-judge-mlp``) of 1000 class-balanced draws."""
+    judge = zoo.load(JUDGE, kinds=("classifier",), arg="judge").model
+    zm = zoo.load(TEACHER, kinds=("diffusion",))
+    teacher = cfg_denoiser(zm.denoiser(), GUIDANCE, torch.tensor([zm.null_class]))
+    train_set, test = digits.load("train"), digits.load("test")
+    g = torch.Generator().manual_seed(123)
+    labels = torch.arange(10).repeat_interleave(100)
+    z = torch.randn(len(labels), 1, 8, 8, generator=g)
+    corrupt = test.images + 0.3 * torch.randn(test.images.shape, generator=g)
+    rows, means = idempotent_compare(
+        lambda: build("digits_unet", **idempotent_unet_config(16, num_classes=10)),
+        train_set.batch,
+        teacher,
+        lambda f: _idem_digits_metrics(f, z, labels, judge, corrupt, test.labels),
+        steps,
+        seeds,
+        batch_size=128,
+        lr=5e-4,
+        bank=2048,
+    )
+    data = {"method": "data (train split vs test)", "FD-judge 1-step": f"{digits_fd(train_set.images, judge):.3g}"}
+    rows.append(data)
+    return rows, _idem_checks("digits", means, "FD-judge 1-step", "FD-judge corrupted -> f", -1)
+
+
+def sign_sections(steps: int, digits_steps: int) -> tuple[list[str], list[dict[str, Any]]]:
+    """The SIGN-style vs IGN sections (2-D ring, then digits; a budget of 0 skips one) as markdown lines,
+    and their claim rows."""
+    lines: list[str] = []
+    checks: list[dict[str, Any]] = []
+    for domain, n, table, text in (
+        (
+            "2-D ring of 8 Gaussians",
+            steps,
+            sign_table,
+            "teacher `toy2d-ring8`, the same MLP (3 seeds, the same initial weights per seed) and budget: {n} Adam"
+            " steps of batch 256. f iterated k times from N(0, I); logp: exact mixture log-density (clamped at"
+            " -50); corrupted: data + 0.3 N(0, I), change in mean logp after one application of f (> 0: projected"
+            " toward the data).",
+        ),
+        (
+            "8x8 digits",
+            digits_steps,
+            sign_digits_table,
+            "teacher `digits-unet` (unconditional, no guidance), f an unconditional DigitsUNet (ch 16; 3 seeds,"
+            " the same initial weights per seed) and budget: {n} Adam steps of batch 128. f iterated k times from"
+            " N(0, I); FD-judge: the held-out judge's FD of 1000 draws to the test split; corrupted: test digits +"
+            " 0.3 N(0, I), change of the judge's FD after one application of f (< 0: projected toward the data).",
+        ),
+    ):
+        t0 = time.perf_counter()
+        lines += [f"## SIGN-style idempotent distillation vs IGN ({domain})", ""]
+        if n <= 0:
+            lines += [
+                "(skipped: budget 0 here; the full run `diffzoo bench distill` trains both: bench_distill.md)",
+                "",
+            ]
+            checks.append(
+                {"claim": f"SIGN-style on {domain}", "ours": "not run in this invocation", "holds": "missing"}
+            )
+            continue
+        rows, c = table(n)
+        checks += c
+        lines += [text.format(n=n), "", format_table(rows), "", f"({time.perf_counter() - t0:.0f} s)", ""]
+    return lines, checks
+
+
+def run_sign(steps: int, digits_steps: int, write: bool = True) -> str:
+    """Only the SIGN-style vs IGN tables (``bench_distill_sign.md``)."""
     t0 = time.perf_counter()
-    srows, checks = sign_table(steps)
+    lines, checks = sign_sections(steps, digits_steps)
     text = "\n".join(
         [
-            f"# bench distill --sign-only --sign-steps {steps}",
+            f"# bench distill --sign-only --sign-steps {steps} --sign-digits-steps {digits_steps}",
             "",
-            "SIGN-style idempotent distillation vs IGN (2-D ring of 8 Gaussians, teacher `toy2d-ring8`, 3 seeds, same"
-            f" MLP, initial weights and budget: {steps} Adam steps of batch 256). f iterated k times from N(0, I);"
-            " logp: exact mixture log-density (clamped at -50); corrupted: data + 0.3 N(0, I), change in mean logp"
-            " after one application of f (> 0: projected toward the data).",
-            "",
-            format_table(srows),
-            "",
+            *lines,
             format_table(checks),
             "",
             f"({time.perf_counter() - t0:.0f} s, {torch.get_num_threads()} thread(s))",
@@ -377,7 +507,13 @@ def run_sign(steps: int, write: bool = True) -> str:
     return text
 
 
-def run(quick: bool, per_class: int | None = None, write: bool = True, sign_steps: int | None = None) -> str:
+def run(
+    quick: bool,
+    per_class: int | None = None,
+    write: bool = True,
+    sign_steps: int | None = None,
+    sign_digits_steps: int | None = None,
+) -> str:
     per_class = per_class or (20 if quick else 100)
     ev = Evaluator(per_class)
     suffix = "_quick" if quick else ""
@@ -423,14 +559,13 @@ def run(quick: bool, per_class: int | None = None, write: bool = True, sign_step
             _grid(x, name, suffix)
         if name.startswith("slimflow-reflow"):
             rows.append(_generator_row(ev, name, steps=4)[0])
+        if zoo.load(name).config["generator"]["type"] == "idempotent":
+            rows += [_generator_row(ev, name, steps=k)[0] for k in (2, 4)]
     ctable = claims(rows)
-    sign_steps = (0 if quick else 1500) if sign_steps is None else sign_steps
-    t_sign = time.perf_counter()
-    srows, schecks = sign_table(sign_steps) if sign_steps > 0 else ([], [])
-    ctable += schecks + [
-        {"claim": "SIGN-style on digits", "ours": "not run (CPU budget); 2-D only", "holds": "missing"}
-    ]
-    sign_sec = time.perf_counter() - t_sign
+    sign_steps = (0 if quick else SIGN_STEPS) if sign_steps is None else sign_steps
+    sign_digits_steps = (0 if quick else SIGN_DIGITS_STEPS) if sign_digits_steps is None else sign_digits_steps
+    sign_lines, schecks = sign_sections(sign_steps, sign_digits_steps)
+    ctable += schecks
     cols = [
         "model",
         "sampler",
@@ -456,14 +591,7 @@ def run(quick: bool, per_class: int | None = None, write: bool = True, sign_step
             "",
             format_table(rows, cols),
             "",
-            "## SIGN-style idempotent distillation vs IGN (2-D ring of 8 Gaussians, 3 seeds, same MLP and budget)",
-            "",
-            "f iterated k times from N(0, I) noise; logp: exact mixture log-density (clamped at -50); corrupted: data +"
-            " 0.3 N(0, I), change in mean logp after one application of f (> 0: projected toward the data).",
-            "",
-            format_table(srows) if srows else "(skipped: --sign-steps 0; see bench_distill_sign.md)",
-            f"({sign_sec:.0f} s)",
-            "",
+            *sign_lines,
             "## Claims (issue 12) on our numbers",
             "",
             format_table(ctable),
@@ -482,9 +610,11 @@ def _main(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.sign_only:
-        print(run_sign(args.sign_steps or 1500, not args.no_write))
+        steps = SIGN_STEPS if args.sign_steps is None else args.sign_steps
+        digits_steps = SIGN_DIGITS_STEPS if args.sign_digits_steps is None else args.sign_digits_steps
+        print(run_sign(steps, digits_steps, not args.no_write))
         return 0
-    print(run(args.quick, args.per_class, not args.no_write, args.sign_steps))
+    print(run(args.quick, args.per_class, not args.no_write, args.sign_steps, args.sign_digits_steps))
     return 0
 
 
@@ -497,7 +627,15 @@ def register(bsub: argparse._SubParsersAction) -> None:
     p.add_argument("--quick", action="store_true", help="20 samples per class, shipped students only (< 5 min)")
     p.add_argument("--per-class", type=int, default=None, help="samples per class (default 30 quick / 100 full)")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--sign-steps", type=int, default=None, help="SIGN/IGN training steps (default 0 quick, 1500 full)")
+    p.add_argument(
+        "--sign-steps", type=int, default=None, help=f"SIGN/IGN 2-D training steps (0 quick, {SIGN_STEPS} full)"
+    )
+    p.add_argument(
+        "--sign-digits-steps",
+        type=int,
+        default=None,
+        help=f"SIGN/IGN digits training steps (0 quick, {SIGN_DIGITS_STEPS} full)",
+    )
     p.add_argument("--sign-only", action="store_true", help="only the SIGN-style vs IGN table")
     p.add_argument("--no-write", action="store_true", help="print only")
     p.set_defaults(func=_main)

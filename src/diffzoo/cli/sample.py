@@ -123,6 +123,12 @@ def _run(args: argparse.Namespace) -> int:
         )
         return 0
     x = res.samples.double()
+    if res.method is not None:  # a distilled generator: no sampler, no schedule
+        print(
+            f"{args.model}: {args.n} samples of shape {tuple(x.shape[1:])} with its {res.method} (NFE {res.nfe}, "
+            f"{res.seconds:.2f} s); mean {float(x.mean()):.4f}, std {float(x.std()):.4f}" + wrote
+        )
+        return 0
     cached = "" if res.full_calls is None else f", {args.cache} cache: {res.full_calls} full UNet calls"
     print(
         f"{args.model}: {args.n} samples of shape {tuple(x.shape[1:])} with {args.sampler or 'dpmpp_2m'} "

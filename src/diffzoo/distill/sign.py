@@ -28,6 +28,7 @@ import copy
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -47,28 +48,29 @@ def _l1(a: Tensor, b: Tensor) -> Tensor:
     return (a - b).abs().flatten(1).mean(1).mean()
 
 
-def _call(f: nn.Module, x: Tensor, params: dict[str, Tensor] | None = None) -> Tensor:
+def _call(f: nn.Module, x: Tensor, params: dict[str, Tensor] | None = None, cond: Any = None) -> Tensor:
     t = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
-    return f(x, t) if params is None else functional_call(f, params, (x, t))
+    args = (x, t) if cond is None else (x, t, cond)
+    return f(*args) if params is None else functional_call(f, params, args)
 
 
-def iterate(f: nn.Module, z: Tensor, steps: int = 1) -> Tensor:
-    """``f`` applied ``steps`` times: ``x_1 = f(z)``, ``x_{k+1} = f(x_k)``."""
+def iterate(f: nn.Module, z: Tensor, steps: int = 1, cond: Any = None) -> Tensor:
+    """``f`` applied ``steps`` times: ``x_1 = f(z)``, ``x_{k+1} = f(x_k)`` (``cond``: class labels, if any)."""
     check_int(steps, "steps", 1)
     x = z
     for _ in range(steps):
-        x = _call(f, x)
+        x = _call(f, x, cond=cond)
     return x
 
 
-def ign_losses(f: nn.Module, x: Tensor, z: Tensor, a: float = 1.5) -> dict[str, Tensor]:
-    """IGN's three terms (see the module docstring) for data ``x`` and noise ``z``."""
+def ign_losses(f: nn.Module, x: Tensor, z: Tensor, a: float = 1.5, cx: Any = None, cz: Any = None) -> dict[str, Tensor]:
+    """IGN's three terms (see the module docstring) for data ``x`` (labels ``cx``) and noise ``z`` (``cz``)."""
     frozen = {k: v.detach() for k, v in f.named_parameters()}
-    fz = _call(f, z)
-    rec = _l1(_call(f, x), x)
-    idem = _l1(_call(f, fz, frozen), fz)
-    fz_d = _call(f, z, frozen)
-    tight = -_l1(_call(f, fz_d), fz_d)
+    fz = _call(f, z, cond=cz)
+    rec = _l1(_call(f, x, cond=cx), x)
+    idem = _l1(_call(f, fz, frozen, cz), fz)
+    fz_d = _call(f, z, frozen, cz)
+    tight = -_l1(_call(f, fz_d, cond=cz), fz_d)
     tight = torch.tanh(tight / (a * rec.detach().clamp(min=1e-8))) * a * rec.detach()
     return {"rec": rec, "idem": idem, "tight": tight, "fz": fz}
 
@@ -81,13 +83,16 @@ def sign_losses(
     target: Tensor,
     generator: torch.Generator,
     score_t_max: float,
+    cx: Any = None,
+    cz: Any = None,
 ) -> dict[str, Tensor]:
     """SIGN-style terms: IGN's ``rec`` and ``idem`` plus ``teach`` (to the teacher's ODE endpoint ``target``
-    of ``z``) and ``score`` (toward the teacher's denoised re-noised output)."""
+    of ``z``) and ``score`` (toward the teacher's denoised re-noised output); ``cx`` / ``cz`` the labels of
+    the data and of the noise (the teacher sees ``cz``)."""
     frozen = {k: v.detach() for k, v in f.named_parameters()}
-    fz = _call(f, z)
-    rec = _l1(_call(f, x), x)
-    idem = _l1(_call(f, fz, frozen), fz)
+    fz = _call(f, z, cond=cz)
+    rec = _l1(_call(f, x, cond=cx), x)
+    idem = _l1(_call(f, fz, frozen, cz), fz)
     teach = _l1(fz, target)
     sch = teacher.schedule
     lo, hi = sch.t_min, sch.t_min + score_t_max * (sch.t_max - sch.t_min)
@@ -95,7 +100,7 @@ def sign_losses(
     n = torch.randn(z.shape, generator=generator, dtype=z.dtype)
     with torch.no_grad():
         a_t, s_t = alpha_sigma_like(teacher, t, fz)
-        pull = teacher.x0_eps(a_t * fz.detach() + s_t * n, t)[0]
+        pull = teacher.x0_eps(a_t * fz.detach() + s_t * n, t, cz)[0]
     score = _l1(fz, pull)
     return {"rec": rec, "idem": idem, "teach": teach, "score": score, "fz": fz}
 
@@ -104,6 +109,76 @@ WEIGHTS = {
     "ign": {"rec": 20.0, "idem": 20.0, "tight": 2.5},
     "sign": {"rec": 20.0, "idem": 20.0, "teach": 5.0, "score": 5.0},
 }
+ADAM_BETAS = (0.5, 0.999)  # IGN's optimiser
+
+
+def idempotent_unet_config(ch: int = 16, num_classes: int = 10) -> dict[str, Any]:
+    """The DigitsUNet of the digits idempotent generators (called at ``t = 0``; ``num_classes = 0``:
+    unconditional)."""
+    check_int(ch, "ch", 1)
+    return {"ch": ch, "blocks": 1, "mults": [1, 2], "num_classes": num_classes, "emb_dim": 4 * ch}
+
+
+def split_batch(batch: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor | None]:
+    """``(x, labels)`` from a data draw that is ``x`` alone (unconditional) or ``(x, labels)``."""
+    x, c = (batch, None) if torch.is_tensor(batch) else batch
+    check_tensor(x, "data", floating=True)
+    return x, c
+
+
+class NoiseBank:
+    """A fixed bank of ``N(0, I)`` noise (with labels drawn from the data when it is conditional) and, for
+    SIGN-style, the teacher's deterministic-DDIM endpoints of every entry, computed once."""
+
+    def __init__(
+        self,
+        data: Callable[[int, torch.Generator], Any],
+        size: int,
+        generator: torch.Generator,
+        teacher: Denoiser | None,
+        teacher_steps: int,
+    ):
+        x, c = split_batch(data(size, generator))
+        self.z = torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        self.c = c
+        self.target = None
+        if teacher is not None:
+            with torch.no_grad():
+                ts = get_timesteps(check_teacher(teacher).schedule, teacher_steps)
+                self.target = torch.cat(
+                    [
+                        ddim_chain(teacher, z, ts, None if c is None else c[i : i + 512])
+                        for i, z in zip(range(0, size, 512), self.z.split(512))
+                    ]
+                )
+
+    def draw(self, n: int, generator: torch.Generator) -> tuple[Tensor, Any, Tensor | None]:
+        idx = torch.randint(self.z.shape[0], (n,), generator=generator)
+        return (
+            self.z[idx],
+            None if self.c is None else self.c[idx],
+            None if self.target is None else self.target[idx],
+        )
+
+
+def idempotent_loss(
+    f: nn.Module,
+    method: str,
+    x: Tensor,
+    cx: Any,
+    z: Tensor,
+    cz: Any,
+    target: Tensor | None,
+    teacher: Denoiser | None,
+    generator: torch.Generator,
+    score_t_max: float = 0.3,
+) -> Tensor:
+    """The weighted loss of ``method`` (``WEIGHTS``) for one batch of data and of bank noise."""
+    if method == "ign":
+        terms = ign_losses(f, x, z, cx=cx, cz=cz)
+    else:
+        terms = sign_losses(f, x, z, teacher, target, generator, score_t_max, cx, cz)
+    return sum(w * terms[k] for k, w in WEIGHTS[method].items())
 
 
 @dataclass
@@ -114,7 +189,7 @@ class IdempotentResult:
 
 def train_idempotent(
     f: nn.Module,
-    data: Callable[[int, torch.Generator], Tensor],
+    data: Callable[[int, torch.Generator], Any],
     method: str,
     *,
     teacher: Denoiser | None = None,
@@ -126,32 +201,22 @@ def train_idempotent(
     score_t_max: float = 0.3,
     bank: int = 4096,
 ) -> IdempotentResult:
-    """Train ``f`` (in place, Adam with betas (0.5, 0.999) as IGN) with ``method`` ``"ign"`` or ``"sign"``
-    (which needs ``teacher``); ``data(n, generator)`` draws data, the noise is ``N(0, I)`` from a fixed bank
-    of ``bank`` draws (for SIGN-style, their teacher ODE endpoints are computed once, before training)."""
+    """Train ``f`` (in place, Adam with IGN's betas (0.5, 0.999)) with ``method`` ``"ign"`` or ``"sign"``
+    (which needs ``teacher``); ``data(n, generator)`` draws data (``x`` or ``(x, labels)``), the noise comes
+    from a :class:`NoiseBank` of ``bank`` draws. The in-process loop of the benchmark's seed sweeps; the
+    shipped students train with the shared trainer (recipe ``distill-sign``, resumable) on the same loss."""
     check_choice(method, LOSSES, "method")
     check_int(steps, "steps", 1)
     if method == "sign":
         check_teacher(teacher)
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(f.parameters(), lr=lr, betas=(0.5, 0.999))
-    x = data(batch_size, g)
-    check_tensor(x, "data", floating=True)
-    bank_z = torch.randn((bank, *x.shape[1:]), generator=g, dtype=x.dtype)
-    bank_target = None
-    if method == "sign":  # the teacher's ODE endpoints of a fixed noise bank, computed once
-        with torch.no_grad():
-            bank_target = ddim_chain(teacher, bank_z, get_timesteps(teacher.schedule, teacher_steps))
+    opt = torch.optim.Adam(f.parameters(), lr=lr, betas=ADAM_BETAS)
+    noise = NoiseBank(data, bank, g, teacher if method == "sign" else None, teacher_steps)
     losses = []
     for _ in range(steps):
-        x = data(batch_size, g)
-        idx = torch.randint(bank, (batch_size,), generator=g)
-        z = bank_z[idx]
-        if method == "ign":
-            terms = ign_losses(f, x, z)
-        else:
-            terms = sign_losses(f, x, z, teacher, bank_target[idx], g, score_t_max)
-        loss = sum(w * terms[k] for k, w in WEIGHTS[method].items())
+        x, cx = split_batch(data(batch_size, g))
+        z, cz, target = noise.draw(batch_size, g)
+        loss = idempotent_loss(f, method, x, cx, z, cz, target, teacher, g, score_t_max)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -9,8 +9,10 @@ description as re-derived in public sources (BRIEFS-addendum, section 5), so the
   squeeze network on the block input (global average pool -> Linear -> SiLU -> Linear -> sigmoid, one gate per
   sub-band channel: time-adaptive because the features are), concatenated and mixed by a 1x1 convolution
   (the concat + 1x1 variant of the DKDM re-implementation; ``mode="sum"`` is the blog's plain gated sum).
-* :class:`WGUp` (replaces nearest upsampling + conv): a 1x1 convolution to four sub-band groups, gated the
-  same way, then the inverse DWT (2x the resolution).
+* :class:`WGUp` (replaces nearest upsampling + conv): a ``kernel x kernel`` convolution to four sub-band
+  groups, gated the same way, then the inverse DWT (2x the resolution). With ``kernel = 3`` (the default,
+  our choice) it costs exactly what the plain layer costs (a 3x3 conv at the upsampled resolution), so the
+  arms compare at equal MACs; ``kernel = 1`` is the DKDM-style 1x1 projection.
 * :class:`WaveletUNet`: :class:`~diffzoo.models.unet.DigitsUNet` with every down/up-sampling layer replaced
   by the WG blocks (``wavelet=False`` keeps the plain layers: the "plain slim" arm of the same width).
 """
@@ -83,10 +85,10 @@ class WGDown(nn.Module):
 class WGUp(nn.Module):
     """Wavelet-gated upsampling ``(B, C, h, w) -> (B, C, 2h, 2w)``: 1x1 conv to 4 gated sub-bands, inverse DWT."""
 
-    def __init__(self, ch: int, hidden: int = 8):
+    def __init__(self, ch: int, hidden: int = 8, kernel: int = 3):
         super().__init__()
         self.ch = ch
-        self.expand = nn.Conv2d(ch, 4 * ch, 1)
+        self.expand = nn.Conv2d(ch, 4 * ch, kernel, padding=kernel // 2)
         self.gate = SubbandGate(ch, ch, hidden)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -97,14 +99,16 @@ class WGUp(nn.Module):
 class WaveletUNet(DigitsUNet):
     """A slim :class:`~diffzoo.models.unet.DigitsUNet` whose down/up-sampling layers are WG blocks."""
 
-    def __init__(self, wavelet: bool = True, wg_mode: str = "conv", gate_hidden: int = 8, **kw: Any):
+    def __init__(
+        self, wavelet: bool = True, wg_mode: str = "conv", gate_hidden: int = 8, up_kernel: int = 3, **kw: Any
+    ):
         if "mults" in kw:
             kw["mults"] = tuple(kw["mults"])
         super().__init__(**kw)
         self.wavelet = bool(wavelet)
         if self.wavelet:
             self.downsample = nn.ModuleList(WGDown(m.in_channels, wg_mode, gate_hidden) for m in self.downsample)
-            self.upsample = nn.ModuleList(WGUp(m[1].in_channels, gate_hidden) for m in self.upsample)
+            self.upsample = nn.ModuleList(WGUp(m[1].in_channels, gate_hidden, up_kernel) for m in self.upsample)
 
 
 @register_arch("wavelet_unet")

@@ -8,6 +8,9 @@ and of the held-out judge of the distillation benchmark.
 * ``distill-slimflow``: SlimFlow (arXiv 2407.12718, :mod:`diffzoo.distill.slimflow`): ``--stage reflow``
   trains a small rectified flow on the teacher's coupling (``--anneal`` on/off), ``--stage distill`` a
   one-step student from a reflow student (``--guided`` on/off).
+* ``distill-sign``: SIGN-style idempotent distillation (arXiv 2509.21470, :mod:`diffzoo.distill.sign`;
+  ``--method ign`` trains the adversarial IGN baseline with the same network and budget): a class-conditional
+  DigitsUNet ``f`` (kind ``generator``, type ``idempotent``, sampled by iterating ``f``).
 * ``distill-mmd``: MMD-DDM (arXiv 2301.07969, :mod:`diffzoo.distill.mmd`): fine-tunes the teacher through
   its ``T'``-step DDIM chain (kind ``diffusion``).
 
@@ -36,6 +39,7 @@ from diffzoo.distill.boot import boot_grid, boot_loss
 from diffzoo.distill.common import check_steps, teacher_pairs
 from diffzoo.distill.generate import generate
 from diffzoo.distill.mmd import mmd_ddm_loss
+from diffzoo.distill.sign import ADAM_BETAS, LOSSES, NoiseBank, idempotent_loss, idempotent_unet_config
 from diffzoo.distill.slimflow import anneal_beta, distill_loss, reflow_loss, straightness
 from diffzoo.distill.spectral import spectral_distill_loss
 from diffzoo.io import atomic_save_safetensors, read_safetensors
@@ -178,6 +182,9 @@ def _boot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight", default="delta", choices=("delta", "none"), help="1/Delta^2 or uniform")
     p.add_argument("--boundary-weight", type=float, default=1.0)
     p.add_argument(
+        "--clip-x0", type=float, default=1.0, help="clamp the teacher's x0 to [-c, c] in the targets (0 = exact DDIM)"
+    )
+    p.add_argument(
         "--student-ch", type=int, default=0, help="student width (0 = the teacher's arch, initialised from it)"
     )
     add_train_args(
@@ -206,7 +213,17 @@ def boot_recipe(args: argparse.Namespace) -> dict[str, Any]:
 
     def loss_fn(model: torch.nn.Module, batch: tuple[Tensor, Tensor], gen: torch.Generator) -> Tensor:
         eps, y = batch
-        return boot_loss(model, teacher, eps, y, grid, gen, weight=args.weight, boundary_weight=args.boundary_weight)
+        return boot_loss(
+            model,
+            teacher,
+            eps,
+            y,
+            grid,
+            gen,
+            weight=args.weight,
+            boundary_weight=args.boundary_weight,
+            clip=args.clip_x0 if args.clip_x0 > 0 else None,
+        )
 
     res = train(student, loss_fn, batch_fn, cfg)
     return ship_generator(args, res, zm, arch, arch_config, {"type": "signal", "time": float(grid[-1]), "steps": 1})
@@ -303,6 +320,54 @@ def slimflow_recipe(args: argparse.Namespace) -> dict[str, Any]:
     if args.stage == "reflow" and args.eval_per_class > 0:
         extra["straightness"] = straightness(res.ema_model, z0s[:256], z1s[:256], ys[:256])
     return ship_generator(args, res, zm, arch, arch_config, {"type": "flow", "steps": 1}, extra)
+
+
+# -------------------------------------------------------------------------------------------------
+# SIGN-style idempotent distillation (and the IGN baseline)
+# -------------------------------------------------------------------------------------------------
+
+
+def _sign_args(p: argparse.ArgumentParser) -> None:
+    _student_args(p)
+    p.add_argument("--method", choices=LOSSES, default="sign", help="sign: teacher-supervised; ign: adversarial")
+    p.add_argument("--student-ch", type=int, default=16, help="width of the idempotent DigitsUNet f")
+    p.add_argument("--teacher-steps", type=int, default=25, help="DDIM steps of the teacher's ODE endpoints")
+    p.add_argument("--bank", type=int, default=4096, help="fixed noise bank (teacher endpoints computed once)")
+    p.add_argument("--score-t-max", type=float, default=0.3, help="re-noising range of the score term")
+    p.add_argument("--sample-steps", type=int, default=1, help="applications of f of the shipped generator")
+    add_train_args(
+        p, steps=600, batch_size=128, lr=5e-4, warmup_steps=0, ema_decay=0.995, grad_clip=0.0, ckpt_every=100
+    )
+
+
+@register_recipe("distill-sign", "SIGN-style idempotent generator distilled from the teacher (or IGN)", _sign_args)
+def sign_recipe(args: argparse.Namespace) -> dict[str, Any]:
+    zm, teacher = load_teacher(args.teacher, args.guidance)
+    check_steps(args.sample_steps, "sample_steps")
+    arch, arch_config = "digits_unet", idempotent_unet_config(args.student_ch, num_classes=10)
+    torch.manual_seed(args.seed)
+    f = build(arch, **arch_config)
+    train_set = digits.load("train")
+    bank = NoiseBank(
+        train_set.batch,
+        args.bank,
+        torch.Generator().manual_seed(args.seed),
+        teacher if args.method == "sign" else None,
+        args.teacher_steps,
+    )
+    cfg = train_config_from_args(args, arch=arch, arch_config=arch_config, method=args.method, teacher=args.teacher)
+
+    def batch_fn(step: int, gen: torch.Generator, bs: int) -> tuple[Any, ...]:
+        return (*train_set.batch(bs, gen), *bank.draw(bs, gen))
+
+    def loss_fn(model: torch.nn.Module, batch: tuple[Any, ...], gen: torch.Generator) -> Tensor:
+        x, cx, z, cz, target = batch
+        return idempotent_loss(model, args.method, x, cx, z, cz, target, teacher, gen, args.score_t_max)
+
+    groups = [{"params": list(f.parameters()), "lr_mult": 1.0, "betas": ADAM_BETAS}]
+    res = train(f, loss_fn, batch_fn, cfg, param_groups=groups)
+    spec = {"type": "idempotent", "steps": args.sample_steps, "method": args.method}
+    return ship_generator(args, res, zm, arch, arch_config, spec)
 
 
 # -------------------------------------------------------------------------------------------------

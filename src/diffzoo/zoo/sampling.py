@@ -43,6 +43,7 @@ class SampleResult:
     images: Tensor | None = None  # masked models: the decoded token images (B, C, H, W) in [-1, 1]
     seconds: float = 0.0  # wall time of the sampling loop
     full_calls: int | None = None  # with a feature cache: full-network calls (the rest ran part of it)
+    method: str | None = None  # distilled generators: how they were sampled ("flow generator", ...)
 
 
 def check_sampler(sampler: str, masked: bool) -> None:
@@ -192,7 +193,7 @@ def sample_generator(
     t0 = time.perf_counter()
     x = generate(zm.model, z, labels, spec=spec, steps=steps)
     nfe = 1 if spec["type"] == "signal" else int(spec.get("steps", 1) if steps is None else steps)
-    return SampleResult(x, labels, nfe, seconds=time.perf_counter() - t0)
+    return SampleResult(x, labels, nfe, seconds=time.perf_counter() - t0, method=f"{spec['type']} generator")
 
 
 def _gaussian_options(sampler: str | None, steps: int | None, eta: float | None) -> tuple[str, int, dict]:
