@@ -15,10 +15,13 @@ reports the shared evaluation of issue 12:
 Rows: the teacher with DDIM and DPM-Solver++ (2M) at several NFE, and every shipped student: MMD-DDM
 (``mmd-ddm-digits-t*``, DDIM at its T' and at 50 steps), BOOT (``boot-digits``), SlimFlow
 (``slimflow-reflow-{annealed,plain}``, ``slimflow-distill-{guided,plain}``) and the three Spectral
-Diffusion-style arms (``spectral-{plain,wavelet,spectral}``, DDIM 25 steps), with the **HF ratio** of every
+Diffusion-style arms (``spectral-{plain,wavelet,spectral}``, DDIM 25 steps), the SIGN-style and IGN
+idempotent generators (``sign-digits``, ``ign-digits``, 1, 2 and 4 applications), with the **HF ratio** of every
 row (power in the upper half of radial frequencies, generated / test images; 1 = matched). Missing students
-are listed as missing. A second table checks each paper's claim on our numbers (the papers' own numbers are on CIFAR /
-ImageNet, beside ours for reference only). ``--quick`` (20 samples per class) uses only shipped models.
+are listed as missing. Then the SIGN-style vs IGN seed sweeps (2-D ring and digits: the same network, initial
+weights and budget, 3 seeds; trained in-process, full run only). A last table checks each paper's claim on our
+numbers (the papers' own numbers are on CIFAR / ImageNet, beside ours for reference only). ``--quick`` (20
+samples per class) uses only shipped models and skips the sweeps.
 """
 
 from __future__ import annotations
@@ -464,10 +467,12 @@ def sign_sections(steps: int, digits_steps: int) -> tuple[list[str], list[dict[s
             "8x8 digits",
             digits_steps,
             sign_digits_table,
-            "teacher `digits-unet` (unconditional, no guidance), f an unconditional DigitsUNet (ch 16; 3 seeds,"
-            " the same initial weights per seed) and budget: {n} Adam steps of batch 128. f iterated k times from"
-            " N(0, I); FD-judge: the held-out judge's FD of 1000 draws to the test split; corrupted: test digits +"
-            " 0.3 N(0, I), change of the judge's FD after one application of f (< 0: projected toward the data).",
+            "teacher `digits-unet` (guidance 2), f a class-conditional DigitsUNet (ch 16, as the recipe"
+            " `distill-sign`; 3 seeds, the same initial weights per seed) and budget: {n} Adam steps of batch 128"
+            " (the shipped `sign-digits` / `ign-digits`: 600 steps with the shared trainer). f iterated k times"
+            " from N(0, I); FD-judge: the held-out judge's FD of 1000 class-balanced draws to the test split;"
+            " corrupted: test digits + 0.3 N(0, I) with their labels, change of the judge's FD after one"
+            " application of f (< 0: projected toward the data).",
         ),
     ):
         t0 = time.perf_counter()
