@@ -145,7 +145,7 @@ def ship_generator(
     final loss and ``extra_metrics``, and ship it (kind ``generator``) with its teacher's null class."""
     metrics = evaluate_samples(lambda z, c: generate(res.ema_model.eval(), z, c, spec=spec), args.eval_per_class)
     metrics.update(extra_metrics or {})
-    metrics["final_loss"] = sum(res.losses[-50:]) / max(1, len(res.losses[-50:]))
+    metrics["final_loss"] = final_loss(res)
     ship(
         args,
         res.ema_model,
@@ -156,6 +156,40 @@ def ship_generator(
         generator=spec,
         teacher=args.teacher,
         null_class=teacher.null_class,
+        metrics=metrics,
+    )
+    return metrics
+
+
+def final_loss(res: Any, window: int = 50) -> float:
+    """Mean training loss of the last ``window`` steps (the ``final_loss`` metric of every student)."""
+    tail = res.losses[-window:]
+    return sum(tail) / max(1, len(tail))
+
+
+def ship_diffusion_student(
+    args: argparse.Namespace,
+    res: Any,
+    teacher: zoo.ZooModel,
+    arch: str,
+    arch_config: dict,
+    metrics: dict,
+    teacher_name: str | None,
+    loss_window: int = 50,
+) -> dict:
+    """Ship the EMA student of ``res`` as a diffusion model on ``teacher``'s schedule, prediction type and
+    null class (kind ``diffusion``), with ``final_loss`` added to ``metrics``."""
+    metrics["final_loss"] = final_loss(res, loss_window)
+    ship(
+        args,
+        res.ema_model,
+        arch,
+        arch_config,
+        kind="diffusion",
+        schedule=teacher.config["schedule"],
+        prediction_type=teacher.prediction_type,
+        null_class=teacher.null_class,
+        teacher=teacher_name,
         metrics=metrics,
     )
     return metrics
@@ -423,20 +457,7 @@ def mmd_recipe(args: argparse.Namespace) -> dict[str, Any]:
         for who, net in (("teacher", zm.model), ("student", res.ema_model)):
             for k, v in ddim_eval(net, zm, args.guidance, steps, args.eval_per_class).items():
                 metrics[f"{who}_ddim{steps}_{k}"] = v
-    metrics["final_loss"] = sum(res.losses[-20:]) / max(1, len(res.losses[-20:]))
-    ship(
-        args,
-        res.ema_model,
-        arch,
-        arch_config,
-        kind="diffusion",
-        schedule=zm.config["schedule"],
-        prediction_type=zm.prediction_type,
-        null_class=zm.null_class,
-        teacher=args.teacher,
-        metrics=metrics,
-    )
-    return metrics
+    return ship_diffusion_student(args, res, zm, arch, arch_config, metrics, args.teacher, loss_window=20)
 
 
 # -------------------------------------------------------------------------------------------------
@@ -491,17 +512,5 @@ def spectral_recipe(args: argparse.Namespace) -> dict[str, Any]:
 
     res = train(student, loss_fn, batch_fn, cfg)
     metrics = ddim_eval(res.ema_model, zm, args.guidance, 25, args.eval_per_class)
-    metrics["final_loss"] = sum(res.losses[-50:]) / max(1, len(res.losses[-50:]))
-    ship(
-        args,
-        res.ema_model,
-        arch,
-        arch_config,
-        kind="diffusion",
-        schedule=zm.config["schedule"],
-        prediction_type=zm.prediction_type,
-        null_class=zm.null_class,
-        teacher=args.teacher if arm["distill"] else None,
-        metrics=metrics,
-    )
-    return metrics
+    teacher_name = args.teacher if arm["distill"] else None
+    return ship_diffusion_student(args, res, zm, arch, arch_config, metrics, teacher_name)
