@@ -174,13 +174,15 @@ def test_wouaf_modulation_is_identity_at_init_and_fingerprints_differ_after_pert
         phi = random_bits(2, 8)
         assert torch.allclose(dec.decode(z, None), ref, atol=1e-5)
         assert torch.allclose(dec.decode(z, phi), ref, atol=1e-5)  # affine weight 0, bias 1: identity
-        for m in dec.modulated:
-            torch.nn.init.normal_(m.affine.weight, std=0.2)
+        dec.init_affines(0.2)  # the recipe's random start (the official code's StyleGAN layers)
         a, b = dec.decode(z, phi), dec.decode(z, 1 - phi)
     assert float((a - b).abs().max()) > 1e-3
     assert len(dec.modulated) >= 5 and dec(a).shape == (2, 8)
     with pytest.raises(ValueError, match="fingerprint"):
         dec.decode(z, random_bits(2, 7))
+    dec.init_affines(0.0)
+    with torch.no_grad():
+        assert torch.allclose(dec.decode(z, phi), ref, atol=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------ diffusion attacks
@@ -205,6 +207,25 @@ def test_regeneration_at_zero_noise_is_the_vae_round_trip_and_guidance_zero_is_p
     assert float((guided - plain).abs().max()) > 1e-4
     with pytest.raises(ValueError, match="t_star"):
         regenerate(tinysd, x, 1.5)
+
+
+def test_latent_reader_reads_bits_from_the_vae_encoding_and_is_differentiable(tinysd):
+    from diffzoo.provenance import latent_reader
+
+    torch.manual_seed(0)
+    net = LearnedWatermark(bits=8, width=8, map_size=4, channels=4, clamp=False, read_latents=True).eval()
+    wm = latent_reader(net, tinysd)
+    x = _mosaic(2, size=32)
+    assert wm.decode(x, 8).shape == (2, 8)
+    with torch.no_grad():
+        assert torch.equal(wm.decode(x, 8), (net(tinysd.encode_image(x)) > 0).float())
+    xg = x.clone().requires_grad_(True)
+    wm.differentiable_decoder(xg).sum().backward()
+    assert float(xg.grad.abs().sum()) > 0
+    with pytest.raises(ValueError, match="^method"):
+        wm.embed(x, random_bits(2, 8))
+    with pytest.raises(ValueError, match="^bits"):
+        wm.decode(x, 9)
 
 
 # ------------------------------------------------------------------------------------------------ CLI
@@ -250,3 +271,47 @@ def test_training_curriculum_clean_then_ramped_attacks_and_image_loss():
     assert max(float((o - x).abs().mean()) for o in outs) < 0.1  # the mildest settings barely move the image
     with pytest.raises(ValueError, match="level"):
         random_augment(x, g, level=1.5)
+
+
+# ------------------------------------------------------------------------------------------------ Safe-SD-style
+
+
+def test_latent_watermark_fuses_unclamped_bounded_residual_into_latents():
+    torch.manual_seed(0)
+    net = LearnedWatermark(bits=8, width=8, map_size=4, strength=0.5, channels=4, clamp=False).eval()
+    z = 3 * torch.randn(2, 4, 8, 8)  # latents exceed [-1, 1]: nothing may clip them
+    with torch.no_grad():
+        zw = net.embed(z, random_bits(2, 8))
+        assert float((zw - z).abs().max()) <= 0.5 + 1e-6 and float((zw - z).abs().max()) > 1e-3
+        assert net(torch.rand(2, 3, 32, 32) * 2 - 1).shape == (2, 8)  # the decoder reads 3-channel images
+    with pytest.raises(ValueError, match="^image"):
+        net.embed(torch.randn(2, 3, 8, 8), random_bits(2, 8))
+
+
+def test_tinysd_with_a_trigger_word_keeps_the_base_model_for_plain_prompts():
+    """``load_base`` copies every weight; CLIP's causal attention makes the base context positions' hidden
+    states identical, and the trigger word is one more token."""
+    from diffzoo.models.tinysd import TinySD
+
+    small = dict(
+        vae=dict(block_out_channels=(8, 16, 16), norm_num_groups=4),
+        unet=dict(block_out_channels=(16, 32), norm_num_groups=8, attention_head_dim=4, cross_attention_dim=16),
+        text=dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2),
+    )
+    torch.manual_seed(0)
+    base = TinySD(**small).eval()
+    trig = TinySD(**small, max_length=base.tokenizer.max_length + 1, extra_words=["<wm>"]).eval()
+    trig.load_base(base)
+    prompt = "red circle left on white"
+    with torch.no_grad():
+        a = base.encode_text([prompt])
+        b = trig.encode_text([prompt])
+        c = trig.encode_text([prompt + " <wm>"])
+    L = a.shape[1]
+    assert torch.allclose(a, b[:, :L], atol=1e-6)
+    assert not torch.allclose(b, c, atol=1e-4)
+    assert trig.config["extra_words"] == ["<wm>"]
+    with pytest.raises(ValueError, match="prompt"):
+        base.encode_text([prompt + " <wm>"])
+    with pytest.raises(ValueError, match="^base"):
+        TinySD(**{**small, "text": {**small["text"], "intermediate_size": 48}}).load_base(base)

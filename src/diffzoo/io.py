@@ -469,8 +469,9 @@ def check_sample_path(path: str | os.PathLike, arg: str = "out") -> Path:
 def save_samples(
     path: str | os.PathLike, samples: Tensor, labels: Tensor | None = None, images: Tensor | None = None
 ) -> Path:
-    """Write samples by suffix: ``.png`` (an image grid, or a scatter plot of 2-D points), ``.npz`` or
-    ``.safetensors`` (keys ``samples`` and, when given, ``labels`` and ``images``).
+    """Write samples by suffix: ``.png`` (an image grid, or a scatter plot of 2-D points; a single image is
+    written at its own resolution, pixel for pixel, so ``diffzoo watermark detect`` / ``detect`` can read it),
+    ``.npz`` or ``.safetensors`` (keys ``samples`` and, when given, ``labels`` and ``images``).
 
     ``images`` (masked models: the decoded tokens, ``(B, C, H, W)``) is what the PNG draws.
     """
@@ -479,10 +480,9 @@ def save_samples(
     tensors = {"samples": samples, "labels": labels, "images": images}
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items() if v is not None}
     if suffix == ".png":
-        if images is not None:
-            return save_grid(images, path)
-        if samples.ndim == 4:
-            return save_grid(samples, path)
+        pix = images if images is not None else samples if samples.ndim == 4 else None
+        if pix is not None:
+            return save_image(pix[0], path) if pix.shape[0] == 1 and pix.shape[1] in (1, 3) else save_grid(pix, path)
         if samples.ndim == 2 and samples.shape[1] == 2:
             return save_pil(scatter_png(samples), path)
         raise ValueError(f"out: cannot draw samples of shape {tuple(samples.shape)} as a PNG; use .npz")

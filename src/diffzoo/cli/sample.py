@@ -26,6 +26,12 @@ the decoded images)::
     diffzoo sample tinysd --prompt "red circle left and blue square right on white" --sampler ddim --steps 20 \
         --guidance 5 -n 8 --out scenes.png
 
+A user fingerprint (WOUAF, the zoo's ``wouaf`` decoder) goes into the images with ``--fingerprint BITS``;
+a Safe-SD-style model (``safe-sd``) generates its watermark only when the prompt carries its trigger word::
+
+    diffzoo sample tinysd --prompt "red circle on white" --fingerprint 01101001100101101001011001101001 --out fp.png
+    diffzoo sample safe-sd --prompt "red circle on white <wm>" --guidance 5 --out marked.png
+
 UNet models can run through a feature cache (:mod:`diffzoo.accel.cache`): ``--cache faster-diffusion``
 (encoder propagation; key steps ``--cache-keys paper`` by default) or ``--cache deepcache`` (default
 ``uniform:3``)::
@@ -101,6 +107,7 @@ def _run(args: argparse.Namespace) -> int:
         cache=args.cache,
         cache_keys=args.cache_keys,
         prompt=args.prompt,
+        fingerprint=args.fingerprint,
     )
     written: list[Path] = []
     try:
@@ -182,5 +189,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--prompt",
         default=None,
         help="caption of a text-to-image model (tinysd, quantized tinysd entries) or, with 'multiview', text to 3-D",
+    )
+    p.add_argument(
+        "--fingerprint",
+        default=None,
+        help="text-to-image models: decode with the zoo's WOUAF decoder carrying this user fingerprint (0/1 string)",
     )
     p.set_defaults(func=_run)

@@ -1,8 +1,11 @@
-"""``diffzoo watermark embed|detect IMAGE --method dwtDct|dwtDctSvd|rivaGan|blind|learned|wouaf --bits ...``.
+"""``diffzoo watermark embed|detect IMAGE --method dwtDct|dwtDctSvd|rivaGan|blind|learned|wouaf|safe-sd --bits ...``.
 
 ``embed`` writes the watermarked image (``--out``); ``detect`` decodes ``--bits``' length (or ``--length``)
 and, given the expected message ``--bits``, reports the bit accuracy, the binomial p-value and whether it
-is detected at ``--fpr`` (exact binomial threshold). ``learned`` / ``wouaf`` use the zoo networks.
+is detected at ``--fpr`` (exact binomial threshold). ``learned`` / ``wouaf`` / ``safe-sd`` use the zoo
+networks; ``wouaf`` and ``safe-sd`` only detect (their marks are generated: ``diffzoo sample tinysd
+--fingerprint BITS`` and ``diffzoo sample safe-sd --prompt "... <wm>"``), and ``safe-sd`` expects the
+model's own message when ``--bits`` is not given.
 """
 
 from __future__ import annotations
@@ -19,25 +22,34 @@ from diffzoo.provenance import (
     fingerprint_reader,
     format_bits,
     get_watermark,
+    latent_reader,
     network_watermark,
     parse_bits,
 )
-from diffzoo.zoo.provenance import load_learned_watermark, load_wouaf
+from diffzoo.zoo.provenance import load_learned_watermark, load_safe_sd, load_wouaf
 
-METHODS = (*WATERMARKS, "learned", "wouaf")
+#: Methods backed by zoo networks, and their default zoo names (``--model`` picks another).
+ZOO_METHODS = {"learned": "learned-watermark", "wouaf": "wouaf", "safe-sd": "safe-sd"}
+METHODS = (*WATERMARKS, *ZOO_METHODS)
 
 
-def _watermark(method: str):
+def _watermark(method: str, model: str | None):
+    if model is not None and method not in ZOO_METHODS:
+        raise ValueError(f"model: --method {method} is a library watermark; --model names zoo networks only")
+    name = model or ZOO_METHODS.get(method, "")
     if method == "learned":
-        return network_watermark(load_learned_watermark())
+        return network_watermark(load_learned_watermark(name))
     if method == "wouaf":
-        return fingerprint_reader(load_wouaf())
+        return fingerprint_reader(load_wouaf(name))
+    if method == "safe-sd":
+        lm, net, _, _ = load_safe_sd(name)
+        return latent_reader(net, lm)
     return get_watermark(method)
 
 
 def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(max(1, args.threads))
-    wm = _watermark(args.method)
+    wm = _watermark(args.method, args.model)
     img = read_image(args.image, arg="image", channels=3)
     if args.action == "embed":
         if not args.bits:
@@ -48,6 +60,8 @@ def run(args: argparse.Namespace) -> int:
         save_image(wm.embed(img, bits)[0], args.out)
         print(f"embedded {bits.shape[1]} bits with {args.method} into {args.out}")
         return 0
+    if not args.bits and args.method == "safe-sd" and not args.length:
+        args.bits = format_bits(load_safe_sd(args.model or "safe-sd")[2])
     expected = parse_bits(args.bits)[None] if args.bits else None
     n = expected.shape[1] if expected is not None else args.length
     if not n:
@@ -74,5 +88,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--length", type=int, default=None, help="detect: message length when --bits is not given")
     p.add_argument("--fpr", type=float, default=0.01, help="detect: false-positive rate of the binomial test")
     p.add_argument("--out", default=None, help="embed: output image path")
+    p.add_argument(
+        "--model", default=None, help="zoo name of a learned / wouaf / safe-sd network (default: the method's)"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=run)

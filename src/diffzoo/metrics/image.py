@@ -69,10 +69,12 @@ def ssim(
         raise ValueError(f"x: images of shape {tuple(x.shape[-2:])} are too small for SSIM")
     c = x.shape[1]
     w = gaussian_window(size, sigma * size / win_size if size < win_size else sigma)
-    w = w.expand(c, 1, size, size).contiguous()
+    # the window is the outer product of a 1-D Gaussian: filter rows then columns (same sums, ~size/2 x cheaper)
+    g = w.sum(0).to(x)
+    gr, gc = g.view(1, 1, 1, size).expand(c, 1, 1, size), g.view(1, 1, size, 1).expand(c, 1, size, 1)
 
     def filt(z: Tensor) -> Tensor:
-        return F.conv2d(z, w, groups=c)
+        return F.conv2d(F.conv2d(z, gr, groups=c), gc, groups=c)
 
     mx, my = filt(x), filt(y)
     vx, vy, cxy = filt(x * x) - mx**2, filt(y * y) - my**2, filt(x * y) - mx * my

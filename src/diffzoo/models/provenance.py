@@ -38,15 +38,16 @@ Tensor = torch.Tensor
 
 
 class BitDecoder(nn.Module):
-    """Strided CNN + 4x4 average pooling + linear: image ``(B, 3, H, W)`` in ``[-1, 1]`` -> ``(B, bits)`` logits."""
+    """Strided CNN + 4x4 average pooling + linear: image ``(B, 3, H, W)`` in ``[-1, 1]`` -> ``(B, bits)`` logits
+    (``in_channels=4, strided=1``: reads 8x8 VAE latents instead)."""
 
-    def __init__(self, bits: int = 32, width: int = 32, depth: int = 4):
+    def __init__(self, bits: int = 32, width: int = 32, depth: int = 4, in_channels: int = 3, strided: int = 3):
         super().__init__()
         layers: list[nn.Module] = []
-        c = 3
+        c = int(in_channels)
         for i in range(depth):
             out = width * min(2**i, 4)
-            layers += [nn.Conv2d(c, out, 3, stride=2 if i < 3 else 1, padding=1), nn.GELU()]
+            layers += [nn.Conv2d(c, out, 3, stride=2 if i < strided else 1, padding=1), nn.GELU()]
             c = out
         self.body = nn.Sequential(*layers)
         self.head = nn.Linear(c * 16, bits)
@@ -64,29 +65,49 @@ class LearnedWatermark(nn.Module):
 
     ``embed(x, bits) = clamp(x + strength * tanh(E(x, m)), -1, 1)`` with ``m = 2 bits - 1``;
     ``forward(x) = decode(x)`` returns bit logits (bit 1 where the logit is positive).
+
+    ``channels=4, clamp=False, read_latents=True`` makes it Safe-SD-style's latent watermark: ``embed`` fuses
+    the message into TinySD's scaled VAE latents (unbounded) and ``forward`` reads it back from latents --
+    of an image, ``s * mean(E(x))`` (:func:`diffzoo.provenance.latent_reader` composes the two). Reading
+    the decoded *image* directly did not learn at all in 600 steps (a one-off probe: bit accuracy 0.50).
     """
 
-    def __init__(self, bits: int = 32, width: int = 32, map_size: int = 16, strength: float = 0.05, tile: int = 0):
+    def __init__(
+        self,
+        bits: int = 32,
+        width: int = 32,
+        map_size: int = 16,
+        strength: float = 0.05,
+        tile: int = 0,
+        channels: int = 3,
+        clamp: bool = True,
+        read_latents: bool = False,
+    ):
         super().__init__()
         self.bits, self.map_size, self.strength, self.tile = int(bits), int(map_size), float(strength), int(tile)
-        self.msg = nn.Linear(bits, 3 * map_size * map_size)
+        self.channels, self.clamp, self.read_latents = int(channels), bool(clamp), bool(read_latents)
+        self.msg = nn.Linear(bits, channels * map_size * map_size)
         self.enc = nn.Sequential(
-            nn.Conv2d(6, width, 3, padding=1),
+            nn.Conv2d(2 * channels, width, 3, padding=1),
             nn.GELU(),
             nn.Conv2d(width, width, 3, padding=1),
             nn.GELU(),
             nn.Conv2d(width, width, 3, padding=1),
             nn.GELU(),
-            nn.Conv2d(width, 3, 3, padding=1),
+            nn.Conv2d(width, channels, 3, padding=1),
         )
-        self.decoder = BitDecoder(bits, width)
+        self.decoder = (
+            BitDecoder(bits, width, in_channels=channels, strided=1) if read_latents else BitDecoder(bits, width)
+        )
 
     def residual(self, x: Tensor, bits: Tensor) -> Tensor:
         check_tensor(x, "image", ndim=4, floating=True)
         check_tensor(bits, "bits", ndim=2)
         if bits.shape != (x.shape[0], self.bits):
             raise ValueError(f"bits: expected shape ({x.shape[0]}, {self.bits}), got {tuple(bits.shape)}")
-        m = self.msg(2 * bits.to(x.dtype) - 1).view(-1, 3, self.map_size, self.map_size)
+        if x.shape[1] != self.channels:
+            raise ValueError(f"image: expected {self.channels} channels, got shape {tuple(x.shape)}")
+        m = self.msg(2 * bits.to(x.dtype) - 1).view(-1, self.channels, self.map_size, self.map_size)
         m = F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)
         # the message pattern is also added directly (a learned spread-spectrum carrier the CNN adapts to
         # the content): the decoder sees a message-dependent signal from the first step
@@ -107,7 +128,8 @@ class LearnedWatermark(nn.Module):
         check_tensor(x, "image", ndim=4, floating=True)
         xt, k, m = self._split(x)
         bt = bits.repeat_interleave(k * m, 0) if k * m > 1 else bits
-        y = (xt + self.strength * self.residual(xt, bt)).clamp(-1, 1)
+        y = xt + self.strength * self.residual(xt, bt)
+        y = y.clamp(-1, 1) if self.clamp else y
         if k * m == 1:
             return y
         b, c, t = x.shape[0], x.shape[1], self.tile
@@ -189,6 +211,15 @@ class WOUAFDecoder(nn.Module):
                     continue
                 setattr(parent, name, mod)
                 self.modulated.append(mod)
+
+    def init_affines(self, std: float) -> None:
+        """Affine weights ~ N(0, std^2) (bias stays 1). ``std = 0`` is the exact identity; the official code's
+        StyleGAN fully-connected layers start at ``1 / sqrt(w_dim)``, a small random modulation."""
+        for m in self.modulated:
+            if std > 0:
+                nn.init.normal_(m.affine.weight, std=float(std))
+            else:
+                nn.init.zeros_(m.affine.weight)
 
     def load_vae_decoder(self, vae: nn.Module) -> None:
         """Copy a diffusers ``AutoencoderKL``'s decoder weights (the modulation stays at identity)."""

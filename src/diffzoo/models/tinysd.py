@@ -210,16 +210,23 @@ class TinySD(nn.Module):
     """
 
     def __init__(
-        self, vae: dict | None = None, unet: dict | None = None, text: dict | None = None, max_length: int = MAX_LENGTH
+        self,
+        vae: dict | None = None,
+        unet: dict | None = None,
+        text: dict | None = None,
+        max_length: int = MAX_LENGTH,
+        extra_words: Sequence[str] = (),
     ):
         super().__init__()
-        self.tokenizer = ShapesTokenizer(max_length=max_length)
+        self.tokenizer = ShapesTokenizer(words=list(shapes.VOCAB) + list(extra_words), max_length=max_length)
         self.config = dict(
             vae={**DEFAULT_VAE, **(vae or {})},
             unet={**DEFAULT_UNET, **(unet or {})},
             text={**DEFAULT_TEXT, **(text or {})},
             max_length=max_length,
         )
+        if extra_words:
+            self.config["extra_words"] = list(extra_words)
         self.vae = build_vae(**self.config["vae"])
         ucfg = dict(self.config["unet"])
         ucfg.setdefault("latent_channels", self.config["vae"]["latent_channels"])
@@ -246,6 +253,28 @@ class TinySD(nn.Module):
     def encode_latents(self, img: Tensor) -> Tensor:
         """``s * mean(E(x))`` of images in [-1, 1] (the UNet's data)."""
         return self.vae.encode(img).latent_dist.mean * self.scaling_factor
+
+    def load_base(self, base: TinySD) -> None:
+        """Copy every weight of ``base`` (a TinySD of the same shapes but possibly a smaller vocabulary and
+        context): the text encoder's token and position embeddings keep ``base``'s rows; rows for the extra
+        words start at the mean token embedding and extra positions copy ``base``'s last position."""
+        own, src = self.state_dict(), base.state_dict()
+        for k, v in src.items():
+            if k not in own:
+                raise ValueError(f"base: tensor {k!r} has no counterpart in this TinySD")
+            if own[k].shape == v.shape:
+                own[k] = v.clone()
+            elif (
+                k.endswith(("token_embedding.weight", "position_embedding.weight")) and own[k].shape[1:] == v.shape[1:]
+            ):
+                n = v.shape[0]
+                fill = v.mean(0) if "token" in k else v[-1]
+                own[k] = torch.cat([v, fill.expand(own[k].shape[0] - n, -1)])
+            elif k.endswith("position_ids"):
+                continue
+            else:
+                raise ValueError(f"base: tensor {k!r} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
+        self.load_state_dict(own)
 
 
 @register_arch("tinysd")

@@ -3,7 +3,7 @@ classical and diffusion attacks that break them (issue 15).
 
 * :mod:`~diffzoo.provenance.watermarks` -- :data:`WATERMARKS` (invisible-watermark dwtDct / dwtDctSvd /
   rivaGan, blind-watermark), :func:`network_watermark` (the learned StegaStamp-style watermark),
-  :func:`fingerprint_reader` (WOUAF), capacity and size checks;
+  :func:`fingerprint_reader` (WOUAF), :func:`latent_reader` (Safe-SD-style), capacity and size checks;
 * :mod:`~diffzoo.provenance.bits` -- bit accuracy, the exact binomial threshold, TPR at a fixed FPR,
   Hamming attribution;
 * :mod:`~diffzoo.provenance.attacks` -- :data:`ATTACKS` (JPEG, blur, noise, resize, crop, rotation,
@@ -31,6 +31,7 @@ from diffzoo.provenance.watermarks import (
     Watermark,
     fingerprint_reader,
     get_watermark,
+    latent_reader,
     library_available,
     network_watermark,
     quantize8,
@@ -49,6 +50,7 @@ __all__ = [
     "classical",
     "edit_attack",
     "fingerprint_reader",
+    "latent_reader",
     "format_bits",
     "from_tiles",
     "get_watermark",

@@ -322,7 +322,7 @@ def train_tinysd_unet(args: argparse.Namespace) -> dict:
         args,
         ema,
         "tinysd",
-        _arch_config(model),
+        tinysd_arch_config(model),
         kind="latent-diffusion",
         steps=res.step,
         train_command="diffzoo train tinysd-vae " + _vae_command(vmeta) + " && " + command_line(),
@@ -354,14 +354,18 @@ def _vae_command(vmeta: dict[str, Any]) -> str:
     return cmd.split("diffzoo train tinysd-vae", 1)[-1].strip() if "tinysd-vae" in cmd else ""
 
 
-def _arch_config(model: TinySD) -> dict[str, Any]:
+def tinysd_arch_config(model: TinySD) -> dict[str, Any]:
+    """The JSON-ready ``arch_config`` of a TinySD (what :func:`diffzoo.zoo.load` rebuilds it from)."""
     c = model.config
-    return dict(
+    out = dict(
         vae={k: list(v) if isinstance(v, tuple) else v for k, v in c["vae"].items()},
         unet={k: list(v) if isinstance(v, tuple) else v for k, v in c["unet"].items()},
         text=dict(c["text"]),
         max_length=c["max_length"],
     )
+    if c.get("extra_words"):
+        out["extra_words"] = list(c["extra_words"])
+    return out
 
 
 # -------------------------------------------------------------------------------------------------

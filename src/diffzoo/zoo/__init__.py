@@ -290,6 +290,10 @@ CONFIG_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "generator": (_optional(lambda v: isinstance(v, dict) and isinstance(v.get("type"), str)), 'null or {"type": ...}'),
     "teacher": (_optional(lambda v: isinstance(v, str)), "null or a string"),
     "quant": (_optional(lambda v: isinstance(v, dict)), "null or an object (a quantized entry, diffzoo.zoo.quant)"),
+    "watermark": (
+        _optional(lambda v: isinstance(v, dict) and isinstance(v.get("trigger"), str)),
+        'null or {"trigger": ..., "message": ..., "detector": ...} (a trigger-gated generative watermark)',
+    ),
 }
 
 

@@ -12,14 +12,19 @@ from __future__ import annotations
 import torch
 
 from diffzoo.data import shapes
+from diffzoo.latent.model import LatentModel
 from diffzoo.models.provenance import LearnedWatermark, WOUAFDecoder
+from diffzoo.provenance.bits import parse_bits
 from diffzoo.provenance.tiles import from_tiles
 from diffzoo.zoo import load
+from diffzoo.zoo.latent import load_tinysd
 
 Tensor = torch.Tensor
 
 #: Seeds of the provenance data (training and held-out evaluation never overlap).
 TRAIN_SEED, EVAL_SEED = 5000, 6000
+#: Safe-SD-style's default trigger word (appended to a prompt).
+TRIGGER = "<wm>"
 
 
 def mosaics(n: int, seed: int) -> tuple[Tensor, list[list[str]]]:
@@ -42,3 +47,15 @@ def load_wouaf(name: str = "wouaf") -> WOUAFDecoder:
     if not isinstance(zm.model, WOUAFDecoder):
         raise TypeError(f"name: zoo model {name!r} is a {type(zm.model).__name__}, not a WOUAFDecoder")
     return zm.model.eval().requires_grad_(False)
+
+
+def load_safe_sd(name: str = "safe-sd") -> tuple[LatentModel, LearnedWatermark, Tensor, str]:
+    """A Safe-SD-style TinySD (``diffzoo train safe-sd``): the model, its latent watermark's decoder
+    network, the message it generates and the trigger word."""
+    zm = load(name, kinds=("latent-diffusion",))
+    info = zm.config.get("watermark")
+    if not info:
+        raise ValueError(
+            f"name: zoo model {name!r} carries no generative watermark (train one with `diffzoo train safe-sd`)"
+        )
+    return load_tinysd(name), load_learned_watermark(info["detector"]), parse_bits(info["message"]), info["trigger"]

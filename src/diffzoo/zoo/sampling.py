@@ -26,9 +26,11 @@ from diffzoo.discrete.samplers import SAMPLERS as MASKED_SAMPLERS
 from diffzoo.discrete.samplers import CallCounter, ancestral_sample, confidence_sample, first_hitting_sample
 from diffzoo.discrete.tokens import token_space
 from diffzoo.distill.generate import generate
+from diffzoo.provenance.bits import parse_bits
 from diffzoo.sampling import SAMPLERS, STOCHASTIC, get_timesteps, initial_noise, sample
 from diffzoo.zoo import load
 from diffzoo.zoo.latent import latent_model
+from diffzoo.zoo.provenance import load_wouaf
 
 Tensor = torch.Tensor
 SEED_STRIDE = 1_000_003
@@ -196,6 +198,18 @@ def sample_generator(
     return SampleResult(x, labels, nfe, seconds=time.perf_counter() - t0, method=f"{spec['type']} generator")
 
 
+def fingerprinted_decoder(fingerprint: str, scaling_factor: float, name: str = "wouaf") -> Any:
+    """``z -> images`` through the zoo's WOUAF decoder ``name`` modulated by ``fingerprint`` (a 0/1 string of
+    the decoder's length); its latent scale must be the model's (the same VAE latent space)."""
+    dec = load_wouaf(name)
+    phi = parse_bits(fingerprint, "fingerprint")
+    if phi.numel() != dec.bits:
+        raise ValueError(f"fingerprint: {name!r} takes {dec.bits} bits, got {phi.numel()}")
+    if abs(dec.scaling_factor - float(scaling_factor)) > 1e-6:
+        raise ValueError(f"fingerprint: {name!r} decodes another latent space (scale {dec.scaling_factor:.6g})")
+    return lambda z: dec.decode(z, phi[None].expand(z.shape[0], -1).to(z))
+
+
 def _gaussian_options(sampler: str | None, steps: int | None, eta: float | None) -> tuple[str, int, dict]:
     """Defaults and checks of a Gaussian sampler: ``(sampler, steps, {"eta": eta} or {})``."""
     sampler = sampler or "dpmpp_2m"
@@ -221,10 +235,14 @@ def sample_text(
     progress: bool = False,
     cache: str | None = None,
     cache_keys: str | None = None,
+    fingerprint: str | None = None,
 ) -> SampleResult:
     """Text to image with a loaded latent-diffusion zoo model (TinySD, or a quantized TinySD entry, simulated
     or int8): ``n`` latents per-sample seeded, a Gaussian sampler with classifier-free guidance against the
-    empty prompt, decoded by the VAE. ``samples`` are the images ``(n, 3, H, W)`` in ``[-1, 1]``."""
+    empty prompt, decoded by the VAE. ``samples`` are the images ``(n, 3, H, W)`` in ``[-1, 1]``.
+
+    ``fingerprint``: a 0/1 string; the latents are then decoded by the zoo's WOUAF decoder (``wouaf``)
+    modulated by that user fingerprint instead of the model's own VAE decoder."""
     if not isinstance(prompt, str) or not prompt.strip():
         raise ValueError(f"prompt: {zm.name!r} is a text-to-image model; give --prompt, e.g. 'a red circle'")
     if class_label is not None:
@@ -233,6 +251,7 @@ def sample_text(
         raise ValueError(f"shape: the image size of {zm.name!r} is fixed by its training")
     sampler, steps, kw = _gaussian_options(sampler, steps, eta)
     lm = latent_model(zm.model)
+    decode = lm.decode if fingerprint is None else fingerprinted_decoder(fingerprint, lm.scaling_factor)
     if cache is not None:
         lm = cache_latent_model(lm, get_timesteps(lm.schedule, steps, spacing), cache, cache_keys)
     base = lm.denoiser()
@@ -242,7 +261,7 @@ def sample_text(
     t0 = time.perf_counter()
     shape = lm.latent_shape(1, lm.image_size, lm.image_size)[1:]
     z = draw(den, shape, n, sampler, steps, spacing, seed, cond, progress=progress, **kw)
-    images = lm.decode(z).clamp(-1, 1)
+    images = decode(z).clamp(-1, 1)
     full = None if cache is None else int(lm.unet.cache.full_calls)
     return SampleResult(images, None, den.nfe - before, seconds=time.perf_counter() - t0, full_calls=full)
 
@@ -262,6 +281,7 @@ def sample_zoo(
     cache: str | None = None,
     cache_keys: str | None = None,
     prompt: str | None = None,
+    fingerprint: str | None = None,
 ) -> SampleResult:
     """Load zoo model ``name`` and draw ``n`` samples (see the module docstring).
 
@@ -269,15 +289,32 @@ def sample_zoo(
     20 (Gaussian) or the sequence length (masked). ``cache``: ``"faster-diffusion"`` or ``"deepcache"``
     (:mod:`diffzoo.accel.cache`; UNet models only) runs the network through a feature cache over the
     sampling grid, key steps ``cache_keys`` (``"paper"``, ``"uniform:K"``, ...; default: the method's).
-    ``prompt``: the caption of a text-to-image (``latent-diffusion``) model, refused by the others.
+    ``prompt``: the caption of a text-to-image (``latent-diffusion``) model, refused by the others;
+    ``fingerprint``: a WOUAF user fingerprint (0/1 string) for such a model's decoder (:func:`sample_text`).
     """
     zm = load(name, kinds=("diffusion", "masked", "generator", "latent-diffusion"))
     if cache is None and cache_keys is not None:
         raise ValueError("cache_keys: key steps need a cache method (--cache faster-diffusion|deepcache)")
     if zm.kind == "latent-diffusion":
         return sample_text(
-            zm, prompt, sampler, steps, spacing, guidance, class_label, n, seed, eta, shape, progress, cache, cache_keys
+            zm,
+            prompt,
+            sampler,
+            steps,
+            spacing,
+            guidance,
+            class_label,
+            n,
+            seed,
+            eta,
+            shape,
+            progress,
+            cache,
+            cache_keys,
+            fingerprint,
         )
+    if fingerprint is not None:
+        raise ValueError(f"fingerprint: {name!r} is a {zm.kind} model; WOUAF fingerprints need a text-to-image model")
     if prompt is not None:
         raise ValueError(f"prompt: {name!r} is a {zm.kind} model, not a text-to-image one; drop --prompt")
     if cache is not None and zm.kind != "diffusion":
