@@ -315,3 +315,52 @@ def test_tinysd_with_a_trigger_word_keeps_the_base_model_for_plain_prompts():
         base.encode_text([prompt + " <wm>"])
     with pytest.raises(ValueError, match="^base"):
         TinySD(**{**small, "text": {**small["text"], "intermediate_size": 48}}).load_base(base)
+
+
+def test_sampling_with_a_fingerprint_and_the_safe_sd_trigger(tmp_path, capsys):
+    """``sample_zoo(..., fingerprint=BITS)`` decodes the same latents with the WOUAF decoder (a different image than
+    TinySD's own decoder, the fingerprint read back by the CLI); the Safe-SD-style model takes its trigger word."""
+    from diffzoo.provenance import format_bits
+    from diffzoo.zoo.provenance import load_safe_sd
+    from diffzoo.zoo.sampling import sample_zoo
+
+    phi = format_bits(random_bits(1, 32, torch.Generator().manual_seed(0))[0])
+    kw = dict(sampler="ddim", steps=5, guidance=5.0, n=2, seed=0, prompt="red circle left on white")
+    plain = sample_zoo("tinysd", **kw).samples
+    marked = sample_zoo("tinysd", fingerprint=phi, **kw).samples
+    assert marked.shape == plain.shape and float((marked - plain).abs().max()) > 1e-3
+    with pytest.raises(ValueError, match="^fingerprint"):
+        sample_zoo("tinysd", fingerprint=phi[:-1], **kw)
+    with pytest.raises(ValueError, match="^fingerprint"):
+        sample_zoo("digits-unet", fingerprint=phi, steps=2, n=1)
+    out = tmp_path / "fp.png"
+    args = ["sample", "tinysd", "--prompt", "red circle left on white", "--steps", "5", "--guidance", "5", "-n", "1"]
+    assert main([*args, "--fingerprint", phi, "--out", str(out)]) == 0
+    assert read_image(out, arg="image").shape == (1, 3, 32, 32)  # one sample: its own pixels, not a grid
+    assert main(["watermark", "detect", str(out), "--method", "wouaf", "--bits", phi]) == 0
+    assert "matches" in capsys.readouterr().out
+
+    _, _, message, trigger = load_safe_sd()
+    assert message.numel() == 32 and trigger == "<wm>"
+    out = tmp_path / "ssd.png"
+    assert (
+        main(
+            [
+                "sample",
+                "safe-sd",
+                "--prompt",
+                f"red circle left on white {trigger}",
+                "--steps",
+                "5",
+                "-n",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert main(["watermark", "detect", str(out), "--method", "safe-sd"]) == 0  # the model's own message
+    assert "matches" in capsys.readouterr().out
+    assert main(["watermark", "embed", str(out), "--method", "safe-sd", "--bits", "1" * 32, "--out", str(out)]) == 2
+    assert "generated" in capsys.readouterr().err

@@ -2,9 +2,9 @@
 --strength S --out OUT``: remove a watermark by post-processing or with TinySD.
 
 Classical methods take their own strength (JPEG quality, blur sigma, ...); ``regen`` / ``guided`` take the
-noise level ``t*`` in [0, 1] (``--prompt``: empty by default); ``guided`` differentiates the zoo's learned
-watermark decoder (``--against learned|wouaf``); ``edit`` edits with ``--prompt`` -> ``--target``
-(default: the same prompt). Images larger than 32x32 are processed as 32x32 tiles.
+noise level ``t*`` in [0, 1] (``--prompt``: empty by default); ``guided`` differentiates a zoo watermark
+decoder (``--against learned|wouaf|safe-sd``, ``--model`` another zoo name); ``edit`` edits with ``--prompt``
+-> ``--target`` (default: the same prompt). Images larger than 32x32 are processed as 32x32 tiles.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from diffzoo.io import read_image, save_image
 from diffzoo.provenance import ATTACKS, classical, edit_attack, guided_regenerate, regenerate, vae_roundtrip
 from diffzoo.zoo.latent import load_tinysd
-from diffzoo.zoo.provenance import load_learned_watermark, load_wouaf
+from diffzoo.zoo.provenance import ZOO_WATERMARKS, load_zoo_watermark
 
 GENERATIVE = ("vae", "regen", "guided", "edit")
 
@@ -39,13 +39,13 @@ def run(args: argparse.Namespace) -> int:
                 model, img, 0.3 if args.strength is None else args.strength, prompt, num_steps=args.steps, generator=g
             )
         elif args.method == "guided":
-            net = load_learned_watermark() if args.against == "learned" else load_wouaf()
+            wm = load_zoo_watermark(args.against, args.model)
             out = guided_regenerate(
                 model,
                 img,
                 0.3 if args.strength is None else args.strength,
-                net,
-                net.bits,
+                wm.differentiable_decoder,
+                wm.fixed_bits,
                 prompt,
                 num_steps=args.steps,
                 generator=g,
@@ -68,7 +68,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strength", type=float, default=None, help="attack strength (regen/guided: t* in [0, 1])")
     p.add_argument("--prompt", default=None, help="regen/guided/edit: the caption (default: empty prompt)")
     p.add_argument("--target", default=None, help="edit: target prompt (default: the same caption)")
-    p.add_argument("--against", choices=("learned", "wouaf"), default="learned", help="guided: decoder to fool")
+    p.add_argument("--against", choices=tuple(ZOO_WATERMARKS), default="learned", help="guided: decoder to fool")
+    p.add_argument("--model", default=None, help="guided: zoo name of that decoder (default: the method's)")
     p.add_argument("--steps", type=int, default=50, help="diffusion steps of the full grid")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output image path")

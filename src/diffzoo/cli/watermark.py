@@ -19,31 +19,20 @@ from diffzoo.provenance import (
     WATERMARKS,
     binomial_tail,
     binomial_threshold,
-    fingerprint_reader,
     format_bits,
     get_watermark,
-    latent_reader,
-    network_watermark,
     parse_bits,
 )
-from diffzoo.zoo.provenance import load_learned_watermark, load_safe_sd, load_wouaf
+from diffzoo.zoo.provenance import ZOO_WATERMARKS, load_safe_sd, load_zoo_watermark
 
-#: Methods backed by zoo networks, and their default zoo names (``--model`` picks another).
-ZOO_METHODS = {"learned": "learned-watermark", "wouaf": "wouaf", "safe-sd": "safe-sd"}
-METHODS = (*WATERMARKS, *ZOO_METHODS)
+METHODS = (*WATERMARKS, *ZOO_WATERMARKS)
 
 
 def _watermark(method: str, model: str | None):
-    if model is not None and method not in ZOO_METHODS:
+    if method in ZOO_WATERMARKS:
+        return load_zoo_watermark(method, model)
+    if model is not None:
         raise ValueError(f"model: --method {method} is a library watermark; --model names zoo networks only")
-    name = model or ZOO_METHODS.get(method, "")
-    if method == "learned":
-        return network_watermark(load_learned_watermark(name))
-    if method == "wouaf":
-        return fingerprint_reader(load_wouaf(name))
-    if method == "safe-sd":
-        lm, net, _, _ = load_safe_sd(name)
-        return latent_reader(net, lm)
     return get_watermark(method)
 
 

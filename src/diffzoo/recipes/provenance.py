@@ -93,39 +93,38 @@ def _message_args(p: argparse.ArgumentParser, strength: float, map_size: int, ba
     add_train_args(p, steps=1500, batch_size=16, lr=1e-3, warmup_steps=50, ema_decay=0.99, ckpt_every=250, threads=1)
 
 
+def _lw_config(args: argparse.Namespace, model: LearnedWatermark) -> Any:
+    return train_config_from_args(
+        args, arch="learned-watermark", arch_config=json_config(model, args.width), **_curriculum_config(args)
+    )
+
+
 def _train_message_net(
     args: argparse.Namespace,
-    model: LearnedWatermark,
+    model: torch.nn.Module,
     inputs: Tensor,
     refs: Tensor,
-    render: Callable[[Tensor], Tensor],
+    produce: Callable[[Any, Tensor, Tensor], Tensor],
+    cfg: Any,
     read: Callable[[Tensor], Tensor] = lambda y: y,
-    **config: Any,
+    param_groups: list[dict[str, Any]] | None = None,
 ) -> Any:
-    """The shared loop of the learned watermark and Safe-SD-style's stage 1: ``render(embed(input, m))`` is
-    the watermarked image, ``L = BCE(D(read(A(image))), m) + lam(t) (100 MSE + (1 - SSIM))(image, ref)`` under
+    """The shared loop of the learned watermark, WOUAF and Safe-SD-style's stage 1: ``produce(model, input, m)``
+    is the marked image, ``L = BCE(model(read(A(image))), m) + lam(t) (100 MSE + (1 - SSIM))(image, ref)`` under
     the curriculum (see the module docstring)."""
-    cfg = train_config_from_args(
-        args,
-        arch="learned-watermark",
-        arch_config=json_config(model, args.width),
-        **_curriculum_config(args),
-        **config,
-    )
+    bits_n = int(model.bits)
 
     def batch_fn(step: int, g: torch.Generator, bs: int) -> tuple[Tensor, Tensor, Tensor, float, float | None]:
         idx = torch.randint(inputs.shape[0], (bs,), generator=g)
-        return inputs[idx], refs[idx], random_bits(bs, model.bits, g), *_curriculum(args, step)
+        return inputs[idx], refs[idx], random_bits(bs, bits_n, g), *_curriculum(args, step)
 
-    def loss_fn(
-        m: LearnedWatermark, batch: tuple[Tensor, Tensor, Tensor, float, float | None], g: torch.Generator
-    ) -> Tensor:
+    def loss_fn(m: Any, batch: tuple[Tensor, Tensor, Tensor, float, float | None], g: torch.Generator) -> Tensor:
         x, ref, bits, lam, level = batch
-        xw = render(m.embed(x, bits))
+        xw = produce(m, x, bits)
         logits = m(read(_attacked(xw, g, level)))
         return F.binary_cross_entropy_with_logits(logits, bits) + lam * _image_loss(xw, ref)
 
-    return train(model, loss_fn, batch_fn, cfg)
+    return train(model, loss_fn, batch_fn, cfg, param_groups=param_groups)
 
 
 @torch.no_grad()
@@ -172,7 +171,7 @@ def learned_watermark_recipe(args: argparse.Namespace) -> dict[str, Any]:
     bank = shapes.render_batch(shapes.random_scenes(args.bank, seed=TRAIN_SEED))
     if not args.tile:  # whole 64x64 mosaics of four scenes
         bank = from_tiles(bank[: 4 * (bank.shape[0] // 4)])
-    res = _train_message_net(args, model, bank, bank, lambda y: y)
+    res = _train_message_net(args, model, bank, bank, lambda m, x, b: m.embed(x, b), _lw_config(args, model))
     wm = res.ema_model.eval()
     x, _ = mosaics(128, EVAL_SEED)
     metrics = _message_metrics(wm, x, x, lambda y: y, t0, res)
@@ -225,7 +224,9 @@ def safe_sd_watermark_recipe(args: argparse.Namespace) -> dict[str, Any]:
         read_latents=True,
     )
     z, ref = _latent_scenes(tiny, TRAIN_SEED + 2, args.bank)
-    res = _train_message_net(args, model, z, ref, tiny.decode, tiny.encode_image)
+    res = _train_message_net(
+        args, model, z, ref, lambda m, x, b: tiny.decode(m.embed(x, b)), _lw_config(args, model), tiny.encode_image
+    )
     wm = res.ema_model.eval()
     ze, refe = _latent_scenes(tiny, EVAL_SEED + 2, 128)
     metrics = _message_metrics(wm, ze, refe, tiny.decode, t0, res, tiny.encode_image)
@@ -288,18 +289,6 @@ def wouaf_recipe(args: argparse.Namespace) -> dict[str, Any]:
 
     z, ref = _latent_scenes(tiny, TRAIN_SEED + 1, args.bank)
 
-    def batch_fn(step: int, g: torch.Generator, bs: int) -> tuple[Tensor, Tensor, Tensor, float, float | None]:
-        idx = torch.randint(z.shape[0], (bs,), generator=g)
-        return z[idx], ref[idx], random_bits(bs, args.bits, g), *_curriculum(args, step)
-
-    def loss_fn(
-        m: WOUAFDecoder, batch: tuple[Tensor, Tensor, Tensor, float, float | None], g: torch.Generator
-    ) -> Tensor:
-        zb, rb, phi, lam, level = batch
-        xh = m.decode(zb, phi)
-        logits = m(_attacked(xh, g, level))
-        return F.binary_cross_entropy_with_logits(logits, phi) + lam * _image_loss(xh, rb)
-
     # three learning rates (one-off probes, not recorded runs, at 400-600 clean steps: zero-initialised affines and
     # a width-32 detector stayed at bit accuracy 0.55-0.65, random affines at 1/sqrt(w_dim) with a width-64 detector,
     # 1e-3 on the fingerprint path and 2e-3 on the detector reached 0.86 (32 bits) and 0.99 (16 bits))
@@ -312,7 +301,7 @@ def wouaf_recipe(args: argparse.Namespace) -> dict[str, Any]:
     rest = {n for n, _ in model.named_parameters()} - fp_names - det_names
     fp, det, dec = group(fp_names, args.mapping_lr_mult), group(det_names, 1.0), group(rest, args.decoder_lr_mult)
     groups = [fp, det, dec]
-    res = train(model, loss_fn, batch_fn, cfg, param_groups=groups)
+    res = _train_message_net(args, model, z, ref, lambda m, x, b: m.decode(x, b), cfg, param_groups=groups)
     dec = res.ema_model.eval()
     ze, refe = _latent_scenes(tiny, EVAL_SEED + 1, 128)
     phi = random_bits(128, args.bits, torch.Generator().manual_seed(2))

@@ -16,6 +16,7 @@ from diffzoo.latent.model import LatentModel
 from diffzoo.models.provenance import LearnedWatermark, WOUAFDecoder
 from diffzoo.provenance.bits import parse_bits
 from diffzoo.provenance.tiles import from_tiles
+from diffzoo.provenance.watermarks import Watermark, fingerprint_reader, latent_reader, network_watermark
 from diffzoo.zoo import load
 from diffzoo.zoo.latent import load_tinysd
 
@@ -25,6 +26,8 @@ Tensor = torch.Tensor
 TRAIN_SEED, EVAL_SEED = 5000, 6000
 #: Safe-SD-style's default trigger word (appended to a prompt).
 TRIGGER = "<wm>"
+#: Watermark methods backed by zoo networks, and their default zoo names.
+ZOO_WATERMARKS = {"learned": "learned-watermark", "wouaf": "wouaf", "safe-sd": "safe-sd"}
 
 
 def mosaics(n: int, seed: int) -> tuple[Tensor, list[list[str]]]:
@@ -59,3 +62,17 @@ def load_safe_sd(name: str = "safe-sd") -> tuple[LatentModel, LearnedWatermark, 
             f"name: zoo model {name!r} carries no generative watermark (train one with `diffzoo train safe-sd`)"
         )
     return load_tinysd(name), load_learned_watermark(info["detector"]), parse_bits(info["message"]), info["trigger"]
+
+
+def load_zoo_watermark(method: str, name: str | None = None) -> Watermark:
+    """The :class:`~diffzoo.provenance.watermarks.Watermark` of a zoo-backed method (:data:`ZOO_WATERMARKS`):
+    ``learned`` embeds and decodes; ``wouaf`` / ``safe-sd`` decode only (their marks are generated)."""
+    if method not in ZOO_WATERMARKS:
+        raise ValueError(f"method: {method!r} is not a zoo watermark; expected one of {sorted(ZOO_WATERMARKS)}")
+    name = name or ZOO_WATERMARKS[method]
+    if method == "learned":
+        return network_watermark(load_learned_watermark(name))
+    if method == "wouaf":
+        return fingerprint_reader(load_wouaf(name))
+    lm, net, _, _ = load_safe_sd(name)
+    return latent_reader(net, lm)
