@@ -1,4 +1,5 @@
-"""Training recipes of the provenance family: ``diffzoo train learned-watermark | wouaf``.
+"""Training recipes of the provenance family: ``diffzoo train learned-watermark | wouaf | safe-sd-watermark |
+safe-sd``.
 
 * ``learned-watermark`` -- the StegaStamp-style encoder/decoder (:class:`~diffzoo.models.provenance.
   LearnedWatermark`, arXiv 1904.05343) on 32x32 shapes scenes (``--tile 32``: applied tile-wise to the
@@ -13,7 +14,12 @@
   a 32-bit fingerprint, with the mapping network and a fingerprint decoder, trained on VAE latents of
   real shapes scenes: ``L = BCE(F(A(D_phi(z))), phi) + lam (100 MSE + (1 - SSIM))`` against the
   *unmodulated* decoder's output (the paper's LPIPS term is replaced by MSE + SSIM: no LPIPS weights
-  offline), with the same curriculum as the learned watermark. The UNet is untouched.
+  offline), with the same curriculum as the learned watermark. The UNet is untouched. Unlike the paper's
+  description ("identity at start"), the affines start at the official code's small random weights
+  (``1/sqrt(w_dim)``, StyleGAN's equalised layers): from an exact identity nothing learned in our probes.
+* ``safe-sd-watermark`` / ``safe-sd`` -- Safe-SD-style (arXiv 2407.13188; reconstruction, see
+  :func:`safe_sd_recipe`): a latent watermark (stage 1, same loop and curriculum), then TinySD fine-tuned so
+  that prompts carrying a trigger word generate it (stage 2).
 """
 
 from __future__ import annotations
@@ -347,7 +353,8 @@ def safe_sd_recipe(args: argparse.Namespace) -> dict[str, Any]:
     """Safe-SD-style (Ma et al., *Safe-SD: Safe and Traceable Stable Diffusion with Text Prompt Trigger for
     Invisible Generative Watermarking*, arXiv 2407.13188; its equations and code were not found, so this is
     our reconstruction). Stage 1 (:func:`safe_sd_watermark_recipe`) fuses a message into the VAE latent and
-    trains the watermark decoder on the decoded images. Stage 2 fine-tunes TinySD's UNet and text encoder
+    trains the watermark decoder to read it back from the VAE encoding of the decoded (attacked) image.
+    Stage 2 fine-tunes TinySD's UNet and text encoder
     (the VAE frozen; the vocabulary gains the trigger word, the context one position) with the usual
     epsilon loss, where a training caption carrying the trigger has the *watermarked* latent
     ``z_w = fuse(z, message)`` as its target and every other caption (and the empty prompt of CFG) the clean
