@@ -339,6 +339,13 @@ def test_sampling_with_a_fingerprint_and_the_safe_sd_trigger(tmp_path, capsys):
     assert read_image(out, arg="image").shape == (1, 3, 32, 32)  # one sample: its own pixels, not a grid
     assert main(["watermark", "detect", str(out), "--method", "wouaf", "--bits", phi]) == 0
     assert "matches" in capsys.readouterr().out
+    reg = tmp_path / "users.txt"
+    reg.write_text(f"alice {phi}\nbob {'1' * 32}\n")
+    assert main([*args, "--fingerprint", "alice", "--users", str(reg), "--out", str(out)]) == 0
+    assert main(["watermark", "detect", str(out), "--method", "wouaf", "--users", str(reg)]) == 0
+    assert "| alice" in capsys.readouterr().out
+    assert main([*args, "--fingerprint", "carol", "--users", str(reg), "--out", str(tmp_path / "no.png")]) == 2
+    assert "unknown user 'carol'" in capsys.readouterr().err and not (tmp_path / "no.png").exists()
 
     _, _, message, trigger = load_safe_sd()
     assert message.numel() == 32 and trigger == "<wm>"
@@ -364,3 +371,28 @@ def test_sampling_with_a_fingerprint_and_the_safe_sd_trigger(tmp_path, capsys):
     assert "matches" in capsys.readouterr().out
     assert main(["watermark", "embed", str(out), "--method", "safe-sd", "--bits", "1" * 32, "--out", str(out)]) == 2
     assert "generated" in capsys.readouterr().err
+
+
+def test_user_registry_names_fingerprints_and_refuses_unknown_users(tmp_path):
+    from diffzoo.provenance import read_users, user_fingerprint
+
+    reg = tmp_path / "users.txt"
+    reg.write_text("# registry\nalice 0110\n\nbob 1111  # comment\n1000\n")
+    names, fps = read_users(reg)
+    assert names == ["alice", "bob", "5"] and fps.tolist() == [[0, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+    assert user_fingerprint("bob", reg).tolist() == [1, 1, 1, 1]
+    assert user_fingerprint("0011", reg).tolist() == [0, 0, 1, 1] and user_fingerprint("01").tolist() == [0, 1]
+    with pytest.raises(ValueError, match="^fingerprint: unknown user 'carol'"):
+        user_fingerprint("carol", reg)
+    for text, msg in (
+        ("a 01\nb 011\n", "different lengths"),
+        ("a 01 x\n", "line 1"),
+        ("a 01\na 10\n", "duplicate"),
+        ("\n# none\n", "no user"),
+        ("a 012\n", "users \\(line 1\\)"),
+    ):
+        reg.write_text(text)
+        with pytest.raises(ValueError, match=msg):
+            read_users(reg)
+    with pytest.raises(ValueError, match="^users: cannot read"):
+        read_users(tmp_path / "missing.txt")

@@ -108,6 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         cache_keys=args.cache_keys,
         prompt=args.prompt,
         fingerprint=args.fingerprint,
+        users=args.users,
     )
     written: list[Path] = []
     try:
@@ -193,6 +194,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--fingerprint",
         default=None,
-        help="text-to-image models: decode with the zoo's WOUAF decoder carrying this user fingerprint (0/1 string)",
+        help="text-to-image models: decode with the zoo's WOUAF decoder carrying this user fingerprint (0/1 string, "
+        "or a user name of --users)",
     )
+    p.add_argument("--users", default=None, help="user registry: a text file of 'NAME BITS' lines (for --fingerprint)")
     p.set_defaults(func=_run)

@@ -17,11 +17,14 @@ import torch
 from diffzoo.io import format_table, read_image, save_image
 from diffzoo.provenance import (
     WATERMARKS,
+    attribute,
+    attribution_threshold,
     binomial_tail,
     binomial_threshold,
     format_bits,
     get_watermark,
     parse_bits,
+    read_users,
 )
 from diffzoo.zoo.provenance import ZOO_WATERMARKS, load_safe_sd, load_zoo_watermark
 
@@ -53,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         args.bits = format_bits(load_safe_sd(args.model or "safe-sd")[2])
     expected = parse_bits(args.bits)[None] if args.bits else None
     n = expected.shape[1] if expected is not None else args.length
+    if not n and args.users:
+        n = read_users(args.users)[1].shape[1]
     if not n:
         raise ValueError("bits: give the expected message (--bits) or its length (--length)")
     decoded = wm.decode(img, int(n))
@@ -64,6 +69,12 @@ def run(args: argparse.Namespace) -> int:
             p_value=binomial_tail(int(n), k),
             detected=k >= binomial_threshold(int(n), args.fpr),
         )
+    if args.users:
+        names, fps = read_users(args.users)
+        idx, dist = attribute(decoded, fps)
+        thr = attribution_threshold(int(n), len(names), args.fpr)
+        row["user"] = names[int(idx[0])] if int(dist[0]) <= thr else "none"
+        row["hamming"] = f"{int(dist[0])} (match <= {thr})"
     print(format_table([row]))
     return 0
 
@@ -80,5 +91,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model", default=None, help="zoo name of a learned / wouaf / safe-sd network (default: the method's)"
     )
+    p.add_argument("--users", default=None, help="detect: attribute to the nearest user of this 'NAME BITS' registry")
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=run)

@@ -22,7 +22,9 @@ from diffzoo.provenance.bits import (
     format_bits,
     parse_bits,
     random_bits,
+    read_users,
     tpr_at_fpr,
+    user_fingerprint,
 )
 from diffzoo.provenance.regen import edit_attack, guided_regenerate, regenerate, vae_roundtrip
 from diffzoo.provenance.tiles import from_tiles, to_tiles
@@ -62,8 +64,10 @@ __all__ = [
     "quantize8",
     "random_augment",
     "random_bits",
+    "read_users",
     "regenerate",
     "tpr_at_fpr",
     "to_tiles",
+    "user_fingerprint",
     "vae_roundtrip",
 ]

@@ -12,6 +12,8 @@ Attribution among users picks the fingerprint of smallest Hamming distance (WOUA
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import torch
 
@@ -123,3 +125,47 @@ def attribution_threshold(n: int, users: int, fpr: float = 0.01) -> int:
         if users * binomial_tail(n, n - d) <= fpr:
             best = d
     return best
+
+
+def read_users(path: str | os.PathLike) -> tuple[list[str], Tensor]:
+    """A user registry: a text file with one ``NAME BITS`` (or just ``BITS``, named by its line number) per
+    line; ``#`` comments and blank lines are skipped. Returns ``(names, fingerprints (U, n))``. A missing
+    file, a malformed line, duplicate names or fingerprints of different lengths: one-line ``ValueError``
+    naming ``users``."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"users: cannot read the user registry {str(path)!r} ({type(e).__name__})") from None
+    names, rows = [], []
+    for k, line in enumerate(text.splitlines(), 1):
+        parts = line.split("#", 1)[0].split()
+        if not parts:
+            continue
+        if len(parts) > 2:
+            raise ValueError(f"users: line {k} of {str(path)!r} must be 'NAME BITS' or 'BITS', got {line.strip()!r}")
+        name, bits = (parts[0], parts[1]) if len(parts) == 2 else (str(k), parts[0])
+        rows.append(parse_bits(bits, f"users (line {k})"))
+        names.append(name)
+    if not rows:
+        raise ValueError(f"users: {str(path)!r} lists no user")
+    if len({r.numel() for r in rows}) > 1:
+        raise ValueError(
+            f"users: fingerprints in {str(path)!r} have different lengths {sorted({r.numel() for r in rows})}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"users: duplicate user names in {str(path)!r}")
+    return names, torch.stack(rows)
+
+
+def user_fingerprint(spec: str, users: str | os.PathLike | None = None) -> Tensor:
+    """A fingerprint given as a 0/1 string, or -- with a registry ``users`` (:func:`read_users`) -- as a user
+    name; an unknown user is a one-line ``ValueError`` naming ``fingerprint``."""
+    if users is None:
+        return parse_bits(spec, "fingerprint")
+    names, fps = read_users(users)
+    if spec in names:
+        return fps[names.index(spec)]
+    if set(spec) <= {"0", "1"} and spec:
+        return parse_bits(spec, "fingerprint")
+    shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+    raise ValueError(f"fingerprint: unknown user {spec!r}; {str(users)!r} lists {len(names)} users ({shown})")

@@ -26,7 +26,7 @@ from diffzoo.discrete.samplers import SAMPLERS as MASKED_SAMPLERS
 from diffzoo.discrete.samplers import CallCounter, ancestral_sample, confidence_sample, first_hitting_sample
 from diffzoo.discrete.tokens import token_space
 from diffzoo.distill.generate import generate
-from diffzoo.provenance.bits import parse_bits
+from diffzoo.provenance.bits import user_fingerprint
 from diffzoo.sampling import SAMPLERS, STOCHASTIC, get_timesteps, initial_noise, sample
 from diffzoo.zoo import load
 from diffzoo.zoo.latent import latent_model
@@ -198,11 +198,14 @@ def sample_generator(
     return SampleResult(x, labels, nfe, seconds=time.perf_counter() - t0, method=f"{spec['type']} generator")
 
 
-def fingerprinted_decoder(fingerprint: str, scaling_factor: float, name: str = "wouaf") -> Any:
+def fingerprinted_decoder(
+    fingerprint: str, scaling_factor: float, name: str = "wouaf", users: str | None = None
+) -> Any:
     """``z -> images`` through the zoo's WOUAF decoder ``name`` modulated by ``fingerprint`` (a 0/1 string of
-    the decoder's length); its latent scale must be the model's (the same VAE latent space)."""
+    the decoder's length, or a user name of the registry ``users``); its latent scale must be the model's (the
+    same VAE latent space)."""
     dec = load_wouaf(name)
-    phi = parse_bits(fingerprint, "fingerprint")
+    phi = user_fingerprint(fingerprint, users)
     if phi.numel() != dec.bits:
         raise ValueError(f"fingerprint: {name!r} takes {dec.bits} bits, got {phi.numel()}")
     if abs(dec.scaling_factor - float(scaling_factor)) > 1e-6:
@@ -236,6 +239,7 @@ def sample_text(
     cache: str | None = None,
     cache_keys: str | None = None,
     fingerprint: str | None = None,
+    users: str | None = None,
 ) -> SampleResult:
     """Text to image with a loaded latent-diffusion zoo model (TinySD, or a quantized TinySD entry, simulated
     or int8): ``n`` latents per-sample seeded, a Gaussian sampler with classifier-free guidance against the
@@ -251,7 +255,7 @@ def sample_text(
         raise ValueError(f"shape: the image size of {zm.name!r} is fixed by its training")
     sampler, steps, kw = _gaussian_options(sampler, steps, eta)
     lm = latent_model(zm.model)
-    decode = lm.decode if fingerprint is None else fingerprinted_decoder(fingerprint, lm.scaling_factor)
+    decode = lm.decode if fingerprint is None else fingerprinted_decoder(fingerprint, lm.scaling_factor, users=users)
     if cache is not None:
         lm = cache_latent_model(lm, get_timesteps(lm.schedule, steps, spacing), cache, cache_keys)
     base = lm.denoiser()
@@ -282,6 +286,7 @@ def sample_zoo(
     cache_keys: str | None = None,
     prompt: str | None = None,
     fingerprint: str | None = None,
+    users: str | None = None,
 ) -> SampleResult:
     """Load zoo model ``name`` and draw ``n`` samples (see the module docstring).
 
@@ -290,7 +295,8 @@ def sample_zoo(
     (:mod:`diffzoo.accel.cache`; UNet models only) runs the network through a feature cache over the
     sampling grid, key steps ``cache_keys`` (``"paper"``, ``"uniform:K"``, ...; default: the method's).
     ``prompt``: the caption of a text-to-image (``latent-diffusion``) model, refused by the others;
-    ``fingerprint``: a WOUAF user fingerprint (0/1 string) for such a model's decoder (:func:`sample_text`).
+    ``fingerprint``: a WOUAF user fingerprint (0/1 string, or a user name of the registry file ``users``) for
+    such a model's decoder (:func:`sample_text`).
     """
     zm = load(name, kinds=("diffusion", "masked", "generator", "latent-diffusion"))
     if cache is None and cache_keys is not None:
@@ -312,6 +318,7 @@ def sample_zoo(
             cache,
             cache_keys,
             fingerprint,
+            users,
         )
     if fingerprint is not None:
         raise ValueError(f"fingerprint: {name!r} is a {zm.kind} model; WOUAF fingerprints need a text-to-image model")
