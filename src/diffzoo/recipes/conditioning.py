@@ -23,17 +23,12 @@ from diffzoo.core.schedules import get_schedule
 from diffzoo.data import primitives3d, tryon
 from diffzoo.models.multiview import MultiViewUNet
 from diffzoo.models.tryon import MODES, TryonUNet
-from diffzoo.recipes.registry import add_train_args, register_recipe, ship, train_config_from_args
+from diffzoo.recipes.registry import add_train_args, final_loss, register_recipe, ship, train_config_from_args
 from diffzoo.train.trainer import diffusion_loss, train
 
 log = logging.getLogger(__name__)
 
 SCHEDULE = {"name": "linear", "kwargs": {}}
-
-
-def _final_loss(losses: list[float]) -> float:
-    tail = losses[-100:]
-    return float(sum(tail) / max(1, len(tail)))
 
 
 # ------------------------------------------------------------------------------------------- multiview
@@ -78,7 +73,7 @@ def multiview_recipe(args: argparse.Namespace) -> dict[str, Any]:
         return diffusion_loss(m, x, schedule, gen, cond=tok, prediction_type=args.prediction_type)
 
     res = train(model, loss_fn, batch_fn, cfg)
-    metrics = {"final_loss": _final_loss(res.losses), "n_train": args.n_train}
+    metrics = {"final_loss": final_loss(res), "n_train": args.n_train}
     log.info("multiview (%s): final loss %.4f", args.attention, metrics["final_loss"])
     ship(
         args,
@@ -135,7 +130,7 @@ def tryon_recipe(args: argparse.Namespace) -> dict[str, Any]:
 
     res = train(model, loss_fn, batch_fn, cfg)
     metrics = {
-        "final_loss": _final_loss(res.losses),
+        "final_loss": final_loss(res),
         "n_train": args.n_train,
         "params": sum(p.numel() for p in model.parameters()),
         "params_used": model.used_parameters(),

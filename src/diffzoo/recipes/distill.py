@@ -46,7 +46,7 @@ from diffzoo.io import atomic_save_safetensors, read_safetensors
 from diffzoo.metrics import digits_accuracy, digits_fd
 from diffzoo.models.registry import build
 from diffzoo.recipes.foundation import classifier_accuracy, shift_augment
-from diffzoo.recipes.registry import add_train_args, register_recipe, ship, train_config_from_args
+from diffzoo.recipes.registry import add_train_args, final_loss, register_recipe, ship, train_config_from_args
 from diffzoo.sampling import ddim, get_timesteps
 from diffzoo.train.trainer import train
 
@@ -145,7 +145,7 @@ def ship_generator(
     final loss and ``extra_metrics``, and ship it (kind ``generator``) with its teacher's null class."""
     metrics = evaluate_samples(lambda z, c: generate(res.ema_model.eval(), z, c, spec=spec), args.eval_per_class)
     metrics.update(extra_metrics or {})
-    metrics["final_loss"] = final_loss(res)
+    metrics["final_loss"] = final_loss(res, 50)
     ship(
         args,
         res.ema_model,
@@ -159,12 +159,6 @@ def ship_generator(
         metrics=metrics,
     )
     return metrics
-
-
-def final_loss(res: Any, window: int = 50) -> float:
-    """Mean training loss of the last ``window`` steps (the ``final_loss`` metric of every student)."""
-    tail = res.losses[-window:]
-    return sum(tail) / max(1, len(tail))
 
 
 def ship_diffusion_student(

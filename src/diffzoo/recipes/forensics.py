@@ -34,7 +34,7 @@ from diffzoo.core.schedules import get_schedule
 from diffzoo.data import simple_shapes, toy2d
 from diffzoo.forensics.detection import detection_metrics, random_patches, top_m_mean
 from diffzoo.models.registry import build
-from diffzoo.recipes.registry import add_train_args, register_recipe, ship, train_config_from_args
+from diffzoo.recipes.registry import add_train_args, final_loss, register_recipe, ship, train_config_from_args
 from diffzoo.sampling import ddpm, get_timesteps
 from diffzoo.train.trainer import diffusion_loss, train
 from diffzoo.zoo.forensics import (
@@ -260,7 +260,7 @@ def _train_finite_ddpm(
 
 
 def _ship_ddpm(args, res, arch: str, arch_config: dict, schedule: dict, metrics: dict, dataset: str) -> None:
-    metrics["final_loss"] = sum(res.losses[-100:]) / max(1, len(res.losses[-100:]))
+    metrics["final_loss"] = final_loss(res)
     ship(
         args,
         res.ema_model,

@@ -29,7 +29,7 @@ from diffzoo.core.schedules import get_schedule
 from diffzoo.data import digits, toy2d
 from diffzoo.metrics import digits_accuracy, digits_fd, mmd, nll, sliced_wasserstein
 from diffzoo.models.registry import build
-from diffzoo.recipes.registry import add_train_args, register_recipe, ship, train_config_from_args
+from diffzoo.recipes.registry import add_train_args, final_loss, register_recipe, ship, train_config_from_args
 from diffzoo.sampling import ddim, get_timesteps
 from diffzoo.train.trainer import diffusion_loss, train
 
@@ -142,7 +142,7 @@ def toy2d_recipe(args: argparse.Namespace) -> dict[str, Any]:
 
     res = _run(args, "mlp", arch_config, loss_fn, batch_fn, dataset=args.dataset)
     metrics = evaluate_toy2d(res.ema_model, data, args.eval_samples, args.seed)
-    metrics["final_loss"] = sum(res.losses[-100:]) / max(1, len(res.losses[-100:]))
+    metrics["final_loss"] = final_loss(res)
     ship(
         args,
         res.ema_model,
@@ -268,7 +268,7 @@ def digits_unet_recipe(args: argparse.Namespace) -> dict[str, Any]:
 
     res = _run(args, "digits_unet", arch_config, loss_fn, batch_fn, label_dropout=args.label_dropout)
     metrics = evaluate_digits_unet(res.ema_model, args.guidance, args.eval_per_class, args.seed)
-    metrics["final_loss"] = sum(res.losses[-100:]) / max(1, len(res.losses[-100:]))
+    metrics["final_loss"] = final_loss(res)
     ship(
         args,
         res.ema_model,

@@ -27,7 +27,14 @@ from diffzoo.discrete.samplers import first_hitting_sample
 from diffzoo.discrete.tokens import TokenSpace, kmeans
 from diffzoo.metrics.image import psnr
 from diffzoo.models.registry import build
-from diffzoo.recipes.registry import add_train_args, check_train_args, register_recipe, ship, train_config_from_args
+from diffzoo.recipes.registry import (
+    add_train_args,
+    check_train_args,
+    final_loss,
+    register_recipe,
+    ship,
+    train_config_from_args,
+)
 from diffzoo.train.trainer import train
 from diffzoo.zoo import MASKED_PREDICTION
 
@@ -132,7 +139,7 @@ def train_masked(
     metrics = {
         "test_nelbo_nats_per_token": nelbo,
         "test_nelbo_bits_per_token": nelbo / 0.6931471805599453,
-        "final_train_loss": sum(res.losses[-100:]) / max(1, len(res.losses[-100:])),
+        "final_train_loss": final_loss(res),
     }
     if extra_metrics is not None:
         metrics.update(extra_metrics(ema))

@@ -20,7 +20,7 @@ from diffzoo.core.schedules import get_schedule
 from diffzoo.data import digits
 from diffzoo.metrics import digits_fd
 from diffzoo.models.registry import build
-from diffzoo.recipes.registry import add_train_args, register_recipe, ship, train_config_from_args
+from diffzoo.recipes.registry import add_train_args, final_loss, register_recipe, ship, train_config_from_args
 from diffzoo.train.trainer import train
 
 Tensor = torch.Tensor
@@ -72,7 +72,7 @@ def pfgmpp_digits_recipe(args: argparse.Namespace) -> dict[str, Any]:
     torch.manual_seed(args.seed)
     res = train(build("edm_digits_unet", **arch_config), loss_fn, batch_fn, cfg)
     metrics = evaluate_pfgmpp(res.ema_model, D, args.eval_samples, args.seed)
-    metrics["final_loss"] = sum(res.losses[-100:]) / max(1, len(res.losses[-100:]))
+    metrics["final_loss"] = final_loss(res)
     ship(
         args,
         res.ema_model,

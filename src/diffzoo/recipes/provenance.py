@@ -41,7 +41,7 @@ from diffzoo.provenance.attacks import jpeg, random_augment
 from diffzoo.provenance.bits import bit_accuracy, format_bits, parse_bits, random_bits
 from diffzoo.provenance.tiles import from_tiles
 from diffzoo.provenance.watermarks import latent_reader
-from diffzoo.recipes.registry import add_train_args, register_recipe, ship, train_config_from_args
+from diffzoo.recipes.registry import add_train_args, final_loss, register_recipe, ship, train_config_from_args
 from diffzoo.recipes.tinysd import latent_bank, tinysd_arch_config, unet_loss
 from diffzoo.train.trainer import train
 from diffzoo.zoo import load
@@ -157,7 +157,7 @@ def _message_metrics(
         "bit_acc_unwatermarked": acc(ref),
         "psnr_db": round(float(psnr(xw, ref)), 2),
         "ssim": round(float(ssim(xw, ref)), 4),
-        "final_loss": float(res.losses[-1]) if res.losses else None,
+        "final_loss": final_loss(res, 1),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
 
@@ -323,7 +323,7 @@ def wouaf_recipe(args: argparse.Namespace) -> dict[str, Any]:
         "bit_acc_unmodulated": round(float(acc_plain.mean()), 4),
         "psnr_vs_unmodulated_db": round(float(psnr(xh, refe)), 2),
         "ssim_vs_unmodulated": round(float(ssim(xh, refe)), 4),
-        "final_loss": float(res.losses[-1]) if res.losses else None,
+        "final_loss": final_loss(res, 1),
         "wall_s": round(time.perf_counter() - t0, 1),
     }
     log.info("wouaf: %s", metrics)
@@ -416,7 +416,7 @@ def safe_sd_recipe(args: argparse.Namespace) -> dict[str, Any]:
     metrics, _ = evaluate_safe_sd(
         lm, load_tinysd(), reader, message, trigger, args.eval_n, args.eval_steps, args.guidance
     )
-    metrics.update(steps=res.step, final_loss=float(res.losses[-1]) if res.losses else None)
+    metrics.update(steps=res.step, final_loss=final_loss(res, 1))
     metrics["wall_s"] = round(time.perf_counter() - t0, 1)
     log.info("safe-sd: %s", metrics)
     ship(

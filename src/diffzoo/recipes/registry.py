@@ -214,3 +214,10 @@ def ship(
     )
     log.info("shipped %s to the zoo", path)
     return path
+
+
+def final_loss(res: Any, window: int = 100) -> float:
+    """Mean training loss of the last ``window`` steps of a :func:`diffzoo.train.train` result (every
+    recipe's ``final_loss`` metric)."""
+    tail = res.losses[-window:]
+    return sum(tail) / max(1, len(tail))

@@ -38,7 +38,14 @@ from diffzoo.core.random import generators_from_seeds, randn
 from diffzoo.data import shapes
 from diffzoo.io import atomic_save_safetensors, read_safetensors, save_grid
 from diffzoo.models.tinysd import ShapesClassifier, TinySD, scene_correct, tinysd_schedule
-from diffzoo.recipes.registry import add_train_args, command_line, register_recipe, ship, train_config_from_args
+from diffzoo.recipes.registry import (
+    add_train_args,
+    command_line,
+    final_loss,
+    register_recipe,
+    ship,
+    train_config_from_args,
+)
 from diffzoo.sampling.ddim import ddim
 from diffzoo.sampling.timesteps import get_timesteps
 from diffzoo.train.trainer import train
@@ -216,7 +223,7 @@ def train_tinysd_vae(args: argparse.Namespace) -> dict:
         recon_psnr_db=round(reconstruction_psnr(ema), 3),
         scaling_factor=scale,
         steps=res.step,
-        final_loss=sum(res.losses[-50:]) / max(1, len(res.losses[-50:])),
+        final_loss=final_loss(res, 50),
         wall_s=round(time.time() - t0, 1),
     )
     cmd = command_line() if base_meta is None else f"{base_meta.get('train_command', '')} && {command_line()}"
@@ -301,7 +308,7 @@ def train_tinysd_unet(args: argparse.Namespace) -> dict:
         vmeta = swap_decoder(ema, args.decoder)
     metrics: dict[str, Any] = dict(
         steps=res.step,
-        final_loss=sum(res.losses[-100:]) / max(1, len(res.losses[-100:])),
+        final_loss=final_loss(res),
         train_wall_s=round(time.time() - t0, 1),
         vae=vmeta.get("metrics"),
     )
